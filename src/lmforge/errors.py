@@ -1,0 +1,37 @@
+"""Errors a user can act on.
+
+Every failure caused by the user's input (recipe, data, model name, checkpoint) is raised as
+:class:`LmforgeError` with a one-line message naming the problem and the fix. The CLI turns it
+into that line and exit code 2; the HTTP layer into a 4xx. Anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class LmforgeError(Exception):
+    """A problem with the user's input, with a hint on how to fix it."""
+
+    def __init__(self, problem: str, fix: str | None = None) -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        return f"{self.problem} — {self.fix}" if self.fix else self.problem
+
+
+class RecipeError(LmforgeError):
+    """The recipe file is missing, unparsable or invalid."""
+
+
+class DataError(LmforgeError):
+    """The data source is missing, malformed, or unusable after cleaning."""
+
+
+class ModelNotFoundError(LmforgeError):
+    """An unknown base model, or an unknown registered model name/version."""
+
+
+class CheckpointError(LmforgeError):
+    """A checkpoint is missing, incomplete or corrupt."""

@@ -1,0 +1,63 @@
+"""Simple baselines trained and scored on the same split as the model.
+
+A fine-tuned transformer is only worth its cost if it beats these: the majority class, and
+TF-IDF + logistic regression (word n-grams for spaced languages, character n-grams for Chinese).
+For Chinese sentiment the ``snownlp`` package's own classifier is a third reference.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+
+from lmforge.errors import RecipeError
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def mostly_cjk(texts: Sequence[str]) -> bool:
+    sample = "".join(texts[:500])
+    return len(_CJK.findall(sample)) > 0.3 * max(1, len(sample.replace(" ", "")))
+
+
+def majority_baseline(y_train: np.ndarray, n_test: int, n_labels: int) -> np.ndarray:
+    """Probabilities that always favour the most frequent training label."""
+    counts = np.bincount(y_train, minlength=n_labels).astype(np.float64)
+    proba = np.zeros((n_test, n_labels))
+    proba[:, int(counts.argmax())] = 1.0
+    return proba
+
+
+def tfidf_lr_baseline(
+    train_texts: Sequence[str], y_train: np.ndarray, test_texts: Sequence[str], n_labels: int
+) -> np.ndarray:
+    if mostly_cjk(train_texts):
+        vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True)
+    else:
+        vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+    pipeline = make_pipeline(vectorizer, LogisticRegression(C=4.0, max_iter=2000))
+    pipeline.fit(list(train_texts), y_train)
+    proba = np.zeros((len(test_texts), n_labels))
+    proba[:, pipeline.classes_] = pipeline.predict_proba(list(test_texts))
+    return proba
+
+
+def snownlp_baseline(test_texts: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+    """The snownlp package's pretrained Chinese sentiment model (P(positive) per text)."""
+    if sorted(labels) != ["negative", "positive"]:
+        raise RecipeError(
+            "the snownlp baseline needs the labels 'positive' and 'negative'",
+            "remove 'snownlp' from evaluation.baselines",
+        )
+    from snownlp import SnowNLP
+
+    positive = np.array([SnowNLP(t).sentiments for t in test_texts])
+    proba = np.zeros((len(test_texts), 2))
+    pos, neg = list(labels).index("positive"), list(labels).index("negative")
+    proba[:, pos], proba[:, neg] = positive, 1.0 - positive
+    return proba

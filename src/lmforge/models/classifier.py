@@ -42,13 +42,16 @@ def build_classifier(
         config.classifier_dropout = dropout
     # The base folders carry no head; transformers reports the fresh head loudly — expected here.
     with _quiet_transformers():
-        model = AutoModelForSequenceClassification.from_pretrained(str(base_path), config=config)
+        model: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(
+            str(base_path), config=config
+        )
     return model
 
 
 def load_classifier(path: Path) -> PreTrainedModel:
     with _quiet_transformers():
-        return AutoModelForSequenceClassification.from_pretrained(str(path))
+        model: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(str(path))
+    return model
 
 
 def tokenize(
@@ -96,7 +99,7 @@ def predict_logits(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    out = np.zeros((len(token_ids), model.config.num_labels), dtype=np.float32)
+    out = np.zeros((len(token_ids), len(model.config.id2label or {})), dtype=np.float32)
     with autocast(precision):
         for idx in length_sorted_batches([len(t) for t in token_ids], batch_size):
             batch = collate([token_ids[i] for i in idx], pad_id)

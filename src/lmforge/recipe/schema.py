@@ -13,13 +13,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-TaskName = Literal["classification"]  # multi-label, token classification, similarity, generation follow
+TaskName = Literal[
+    "classification"
+]  # multi-label, token classification, similarity, generation follow
 Precision = Literal["auto", "fp32", "bf16"]
 Stage = Literal["candidate", "production", "archived"]
 BaselineName = Literal["majority", "tfidf_lr", "snownlp"]
 MetricName = Literal["accuracy", "macro_f1", "loss"]
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
 class Section(BaseModel):
@@ -104,7 +106,7 @@ class ModelConfig(Section):
 
 class LoraConfig(Section):
     r: Annotated[int, Field(gt=0)] = Field(default=16, description="LoRA rank.")
-    alpha: Annotated[float, Field(gt=0)] = Field(default=32, description="LoRA scaling alpha.")
+    alpha: Annotated[int, Field(gt=0)] = Field(default=32, description="LoRA scaling alpha.")
     dropout: Annotated[float, Field(ge=0, lt=1)] = Field(default=0.05, description="LoRA dropout.")
     target_modules: list[str] = Field(
         default_factory=lambda: ["query", "key", "value", "dense"],
@@ -165,7 +167,7 @@ class TrainingConfig(Section):
 
 class EvaluationConfig(Section):
     baselines: list[BaselineName] = Field(
-        default_factory=lambda: ["majority", "tfidf_lr"],
+        default_factory=lambda: list[BaselineName](["majority", "tfidf_lr"]),
         description="Baselines trained and scored on the same split.",
     )
 
@@ -193,12 +195,12 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
-        if not _NAME.match(self.name):
+        if not MODEL_NAME.match(self.name):
             raise ValueError(
                 f"name {self.name!r} must be lower-case letters, digits, '.', '_' or '-' "
                 "(at most 64, starting with a letter or digit)"
             )
-        if self.registry.name is not None and not _NAME.match(self.registry.name):
+        if self.registry.name is not None and not MODEL_NAME.match(self.registry.name):
             raise ValueError(f"registry.name {self.registry.name!r} is not a valid model name")
         return self
 

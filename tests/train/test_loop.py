@@ -35,7 +35,8 @@ def test_epoch_batches_cover_every_row_once_and_are_seeded() -> None:
 def test_full_fine_tune_learns_the_toy_task(
     toy_csv: Path, tiny_base: Path, home: Settings, tmp_path: Path
 ) -> None:
-    outcome = _train(toy_recipe(toy_csv, tiny_base, epochs=8), tmp_path / "run", home)
+    recipe = toy_recipe(toy_csv, tiny_base, epochs=6, early_stopping={"enabled": False})
+    outcome = _train(recipe, tmp_path / "run", home)
     assert outcome.best["val_accuracy"] >= 0.8
     assert outcome.history[-1]["train_loss"] < outcome.history[0]["train_loss"]
     assert outcome.trainable_parameters == outcome.total_parameters
@@ -76,10 +77,18 @@ def test_resume_continues_from_the_checkpoint(
     toy_csv: Path, tiny_base: Path, home: Settings, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    first = _train(toy_recipe(toy_csv, tiny_base, max_steps=4, eval_every_steps=2), run, home)
+    no_stop = {"enabled": False}
+    first = _train(
+        toy_recipe(toy_csv, tiny_base, max_steps=4, eval_every_steps=2, early_stopping=no_stop),
+        run,
+        home,
+    )
     assert first.steps == 4
     resumed = _train(
-        toy_recipe(toy_csv, tiny_base, max_steps=8, eval_every_steps=2), run, home, resume=True
+        toy_recipe(toy_csv, tiny_base, max_steps=8, eval_every_steps=2, early_stopping=no_stop),
+        run,
+        home,
+        resume=True,
     )
     assert resumed.steps == 8
     assert [h["step"] for h in resumed.history] == [2.0, 4.0, 6.0, 8.0]

@@ -41,7 +41,7 @@ def build_classifier(
     if dropout is not None:
         config.classifier_dropout = dropout
     # The base folders carry no head; transformers reports the fresh head loudly — expected here.
-    with _quiet_transformers():
+    with quiet_transformers():
         model: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(
             str(base_path), config=config
         )
@@ -49,7 +49,7 @@ def build_classifier(
 
 
 def load_classifier(path: Path) -> PreTrainedModel:
-    with _quiet_transformers():
+    with quiet_transformers():
         model: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(str(path))
     return model
 
@@ -116,7 +116,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     logger = logging.getLogger("transformers")
     level = logger.level
     logger.setLevel(logging.ERROR)

@@ -79,7 +79,7 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -
 def recipe_fingerprint(recipe: Recipe) -> str:
     """What must match for a checkpoint to be resumable: everything but the run's length."""
     data = recipe.model_dump(mode="json")
-    for key in ("epochs", "max_steps", "early_stopping", "num_threads"):
+    for key in ("epochs", "max_steps", "eval_every_steps", "early_stopping", "num_threads"):
         data["training"].pop(key, None)
     data.pop("evaluation", None)
     data.pop("registry", None)
@@ -108,7 +108,7 @@ def fine_tune(
         gradient_accumulation_steps=cfg.gradient_accumulation,
     )
     ckpt_dir = run_dir / "checkpoints"
-    state = _read_checkpoint_state(ckpt_dir, recipe) if resume else None
+    state = read_checkpoint_state(ckpt_dir, recipe) if resume else None
 
     tokenizer = load_tokenizer(base.path)
     prefix = recipe.model.text_prefix if recipe.model.text_prefix is not None else base.text_prefix
@@ -346,7 +346,7 @@ def _swap_in(tmp: Path, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _read_checkpoint_state(ckpt_dir: Path, recipe: Recipe) -> dict[str, Any]:
+def read_checkpoint_state(ckpt_dir: Path, recipe: Recipe) -> dict[str, Any]:
     last = ckpt_dir / "last"
     if not last.is_dir() and (ckpt_dir / "last.old").is_dir():
         last.parent.joinpath("last.old").rename(last)  # a crash mid-swap: the old one is whole

@@ -1,0 +1,93 @@
+"""End to end on the real shipped models and real data, on small slices so CI stays quick."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmforge import Predictor, Registry, load_recipe, run_recipe
+from lmforge.settings import Settings
+
+pytestmark = pytest.mark.integration
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def small_english_recipe(tmp_path: Path, **training: object) -> Path:
+    recipe = yaml.safe_load((EXAMPLES / "sentiment-en.yaml").read_text())
+    recipe["name"] = "rt-small"
+    recipe["data"]["source"]["limit"] = 500
+    recipe["training"].update({"epochs": 2, "batch_size": 16, "eval_every_steps": 5, **training})
+    recipe["training"]["early_stopping"] = {"enabled": False}
+    path = tmp_path / "rt-small.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_minilm_run_predict_and_registry_round_trip(home: Settings, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "lmforge.cli", "run", str(small_english_recipe(tmp_path)), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    version = report["version"]
+    assert version["ref"] == "rt-small:v1"
+    assert version["base_model"] == "minilm-l6"
+    # 400 real training rows already beat the majority baseline.
+    test, majority = version["test_metrics"], version["baseline_metrics"]["majority"]
+    assert test["accuracy"] > majority["accuracy"]
+    assert test["roc_auc"] > 0.7
+
+    registry = Registry(home)
+    fetched = registry.get("rt-small")
+    assert fetched.to_json()["test_metrics"] == version["test_metrics"]
+    card = (fetched.path / "README.md").read_text()
+    assert "tfidf_lr" in card and "minilm-l6" in card
+    predictor = Predictor(fetched.path)
+    preds = predictor.predict(["A masterpiece, moving and funny.", "Dull, lifeless, a chore."])
+    assert {p.label for p in preds} <= {"positive", "negative"}
+    # The registered folder is a plain transformers model.
+    from transformers import AutoModelForSequenceClassification
+
+    plain = AutoModelForSequenceClassification.from_pretrained(str(fetched.path))
+    assert plain.config.id2label == {0: "negative", 1: "positive"}
+
+
+def test_minilm_resume_after_interruption(home: Settings, tmp_path: Path) -> None:
+    first = run_recipe(load_recipe(small_english_recipe(tmp_path, max_steps=5)), register=False)
+    assert first.outcome.steps == 5
+    resumed = run_recipe(
+        load_recipe(small_english_recipe(tmp_path, max_steps=10)),
+        register=False,
+        resume=first.run_dir,
+    )
+    assert resumed.outcome.steps == 10
+    assert resumed.outcome.history[0] == first.outcome.history[0]
+    assert (first.run_dir / "model" / "model.safetensors").is_file()
+
+
+def test_e5_lora_on_chinese_reviews(home: Settings, tmp_path: Path) -> None:
+    recipe = yaml.safe_load((EXAMPLES / "sentiment-zh.yaml").read_text())
+    recipe["data"]["source"]["limit"] = 240
+    recipe["training"].update({"max_steps": 4, "eval_every_steps": 4, "max_length": 48})
+    recipe["evaluation"]["baselines"] = ["majority", "snownlp"]
+    path = tmp_path / "zh.yaml"
+    path.write_text(yaml.safe_dump(recipe, allow_unicode=True))
+    result = run_recipe(load_recipe(path))
+    assert result.version is not None
+    assert result.outcome.trainable_parameters < result.outcome.total_parameters / 10
+    assert (result.version.path / "adapter" / "adapter_model.safetensors").is_file()
+    assert set(result.baselines) == {"majority", "snownlp"}
+    meta = json.loads((result.version.path / "lmforge.json").read_text())
+    assert meta["text_prefix"] == "query: "
+    assert Predictor(result.version.path).predict(["这本书非常好"])[0].label in {
+        "positive",
+        "negative",
+    }

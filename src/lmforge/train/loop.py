@@ -99,7 +99,9 @@ def fine_tune(
 ) -> TrainOutcome:
     cfg = recipe.training
     progress = progress or SilentProgress()
-    torch.set_num_threads(cfg.num_threads or os.cpu_count() or 1)
+    # Under torchrun the processes on one machine share its cores.
+    per_process = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(cfg.num_threads or max(1, per_process))
     torch.manual_seed(cfg.seed)
     precision = resolve_precision(cfg.precision)
     if precision == "bf16" and not torch.cuda.is_available() and not cpu_has_native_bf16():
@@ -109,6 +111,7 @@ def fine_tune(
     AcceleratorState._reset_state()
     GradientState._reset_state()
     accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),  # makes torchrun on CPUs a gloo process group
         mixed_precision="bf16" if precision == "bf16" else "no",
         gradient_accumulation_steps=cfg.gradient_accumulation,
     )

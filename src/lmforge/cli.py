@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -294,6 +295,8 @@ def models_catalogue(
 
 
 def main() -> None:
+    # Deprecation notices between transformers and peft are for their developers, not our users.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     try:
         app(standalone_mode=False)
     except LmforgeError as exc:

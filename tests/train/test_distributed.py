@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import yaml
+
 from conftest import toy_recipe
 
 SCRIPT = """

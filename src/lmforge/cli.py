@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lmforge.errors import LmforgeError
+from lmforge.registry.card import percent
 
 app = typer.Typer(
     help="lmforge: adapt, evaluate and register language models from one recipe.",
@@ -77,16 +78,13 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.2f}"
-
-
 def _metrics_table(metrics: dict[str, Any], baselines: dict[str, Any], title: str) -> Table:
     table = Table(title=title)
     for column in ("model", "accuracy", "macro-F1", "ROC-AUC"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, m in [("this model", metrics), *baselines.items()]:
-        table.add_row(name, _pct(m["accuracy"]), _pct(m["macro_f1"]), _pct(m.get("roc_auc")))
+        scores = (m["accuracy"], m["macro_f1"], m.get("roc_auc"))
+        table.add_row(name, *(percent(v) for v in scores))
     return table
 
 
@@ -230,8 +228,8 @@ def models_list(
             v.stage,
             v.task,
             v.base_model,
-            _pct(v.metrics.get("accuracy")),
-            _pct(v.metrics.get("macro_f1")),
+            percent(v.metrics.get("accuracy")),
+            percent(v.metrics.get("macro_f1")),
             v.created_at.strftime("%Y-%m-%d %H:%M"),
         )
     out.print(table)

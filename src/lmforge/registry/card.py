@@ -7,7 +7,8 @@ from typing import Any
 from lmforge.recipe import Recipe
 
 
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A 0–1 score as a percentage with two decimals; "—" where there is none."""
     return "—" if value is None else f"{100 * value:.2f}"
 
 
@@ -22,12 +23,13 @@ def model_card(
     rows = [("this model", metrics), *baselines.items()]
     table = ["| model | accuracy | macro-F1 | ROC-AUC |", "|---|---|---|---|"]
     table += [
-        f"| {name} | {_pct(m['accuracy'])} | {_pct(m['macro_f1'])} | {_pct(m.get('roc_auc'))} |"
+        f"| {name} | {percent(m['accuracy'])} | {percent(m['macro_f1'])} "
+        f"| {percent(m.get('roc_auc'))} |"
         for name, m in rows
     ]
     per_class = ["| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     per_class += [
-        f"| {label} | {_pct(v['precision'])} | {_pct(v['recall'])} | {_pct(v['f1'])} "
+        f"| {label} | {percent(v['precision'])} | {percent(v['recall'])} | {percent(v['f1'])} "
         f"| {v['support']} |"
         for label, v in metrics["per_class"].items()
     ]

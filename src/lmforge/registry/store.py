@@ -128,27 +128,24 @@ class Registry:
             raise ValueError(f"invalid model name {name!r}")  # recipes validate names first
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}")
+        fields = {
+            "task": task,
+            "base_model": base_model,
+            "labels": labels,
+            "metrics": metrics,
+            "baselines": baselines,
+            "parent": parent,
+        }
         for attempt in range(attempts):
             try:
-                return self._register_once(
-                    name, staging, task, base_model, labels, metrics, baselines, stage, parent
-                )
+                return self._register_once(name, staging, stage, fields)
             except IntegrityError:
                 if attempt == attempts - 1:
                     raise  # another writer kept taking the number; give up loudly
         raise AssertionError("unreachable")
 
     def _register_once(
-        self,
-        name: str,
-        staging: Path,
-        task: str,
-        base_model: str,
-        labels: list[str],
-        metrics: dict[str, Any],
-        baselines: dict[str, Any],
-        stage: str,
-        parent: str | None,
+        self, name: str, staging: Path, stage: str, fields: dict[str, Any]
     ) -> ModelVersion:
         final: Path | None = None
         try:
@@ -160,23 +157,15 @@ class Registry:
                 final = self.root / name / f"v{version}"
                 if final.exists():  # left by a crash before its row committed: not a version
                     shutil.rmtree(final)
-                meta = {"name": name, "version": version, "task": task, "base_model": base_model}
+                meta = {"name": name, "version": version, "task": fields["task"]}
+                meta["base_model"] = fields["base_model"]
                 (staging / "version.json").write_text(json.dumps(meta, indent=1))
                 final.parent.mkdir(parents=True, exist_ok=True)
                 staging.rename(final)
                 if stage == "production":
                     self._archive_production(session, name)
                 row = ModelVersionRow(
-                    name=name,
-                    version=version,
-                    stage=stage,
-                    path=str(final),
-                    task=task,
-                    base_model=base_model,
-                    labels=labels,
-                    metrics=metrics,
-                    baselines=baselines,
-                    parent=parent,
+                    name=name, version=version, stage=stage, path=str(final), **fields
                 )
                 session.add(row)
                 session.flush()

@@ -45,8 +45,13 @@ def _staging(registry: Registry, content: str = "weights") -> Path:
 
 
 def _register(
-    registry: Registry, name: str = "demo", content: str = "weights", **kwargs: Any
+    registry: Registry,
+    name: str = "demo",
+    content: str = "weights",
+    staging: Path | None = None,
+    **kwargs: Any,
 ) -> ModelVersion:
+    """Register with default fields; ``staging`` reuses a folder the test wants to inspect."""
     options: dict[str, Any] = {
         "task": "classification",
         "base_model": "minilm-l6",
@@ -55,7 +60,7 @@ def _register(
         "baselines": BASELINES,
     }
     options.update(kwargs)
-    return registry.register(name, _staging(registry, content), **options)
+    return registry.register(name, staging or _staging(registry, content), **options)
 
 
 def _row_count(registry: Registry, name: str) -> int:
@@ -354,17 +359,13 @@ def test_failed_insert_leaves_nothing(registry: Registry, monkeypatch: pytest.Mo
     monkeypatch.setattr(Session, "flush", boom)
     staging = _staging(registry)
     with pytest.raises(RuntimeError, match="database went away"):
-        registry.register(
-            "demo", staging, task="t", base_model="m", labels=["a"], metrics={}, baselines={}
-        )
+        _register(registry, staging=staging, labels=["a"], metrics={})
     monkeypatch.undo()
     _assert_nothing_registered(registry, staging)
     with pytest.raises(ModelNotFoundError):
         registry.get("demo")
     # the handed-back folder can still be registered
-    version = registry.register(
-        "demo", staging, task="t", base_model="m", labels=["a"], metrics={}, baselines={}
-    )
+    version = _register(registry, staging=staging, labels=["a"], metrics={})
     assert version.version == 1
     assert (version.path / "model.bin").is_file()
 
@@ -372,15 +373,7 @@ def test_failed_insert_leaves_nothing(registry: Registry, monkeypatch: pytest.Mo
 def test_unserialisable_metrics_leave_nothing(registry: Registry) -> None:
     staging = _staging(registry)
     with pytest.raises(StatementError):
-        registry.register(
-            "demo",
-            staging,
-            task="t",
-            base_model="m",
-            labels=["a"],
-            metrics={"accuracy": object()},
-            baselines={},
-        )
+        _register(registry, staging=staging, labels=["a"], metrics={"accuracy": object()})
     _assert_nothing_registered(registry, staging)
 
 
@@ -393,16 +386,7 @@ def test_failed_commit_leaves_nothing(registry: Registry) -> None:
     staging = _staging(registry)
     try:
         with pytest.raises(RuntimeError, match="commit failed"):
-            registry.register(
-                "demo",
-                staging,
-                task="t",
-                base_model="m",
-                labels=["a"],
-                metrics={},
-                baselines={},
-                stage="production",
-            )
+            _register(registry, staging=staging, labels=["a"], metrics={}, stage="production")
     finally:
         event.remove(registry.engine, "commit", boom)
     assert [(v.version, v.stage) for v in registry.list("demo")] == [(1, "production")]
@@ -415,15 +399,8 @@ def test_failed_production_register_keeps_previous_production(registry: Registry
     _register(registry, stage="production")
     staging = _staging(registry)
     with pytest.raises(StatementError):
-        registry.register(
-            "demo",
-            staging,
-            task="t",
-            base_model="m",
-            labels=["a"],
-            metrics={"x": {1, 2}},
-            baselines={},
-            stage="production",
+        _register(
+            registry, staging=staging, labels=["a"], metrics={"x": {1, 2}}, stage="production"
         )
     assert registry.get("demo:production").version == 1
     assert staging.is_dir()
@@ -456,16 +433,7 @@ def test_gives_up_after_attempts(registry: Registry, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(Session, "flush", always)
     staging = _staging(registry)
     with pytest.raises(IntegrityError):
-        registry.register(
-            "demo",
-            staging,
-            task="t",
-            base_model="m",
-            labels=[],
-            metrics={},
-            baselines={},
-            attempts=3,
-        )
+        _register(registry, staging=staging, labels=[], metrics={}, attempts=3)
     monkeypatch.undo()
     _assert_nothing_registered(registry, staging)
 

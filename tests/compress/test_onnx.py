@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from lmforge.compress import export_onnx, quantize_dynamic_int8
+from lmforge.errors import LmforgeError
+from lmforge.models.classifier import (
+    build_classifier,
+    collate,
+    load_classifier,
+    load_tokenizer,
+    tokenize,
+)
+
+TEXTS = ["a wonderful film", "dull", "an utterly, completely tedious two hours", "fine"]
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("classifier")
+    torch.manual_seed(0)
+    build_classifier(tiny_base, ["negative", "positive"]).save_pretrained(str(folder))
+    load_tokenizer(tiny_base).save_pretrained(str(folder))
+    return folder
+
+
+def _logits(session: ort.InferenceSession, batch: dict[str, torch.Tensor]) -> np.ndarray:
+    feeds = {name: batch[name].numpy() for name in ("input_ids", "attention_mask")}
+    return np.asarray(session.run(["logits"], feeds)[0])
+
+
+def test_onnx_fp32_matches_torch_and_int8_keeps_argmax(
+    classifier_dir: Path, tmp_path: Path
+) -> None:
+    fp32 = export_onnx(classifier_dir, tmp_path / "model.onnx")
+    int8 = quantize_dynamic_int8(fp32, tmp_path / "int8.onnx")
+    assert int8.stat().st_size < fp32.stat().st_size
+    tokenizer = load_tokenizer(classifier_dir)
+    batch = collate(tokenize(tokenizer, TEXTS, 32), int(tokenizer.pad_token_id or 0))
+    model = load_classifier(classifier_dir).eval()
+    with torch.inference_mode():
+        expected = model(**batch).logits.numpy()
+    got = _logits(ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]), batch)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    quant = _logits(ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"]), batch)
+    assert quant.shape == expected.shape
+    assert np.abs(quant - expected).max() < 0.5
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_export_failure_is_a_clear_error_and_leaves_nothing(
+    classifier_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Unsupported: ONNX export of operator foo")
+
+    monkeypatch.setattr(torch.onnx, "export", unsupported)
+    with pytest.raises(LmforgeError, match=r"cannot export .* to ONNX"):
+        export_onnx(classifier_dir, tmp_path / "model.onnx")
+    assert not list(tmp_path.iterdir())

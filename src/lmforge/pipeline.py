@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.data import PreparedData, data_card_markdown, prepare_data
-from lmforge.errors import RecipeError
 from lmforge.evaluate import evaluate_classifier, score_baselines
+from lmforge.evaluate.baselines import check_baselines
 from lmforge.evaluate.plots import plot_confusion_matrix, plot_training_curve
 from lmforge.models.catalogue import resolve_base
 from lmforge.models.classifier import quiet_transformers
@@ -74,11 +74,7 @@ def run_recipe(
     register = recipe.registry.enabled if register is None else register
 
     data = prepare_data(recipe.data)
-    if "snownlp" in recipe.evaluation.baselines and sorted(data.labels) != ["negative", "positive"]:
-        raise RecipeError(
-            "the snownlp baseline needs the labels 'positive' and 'negative'",
-            "remove 'snownlp' from evaluation.baselines",
-        )
+    check_baselines(recipe.evaluation.baselines, data.labels)
     base = resolve_base(recipe.model.base, settings.cache_dir)
     if resume is not None:
         read_checkpoint_state(resume / "checkpoints", recipe)  # fail before touching the run

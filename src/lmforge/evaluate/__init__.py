@@ -11,7 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from lmforge.data import PreparedData
 from lmforge.evaluate.baselines import majority_baseline, snownlp_baseline, tfidf_lr_baseline
 from lmforge.evaluate.metrics import classification_metrics
-from lmforge.models.classifier import predict_logits, tokenize
+from lmforge.models.classifier import pad_token_id, predict_logits, tokenize
 
 __all__ = ["classification_metrics", "evaluate_classifier", "score_baselines"]
 
@@ -28,8 +28,7 @@ def evaluate_classifier(
     label_ids = data.label_to_id
     y = np.array([label_ids[v] for v in data.test["label"]])
     ids = tokenize(tokenizer, data.test["text"].tolist(), max_length, text_prefix)
-    pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-    logits = predict_logits(model, ids, pad_id=pad_id, precision=precision)
+    logits = predict_logits(model, ids, pad_id=pad_token_id(tokenizer), precision=precision)
     return classification_metrics(y, logits, data.labels)
 
 

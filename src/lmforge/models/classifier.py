@@ -28,6 +28,11 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(str(path))
 
 
+def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id batches are padded with (masked out, so any id works where none is defined)."""
+    return int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
+
+
 def build_classifier(
     base_path: Path, labels: Sequence[str], dropout: float | None = None
 ) -> PreTrainedModel:

@@ -13,7 +13,13 @@ import torch
 
 from lmforge.data.prepare import clean_text
 from lmforge.errors import ModelNotFoundError
-from lmforge.models.classifier import load_classifier, load_tokenizer, predict_logits, softmax
+from lmforge.models.classifier import (
+    load_classifier,
+    load_tokenizer,
+    pad_token_id,
+    predict_logits,
+    softmax,
+)
 from lmforge.models.classifier import tokenize as tokenize_texts
 from lmforge.recipe.schema import CleaningConfig
 
@@ -55,7 +61,7 @@ class Predictor:
                 "the version folder is damaged; re-register it or use another version",
             ) from exc
         self.model.eval()
-        self.pad_id = int(self.tokenizer.pad_token_id or 0)
+        self.pad_id = pad_token_id(self.tokenizer)
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         if not texts:

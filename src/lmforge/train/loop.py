@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from lmforge.data import PreparedData
-from lmforge.errors import CheckpointError
+from lmforge.errors import CheckpointError, RecipeError
 from lmforge.evaluate.metrics import classification_metrics
 from lmforge.hardware import cpu_has_native_bf16, resolve_precision
 from lmforge.models.catalogue import ResolvedBase
@@ -34,6 +34,7 @@ from lmforge.models.classifier import (
     build_classifier,
     collate,
     load_tokenizer,
+    pad_token_id,
     predict_logits,
     tokenize,
 )
@@ -126,7 +127,7 @@ def fine_tune(
     val_ids = tokenize(tokenizer, data.validation["text"].tolist(), cfg.max_length, prefix)
     val_y = np.array([label_ids[v] for v in data.validation["label"]])
     lengths = np.array([len(t) for t in train_ids])
-    pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+    pad_id = pad_token_id(tokenizer)
 
     model = build_classifier(base.path, data.labels, recipe.model.dropout)
     model = _adapt(model, recipe)
@@ -224,7 +225,7 @@ def fine_tune(
                     bad_evals += 1
                 if accelerator.is_main_process:
                     if improved:
-                        _save_weights(raw_model, ckpt_dir / "best")
+                        _save_checkpoint(ckpt_dir / "best", raw_model)
                     _save_checkpoint(
                         ckpt_dir / "last",
                         raw_model,
@@ -289,8 +290,6 @@ def _adapt(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel:
     names = {name.split(".")[-1] for name, _ in model.named_modules()}
     missing = [t for t in adaptation.lora.target_modules if t not in names]
     if missing:
-        from lmforge.errors import RecipeError
-
         raise RecipeError(
             f"adaptation.lora.target_modules: {missing[0]!r} is not a layer of this model",
             "use layer names such as query, key, value, dense",
@@ -314,37 +313,29 @@ def _tensorboard(run_dir: Path) -> Any:
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
-def _save_weights(model: torch.nn.Module, folder: Path) -> None:
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, tmp / "model.safetensors")
-    _swap_in(tmp, folder)
-
-
 def _save_checkpoint(
     folder: Path,
     model: torch.nn.Module,
-    optimizer: Any,
-    scheduler: Any,
-    state: dict[str, Any],
+    optimizer: Any = None,
+    scheduler: Any = None,
+    state: dict[str, Any] | None = None,
 ) -> None:
-    """Write to a sibling folder, then swap: a crash leaves the previous checkpoint intact."""
+    """Weights (and, for a resumable checkpoint, optimiser, scheduler, RNG and loop state),
+    written to a sibling folder and swapped in: a crash leaves the previous one intact."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     weights = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(weights, tmp / "model.safetensors")
-    torch.save(
-        {
+    if optimizer is not None and scheduler is not None:
+        trainer = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": torch.get_rng_state(),
-        },
-        tmp / "trainer.pt",
-    )
-    (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        }
+        torch.save(trainer, tmp / "trainer.pt")
+    if state is not None:
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
     _swap_in(tmp, folder)
 
 

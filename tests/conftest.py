@@ -59,6 +59,36 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder laid out like a registered version: a tiny random two-label classifier,
+    its tokenizer, lmforge.json, and ONNX fp32 + dynamic int8 files (every backend available).
+    Session-scoped: treat it as read-only."""
+    import json
+
+    import torch
+
+    from lmforge.compress import export_onnx, quantize_dynamic_int8
+    from lmforge.models.classifier import build_classifier
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    torch.manual_seed(0)
+    build_classifier(tiny_base, ["negative", "positive"]).save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(tiny_base)).save_pretrained(str(folder))
+    meta = {
+        "task": "classification",
+        "labels": ["negative", "positive"],
+        "base_model": "tiny",
+        "text_prefix": "",
+        "max_length": 32,
+        "cleaning": {},
+    }
+    (folder / "lmforge.json").write_text(json.dumps(meta))
+    export_onnx(folder, folder / "model.onnx")
+    quantize_dynamic_int8(folder / "model.onnx", folder / "model.int8.onnx")
+    return folder
+
+
 @pytest.fixture
 def toy_csv(tmp_path: Path) -> Path:
     """80 labelled rows of easy sentiment text (variants of the lists above)."""

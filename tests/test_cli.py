@@ -193,3 +193,57 @@ def test_debug_shows_the_traceback(home: Settings, tmp_path: Path) -> None:
     result = lmforge("--debug", "run", str(tmp_path / "none.yaml"))
     assert result.returncode != 0
     assert "Traceback" in result.stderr
+
+
+def test_compress_registers_a_child_version_served_by_its_backend(
+    trained: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    recipe, _ = trained
+    raw = yaml.safe_load(recipe.read_text())
+    raw["compress"] = {
+        "structures": ["original"],
+        "formats": ["onnx-fp32", "onnx-int8-per-channel"],
+        "max_accuracy_drop": 100,
+        "bench_batch_size": 8,
+        "bench_length": 16,
+        "bench_seconds": 0.05,
+        "latency_runs": 3,
+    }
+    compressed = lmforge(
+        "compress", "toy:v1", "--recipe", str(write_recipe(tmp_path, raw, "c.yaml")), "--json"
+    )
+    assert compressed.returncode == 0, compressed.stderr
+    doc = json.loads(compressed.stdout)
+    assert doc["source"] == "toy:v1" and doc["reference"] == "original/torch-fp32"
+    assert [v["name"] for v in doc["variants"]] == [
+        "original/torch-fp32",
+        "original/onnx-fp32",
+        "original/onnx-int8-per-channel",
+    ]
+    assert doc["version"]["ref"] == "toy:v2" and doc["version"]["parent"] == "toy:v1"
+    backend = "onnx-int8" if "int8" in doc["chosen"] else "onnx-fp32"
+    predicted = json.loads(lmforge("predict", "toy:v2", "fine", "--json").stdout)
+    assert predicted["backend"] == backend
+    on_torch = json.loads(
+        lmforge("predict", "toy:v2", "fine", "--backend", "torch-fp32", "--json").stdout
+    )
+    assert on_torch["backend"] == "torch-fp32"
+    evaluated = json.loads(lmforge("evaluate", "toy:v2", "--json").stdout)
+    assert evaluated["backend"] == backend
+    table = lmforge("compress", "toy:v1", "--recipe", str(tmp_path / "c.yaml"))
+    assert table.returncode == 0 and "registered toy:v3" in table.stdout
+
+
+def test_compress_bad_input_gets_one_line(
+    trained: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    recipe, _ = trained
+    raw = yaml.safe_load(recipe.read_text())
+    raw["compress"] = {"max_accuracy_drop": -1}
+    bad = write_recipe(tmp_path, raw, "bad.yaml")
+    assert_clean_error(lmforge("compress", "toy:v1", "--recipe", str(bad)), "max_accuracy_drop")
+    assert_clean_error(lmforge("compress", "nosuch"), "no registered model named 'nosuch'")
+    assert_clean_error(
+        lmforge("predict", "toy:v1", "x", "--backend", "onnx-int8"),
+        "'onnx-int8' is not available",
+    )

@@ -88,6 +88,13 @@ def _metrics_table(metrics: dict[str, Any], baselines: dict[str, Any], title: st
     return table
 
 
+_BACKEND_OPTION = typer.Option(
+    "--backend",
+    help="Runtime backend (torch-fp32, torch-bf16, torch-int8, onnx-fp32, onnx-int8); "
+    "default: the one the version was registered for.",
+)
+
+
 @app.command()
 def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (YAML).")],
@@ -134,16 +141,21 @@ def _run(recipe_path: Path, resume: Path | None, json_output: bool, register: bo
     if result.version is not None:
         v = result.version
         out.print(f"registered [bold]{v.ref}[/bold] ({v.stage}) at {v.path}")
+    if result.compression is not None:
+        _print_compress(result.compression)
 
 
 @app.command()
 def evaluate(
     model: Annotated[str, typer.Argument(help="NAME[:VERSION] of a registered model.")],
+    backend: Annotated[str | None, _BACKEND_OPTION] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Re-evaluate a registered version on its recipe's test split, beside baselines."""
+    import numpy as np
+
     from lmforge.data import prepare_data
-    from lmforge.evaluate import evaluate_classifier, score_baselines
+    from lmforge.evaluate import classification_metrics, score_baselines
     from lmforge.recipe import load_recipe
     from lmforge.registry import Registry
     from lmforge.runtime import Predictor
@@ -151,19 +163,23 @@ def evaluate(
     version = Registry().get(model)
     recipe = load_recipe(version.path / "recipe.yaml")
     data = prepare_data(recipe.data)
-    predictor = Predictor(version.path)
-    metrics = evaluate_classifier(
-        predictor.model,
-        predictor.tokenizer,
-        data,
-        max_length=predictor.max_length,
-        text_prefix=predictor.text_prefix,
-    )
+    predictor = Predictor(version.path, backend=backend)
+    proba = predictor.predict_proba(data.test["text"].tolist())
+    y = np.array([data.label_to_id[v] for v in data.test["label"]])
+    metrics = classification_metrics(y, proba, data.labels, from_logits=False)
     baselines = score_baselines(data, recipe.evaluation.baselines)
     if json_output:
-        _print_json({"ref": version.ref, "test_metrics": metrics, "baseline_metrics": baselines})
+        _print_json(
+            {
+                "ref": version.ref,
+                "backend": predictor.backend.name,
+                "test_metrics": metrics,
+                "baseline_metrics": baselines,
+            }
+        )
     else:
-        out.print(_metrics_table(metrics, baselines, f"{version.ref}: test split"))
+        title = f"{version.ref} ({predictor.backend.name}): test split"
+        out.print(_metrics_table(metrics, baselines, title))
 
 
 @app.command()
@@ -173,6 +189,7 @@ def predict(
     file: Annotated[
         Path | None, typer.Option("--file", "-f", help="A file with one text per line.")
     ] = None,
+    backend: Annotated[str | None, _BACKEND_OPTION] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Classify texts with a registered model."""
@@ -187,9 +204,16 @@ def predict(
     if not items:
         raise LmforgeError("no texts to classify", "pass texts as arguments or --file FILE")
     version = Registry().get(model)
-    predictions = Predictor(version.path).predict(items)
+    predictor = Predictor(version.path, backend=backend)
+    predictions = predictor.predict(items)
     if json_output:
-        _print_json({"model": version.ref, "predictions": [p.to_json() for p in predictions]})
+        _print_json(
+            {
+                "model": version.ref,
+                "backend": predictor.backend.name,
+                "predictions": [p.to_json() for p in predictions],
+            }
+        )
         return
     table = Table(title=version.ref)
     for column in ("label", "score", "text"):
@@ -197,6 +221,60 @@ def predict(
     for p in predictions:
         table.add_row(p.label, f"{p.score:.3f}", p.text)
     out.print(table)
+
+
+@app.command()
+def compress(
+    model: Annotated[str, typer.Argument(help="NAME[:VERSION] of a registered classifier.")],
+    recipe: Annotated[
+        Path | None,
+        typer.Option(help="A recipe whose `compress` section to use (default: the version's)."),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Build, evaluate and time compressed variants; register the fastest within budget."""
+    from lmforge.recipe import load_recipe
+
+    config = load_recipe(recipe).compress if recipe is not None else None
+    from lmforge.compress.stage import compress_version
+
+    result = compress_version(model, config, progress=RichProgress())
+    if json_output:
+        _print_json(result.to_json())
+        return
+    _print_compress(result)
+
+
+def _print_compress(result: Any) -> None:
+    table = Table(title=f"{result.source.ref}: compression trade-off")
+    columns = ("variant", "size MB", "p50 ms", "seq/s", "× ref", "accuracy", "Δ pt", "budget")
+    for column in columns:
+        left = column == "variant"
+        table.add_column(column, justify="left" if left else "right", no_wrap=left)
+    for v in result.variants:
+        name = f"[bold]{v.name}[/bold] ★" if v is result.chosen else v.name
+        if v.error is not None:
+            table.add_row(name, *(["–"] * 6), f"[red]{v.error[:60]}[/red]")
+            continue
+        table.add_row(
+            name,
+            f"{v.size_mb:.1f}",
+            f"{v.p50_ms:.2f}",
+            f"{v.sequences_per_second:.1f}",
+            f"{v.speedup:.2f}",
+            percent(v.accuracy),
+            f"{v.delta_points:+.2f}",
+            "yes" if v.within_budget else "no",
+        )
+    out.print(table)
+    for note in result.notes:
+        out.print(f"[dim]{note}[/dim]")
+    if result.version is not None:
+        v = result.version
+        out.print(
+            f"registered [bold]{v.ref}[/bold] ({result.chosen.name}, parent {v.parent}) at {v.path}"
+        )
+    out.print(f"trade-off table and chart: {result.run_dir}/tradeoff.md, tradeoff.png")
 
 
 @app.command()
@@ -290,6 +368,90 @@ def models_catalogue(
     for e in CATALOGUE.values():
         table.add_row(e.name, e.parameters, ", ".join(e.languages), e.package, e.description)
     out.print(table)
+
+
+@app.command()
+def bench(
+    model: Annotated[str, typer.Argument(help="NAME[:VERSION] of a registered model.")],
+    backend: Annotated[
+        list[str] | None,
+        typer.Option("--backend", help="Only this backend (repeatable); default: all available."),
+    ] = None,
+    length: Annotated[
+        list[int] | None,
+        typer.Option("--length", help="Throughput token length (repeatable); default 64, 128."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Batch size of the throughput.")] = 32,
+    runs: Annotated[int, typer.Option(help="Batch-1 requests timed for the latency.")] = 50,
+    min_seconds: Annotated[
+        float, typer.Option(help="Shortest time each throughput is measured for.")
+    ] = 1.0,
+    baselines: Annotated[
+        bool, typer.Option(help="Also measure torch fp32 eager and transformers' pipeline.")
+    ] = True,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Measure every backend of a version side by side, beside torch eager, transformers'
+    pipeline and the machine's own matmul peaks, in one process and one run."""
+    from lmforge.registry import Registry
+    from lmforge.runtime.bench import bench_model
+
+    registry = Registry()
+    version = registry.get(model)
+    # A compressed version is compared with the model it was compressed from.
+    parent = registry.get(version.parent).path if version.parent else None
+    report = bench_model(
+        version.path,
+        baseline_folder=parent,
+        backends=backend,
+        lengths=tuple(length or (64, 128)),
+        batch_size=batch_size,
+        latency_runs=runs,
+        min_seconds=min_seconds,
+        baselines=baselines,
+        progress=RichProgress(),
+    )
+    if json_output:
+        _print_json(report.to_json())
+        return
+
+    def num(value: float | None, spec: str, suffix: str = "") -> str:
+        return "—" if value is None else f"{value:{spec}}{suffix}"
+
+    table = Table(title=f"{report.model}: batch 1 latency, batch {report.batch_size} throughput")
+    columns = ["backend", "MB", "p50 ms", "p99 ms", "p50 ×eager"]
+    for n in report.lengths:
+        columns += [f"seq/s @{n}", f"×eager @{n}", f"% peak @{n}"]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "backend" else "right")
+    for r in report.results:
+        lat = r.latency
+        cells = [
+            r.backend + (" [red](failed)[/red]" if r.error else ""),
+            num(r.size_mb, ".1f"),
+            num(lat.p50_ms if lat else None, ".2f"),
+            num(lat.p99_ms if lat else None, ".2f"),
+            num(report.latency_speedup(r), ".1f", "×"),
+        ]
+        for n in report.lengths:
+            run = r.throughput.get(n)
+            share = report.share_of_peak(r, n)
+            cells += [
+                num(run.sequences_per_second if run else None, ".1f"),
+                num(report.speedup(r, n), ".1f", "×"),
+                num(None if share is None else 100 * share, ".1f", f"% {r.peak}"),
+            ]
+        table.add_row(*cells)
+    out.print(table)
+    m = report.machine
+    out.print(
+        f"{m.cpu}, {m.threads} threads; peaks fp32 {m.peaks.fp32_gflops:.0f} GFLOP/s, "
+        f"int8 {m.peaks.int8_gops:.0f} GOP/s; texts: {report.texts_source}",
+        highlight=False,
+    )
+    for r in report.results:
+        if r.error:
+            out.print(f"[red]{r.backend}[/red]: {r.error}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lmforge.compress.stage import CompressResult, check_compress_config, compress_version
 from lmforge.data import PreparedData, data_card_markdown, prepare_data
 from lmforge.evaluate import evaluate_classifier, score_baselines
 from lmforge.evaluate.baselines import check_baselines
@@ -36,9 +37,11 @@ class RunResult:
     metrics: dict[str, Any]
     baselines: dict[str, dict[str, Any]]
     version: ModelVersion | None
+    compression: CompressResult | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
+            "compression": self.compression.to_json() if self.compression else None,
             "run_dir": str(self.run_dir),
             "version": self.version.to_json() if self.version else None,
             "test_metrics": self.metrics,
@@ -76,6 +79,8 @@ def run_recipe(
     data = prepare_data(recipe.data)
     check_baselines(recipe.evaluation.baselines, data.labels)
     base = resolve_base(recipe.model.base, settings.cache_dir)
+    if recipe.compress.enabled:
+        check_compress_config(recipe.compress, base.path)
     if resume is not None:
         read_checkpoint_state(resume / "checkpoints", recipe)  # fail before touching the run
     progress.note(
@@ -111,7 +116,13 @@ def run_recipe(
         version = _register(recipe, run_dir, data, outcome, base.name, metrics, baselines, settings)
     else:
         _save_model(run_dir / "model", recipe, outcome, base.name, data.labels)
-    return RunResult(recipe, run_dir, data, outcome, metrics, baselines, version)
+    compression = None
+    if version is not None and recipe.compress.enabled:
+        progress.note(f"compressing {version.ref}")
+        compression = compress_version(
+            version.ref, recipe.compress, settings=settings, progress=progress
+        )
+    return RunResult(recipe, run_dir, data, outcome, metrics, baselines, version, compression)
 
 
 def _new_run_dir(settings: Settings, name: str) -> Path:

@@ -3,11 +3,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
 
-from lmforge.compress import export_onnx, quantize_dynamic_int8
+from lmforge.compress import (
+    export_onnx,
+    optimize_onnx,
+    quantize_dynamic_int8,
+    quantize_static_int8,
+)
 from lmforge.errors import LmforgeError
 from lmforge.models.classifier import (
     build_classifier,
@@ -63,3 +69,34 @@ def test_export_failure_is_a_clear_error_and_leaves_nothing(
     with pytest.raises(LmforgeError, match=r"cannot export .* to ONNX"):
         export_onnx(classifier_dir, tmp_path / "model.onnx")
     assert not list(tmp_path.iterdir())
+
+
+def test_optimised_graph_matches_torch_and_static_int8_keeps_argmax(
+    classifier_dir: Path, tmp_path: Path
+) -> None:
+    exported = export_onnx(classifier_dir, tmp_path / "export.onnx")
+    fused = optimize_onnx(exported, tmp_path / "model.onnx", num_heads=2, hidden_size=32)
+    ops = {node.op_type for node in onnx.load(str(fused)).graph.node}
+    assert "Attention" in ops  # the optimiser really fused attention
+    tokenizer = load_tokenizer(classifier_dir)
+    batch = collate(tokenize(tokenizer, TEXTS, 32), int(tokenizer.pad_token_id or 0))
+    model = load_classifier(classifier_dir).eval()
+    with torch.inference_mode():
+        expected = model(**batch).logits.numpy()
+    got = _logits(ort.InferenceSession(str(fused), providers=["CPUExecutionProvider"]), batch)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    calibration = [(batch["input_ids"].numpy(), batch["attention_mask"].numpy())] * 8
+    static = quantize_static_int8(fused, tmp_path / "static.onnx", calibration)
+    quant = _logits(ort.InferenceSession(str(static), providers=["CPUExecutionProvider"]), batch)
+    assert np.abs(quant - expected).max() < 0.5
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_static_int8_names_the_minimum_calibration_size(
+    classifier_dir: Path, tmp_path: Path
+) -> None:
+    fp32 = export_onnx(classifier_dir, tmp_path / "model.onnx")
+    ids = np.ones((4, 8), dtype=np.int64)
+    with pytest.raises(LmforgeError, match="at least 32 rows, got 8"):
+        quantize_static_int8(fp32, tmp_path / "static.onnx", [(ids, ids), (ids, ids)])
+    assert not (tmp_path / "static.onnx").exists()

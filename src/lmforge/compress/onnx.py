@@ -8,10 +8,15 @@ can recognise and fuse it. optimum's ONNX tools pin an old transformers, so this
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification
 
@@ -37,7 +42,10 @@ def export_onnx(model_dir: Path, out_path: Path) -> Path:
     dynamic["logits"] = {0: "batch"}
     tmp = out_path.with_name(out_path.name + ".tmp")
     try:
-        with torch.inference_mode():
+        # The tracer warns about every Python-level branch in transformers' masking code; the
+        # parity tests are what tell us the graph is right.
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             torch.onnx.export(
                 model,
                 (example["input_ids"], example["attention_mask"]),
@@ -59,16 +67,123 @@ def export_onnx(model_dir: Path, out_path: Path) -> Path:
     return out_path
 
 
-def quantize_dynamic_int8(onnx_path: Path, out_path: Path, *, per_channel: bool = True) -> Path:
-    """Weights int8 (per output channel by default), activations quantised at run time."""
+def optimize_onnx(
+    onnx_path: Path, out_path: Path, *, num_heads: int = 0, hidden_size: int = 0
+) -> Path:
+    """Fuse attention, GELU, layer norms and embeddings with ONNX Runtime's transformer optimiser.
+
+    The graphs transformers 5 exports hide the head count from the optimiser's detection, so
+    pass it (and the attention width) from the model's config; 0 means "detect".
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(
+        str(onnx_path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size
+    )
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    optimized.save_model_to_file(str(tmp))
+    os.replace(tmp, out_path)
+    return out_path
+
+
+def quantize_dynamic_int8(
+    onnx_path: Path, out_path: Path, *, per_channel: bool = True, reduce_range: bool = False
+) -> Path:
+    """Weights int8 (per output channel by default), activations quantised at run time.
+
+    ``reduce_range`` (7-bit weights) avoids u8×s8 saturation on CPUs without VNNI.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = out_path.with_name(out_path.name + ".tmp")
-    quantize_dynamic(
-        str(onnx_path),
-        str(tmp),
-        weight_type=QuantType.QInt8,
-        per_channel=per_channel,
+    inferred = _with_types(onnx_path, out_path)
+    with _quiet_root_logger():
+        quantize_dynamic(
+            str(inferred),
+            str(tmp),
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+        )
+    inferred.unlink()
+    shutil.move(str(tmp), str(out_path))
+    return out_path
+
+
+MIN_CALIBRATION_ROWS = 32
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime's quantiser logs routine notes as root-logger warnings."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _with_types(onnx_path: Path, out_path: Path) -> Path:
+    """A copy of the graph with every tensor's type: the quantisers need them, and fused
+    transformer ops (Attention, SkipLayerNormalization) only get them from symbolic inference."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    inferred = out_path.with_name(out_path.name + ".shapes.tmp")
+    # auto_merge: the exported position-id slice (min(max_positions, sequence)) is otherwise
+    # an unresolvable symbolic dimension.
+    quant_pre_process(str(onnx_path), str(inferred), skip_optimization=True, auto_merge=True)
+    return inferred
+
+
+def quantize_static_int8(
+    onnx_path: Path,
+    out_path: Path,
+    calibration: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    reduce_range: bool = False,
+) -> Path:
+    """Weights and activations int8, activation ranges calibrated on ``calibration`` batches
+    of (input_ids, attention_mask); QDQ format, per-channel weights (ONNX Runtime's CPU advice).
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
     )
+
+    rows = sum(len(ids) for ids, _ in calibration)
+    if rows < MIN_CALIBRATION_ROWS:
+        raise LmforgeError(
+            f"static int8 calibration needs at least {MIN_CALIBRATION_ROWS} rows, got {rows}",
+            "give more training rows, or drop onnx-int8-static from compress.formats",
+        )
+
+    class Batches(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._batches = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self._batches, None)
+            return None if batch is None else dict(zip(INPUTS, batch, strict=True))
+
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    inferred = _with_types(onnx_path, out_path)
+    with _quiet_root_logger():
+        quantize_static(
+            str(inferred),
+            str(tmp),
+            Batches(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=reduce_range,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    inferred.unlink()
     shutil.move(str(tmp), str(out_path))
     return out_path

@@ -17,11 +17,11 @@ from sklearn.model_selection import train_test_split
 
 from lmforge.data.files import read_table
 from lmforge.data.sources import load_builtin
+from lmforge.data.text import clean_text
 from lmforge.errors import DataError
-from lmforge.recipe.schema import CleaningConfig, DataConfig, SourceConfig
+from lmforge.recipe.schema import DataConfig, SourceConfig
 
 MIN_ROWS_PER_LABEL = 5  # the floor; small held-out shares raise it (see _min_rows_per_label)
-_WS = re.compile(r"\s+")
 _NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
 
@@ -43,14 +43,6 @@ def load_source(source: SourceConfig) -> pd.DataFrame:
         return load_builtin(source.builtin)
     assert source.path is not None  # guaranteed by the schema
     return read_table(source.path, source.format)
-
-
-def clean_text(text: str, cfg: CleaningConfig) -> str:
-    if cfg.unicode_nfkc:
-        text = unicodedata.normalize("NFKC", text)
-    if cfg.collapse_whitespace:
-        text = _WS.sub(" ", text)
-    return text.strip()
 
 
 def leakage_key(text: str) -> str:

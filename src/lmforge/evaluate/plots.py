@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -47,6 +48,48 @@ def plot_training_curve(history: Sequence[dict[str, float]], path: Path) -> None
     right.set_ylabel("validation")
     right.legend()
     fig.suptitle("Training curve")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_tradeoff(
+    variants: Sequence[dict[str, Any]], chosen: str | None, max_drop: float, path: Path
+) -> None:
+    """Accuracy against batch throughput, one point per variant; the budget as a band."""
+    structures = sorted({v["structure"] for v in variants})
+    markers = dict(zip(structures, "osD^v", strict=False))
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
+    reference = next((v for v in variants if v["name"] == "original/torch-fp32"), None)
+    if reference is not None:
+        floor = 100 * reference["accuracy"] - max_drop
+        ax.axhspan(floor, 100, color="tab:green", alpha=0.08, label=f"within {max_drop:g} pt")
+        ax.axhline(floor, color="tab:green", linewidth=0.8)
+    for structure in structures:
+        rows = [v for v in variants if v["structure"] == structure]
+        ax.scatter(
+            [v["sequences_per_second"] for v in rows],
+            [100 * v["accuracy"] for v in rows],
+            marker=markers[structure],
+            s=50,
+            label=structure,
+        )
+        for v in rows:
+            ax.annotate(
+                v["format"] + (" ★" if v["name"] == chosen else ""),
+                (v["sequences_per_second"], 100 * v["accuracy"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+            )
+    accuracies = [100 * v["accuracy"] for v in variants]
+    if accuracies:
+        ax.set_ylim(min(accuracies) - 1.5, max(accuracies) + 1.0)
+    ax.set_xlabel("batch throughput (sequences/s, higher is better)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Compression trade-off")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -180,6 +180,89 @@ class RegistryConfig(Section):
     stage: Stage = Field(default="candidate", description="Stage of the new version.")
 
 
+CompressFormat = Literal[
+    "torch-fp32",
+    "torch-bf16",
+    "torch-int8",
+    "onnx-fp32",
+    "onnx-int8-dynamic",
+    "onnx-int8-per-channel",
+    "onnx-int8-static",
+]
+CompressStructure = Literal["original", "pruned", "distilled"]
+
+
+class PruneConfig(Section):
+    head_fraction: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.25, description="Share of attention heads removed (least important first)."
+    )
+    ffn_fraction: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.5, description="Share of FFN neurons removed (least important first)."
+    )
+    recovery_epochs: Annotated[float, Field(gt=0)] = Field(
+        default=1.0, description="Epochs of recovery fine-tuning (distilled from the original)."
+    )
+
+
+class DistillConfig(Section):
+    layers: Annotated[int, Field(ge=1)] = Field(
+        default=3, description="Encoder layers of the student (taken evenly from the teacher)."
+    )
+    epochs: Annotated[float, Field(gt=0)] = Field(default=3.0, description="Training epochs.")
+    temperature: Annotated[float, Field(gt=0)] = Field(
+        default=2.0, description="Softmax temperature of the soft-label loss."
+    )
+    alpha: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.5, description="Weight of the soft-label loss (the rest: cross-entropy)."
+    )
+    learning_rate: Annotated[float, Field(gt=0)] = Field(default=1e-4, description="Peak LR.")
+
+
+class CompressConfig(Section):
+    """Variants of a trained classifier: structures × numeric formats, each evaluated on the test
+    split and benchmarked; the fastest within the accuracy budget is registered."""
+
+    enabled: bool = Field(
+        default=False, description="Compress right after `lmforge run` registers the model."
+    )
+    structures: list[CompressStructure] = Field(
+        default_factory=lambda: list[CompressStructure](["original", "pruned", "distilled"]),
+        description="Model structures to try: the trained model, a pruned one, a distilled one.",
+    )
+    formats: list[CompressFormat] | None = Field(
+        default=None,
+        description="Numeric formats to try on each structure; default: all, except torch-bf16 "
+        "where the CPU has no native bf16 (emulated bf16 is many times slower than fp32).",
+    )
+    max_accuracy_drop: Annotated[float, Field(ge=0, le=100)] = Field(
+        default=1.0,
+        description="Largest test-accuracy loss (in points) a chosen variant may have.",
+    )
+    calibration_rows: Annotated[int, Field(ge=32)] = Field(
+        default=256, description="Training rows used to calibrate static int8 (at least 32)."
+    )
+    optimize_graph: bool = Field(
+        default=True,
+        description="Fuse attention, GELU and layer norms with ONNX Runtime's "
+        "transformer optimiser before quantising.",
+    )
+    prune: PruneConfig = PruneConfig()
+    distill: DistillConfig = DistillConfig()
+    bench_length: Annotated[int, Field(ge=8, le=512)] = Field(
+        default=64, description="Token length of the batch throughput measurement."
+    )
+    bench_batch_size: Annotated[int, Field(ge=1)] = Field(
+        default=32, description="Batch size of the throughput measurement (the ranking key)."
+    )
+    bench_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=2.0, description="Minimum seconds each variant's throughput is measured for."
+    )
+    latency_runs: Annotated[int, Field(ge=1)] = Field(
+        default=50, description="Batch-1 requests timed per variant (p50/p99)."
+    )
+    stage: Stage = Field(default="candidate", description="Stage of the registered variant.")
+
+
 class Recipe(Section):
     """A whole lmforge job: data → model → training → evaluation → registry."""
 
@@ -192,6 +275,7 @@ class Recipe(Section):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     registry: RegistryConfig = RegistryConfig()
+    compress: CompressConfig = CompressConfig()
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:

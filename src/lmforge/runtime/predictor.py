@@ -1,27 +1,26 @@
-"""A classifier loaded from a model folder, applying the same cleaning and prefix as training."""
+"""A registered classifier behind one interface, whatever backend computes it.
+
+The predictor applies the version's own cleaning, text prefix and maximum length, batches by
+length (sort, chunk, pad each chunk to its own longest row) so short texts never pay for long
+ones, and can keep an LRU cache of results keyed by the cleaned text.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
-from lmforge.data.prepare import clean_text
-from lmforge.errors import ModelNotFoundError
-from lmforge.models.classifier import (
-    load_classifier,
-    load_tokenizer,
-    pad_token_id,
-    predict_logits,
-    softmax,
-)
-from lmforge.models.classifier import tokenize as tokenize_texts
+from lmforge.data.text import clean_text
+from lmforge.errors import CheckpointError, ModelNotFoundError
 from lmforge.recipe.schema import CleaningConfig
+from lmforge.runtime.backends import Backend, available_backends, load_backend
+from lmforge.runtime.tokenizer import TextTokenizer
 
 
 @dataclass(frozen=True)
@@ -35,49 +34,119 @@ class Prediction:
         return {"text": self.text, "label": self.label, "score": self.score, "scores": self.scores}
 
 
+def read_model_meta(folder: Path) -> dict[str, Any]:
+    path = folder / "lmforge.json"
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"{folder} is not an lmforge model folder (no lmforge.json)",
+            "give a registered NAME[:VERSION]",
+        )
+    try:
+        meta: dict[str, Any] = json.loads(path.read_text())
+        meta["labels"], meta["max_length"]
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(
+            f"{path} is damaged ({type(exc).__name__}: {exc})",
+            "re-register the version or use another one",
+        ) from exc
+    return meta
+
+
+def default_backend(meta: dict[str, Any]) -> str:
+    """The backend a version was registered for (compressed versions name theirs)."""
+    return str(meta.get("runtime", {}).get("backend", "torch-fp32"))
+
+
+def length_buckets(
+    rows: Sequence[Sequence[int]], batch_size: int, pad_id: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(row indices, input_ids, attention_mask) per batch of similar-length rows."""
+    order = np.argsort(np.fromiter((len(r) for r in rows), dtype=np.int64), kind="stable")
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        width = max(len(rows[i]) for i in idx)
+        ids = np.full((len(idx), width), pad_id, dtype=np.int64)
+        mask = np.zeros((len(idx), width), dtype=np.int64)
+        for j, i in enumerate(idx):
+            ids[j, : len(rows[i])] = rows[i]
+            mask[j, : len(rows[i])] = 1
+        yield idx, ids, mask
+
+
 class Predictor:
-    def __init__(self, folder: Path, *, precision: str = "fp32", batch_size: int = 64) -> None:
-        meta_path = folder / "lmforge.json"
-        if not meta_path.is_file():
-            raise ModelNotFoundError(
-                f"{folder} is not an lmforge model folder (no lmforge.json)",
-                "give a registered NAME[:VERSION]",
-            )
-        meta = json.loads(meta_path.read_text())
+    """Load a model folder (a registered version) and classify texts.
+
+    ``backend`` defaults to the one the version was registered for; any of
+    :func:`available_backends` may be asked for instead.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        backend: str | None = None,
+        batch_size: int = 32,
+        cache_size: int = 0,
+        threads: int | None = None,
+    ) -> None:
+        meta = read_model_meta(folder)
         self.folder = folder
+        self.meta = meta
         self.labels: list[str] = list(meta["labels"])
         self.text_prefix: str = meta.get("text_prefix", "")
         self.max_length: int = int(meta["max_length"])
-        self.cleaning = CleaningConfig.model_validate(meta["cleaning"])
-        self.precision = precision
+        self.cleaning = CleaningConfig.model_validate(meta.get("cleaning", {}))
         self.batch_size = batch_size
-        torch.set_num_threads(os.cpu_count() or 1)
-        try:
-            self.tokenizer = load_tokenizer(folder)
-            self.model = load_classifier(folder)
-        except (OSError, ValueError) as exc:
-            raise ModelNotFoundError(
-                f"cannot load the model in {folder}: {str(exc).splitlines()[0]}",
-                "the version folder is damaged; re-register it or use another version",
-            ) from exc
-        self.model.eval()
-        self.pad_id = pad_token_id(self.tokenizer)
+        self.tokenizer = TextTokenizer(folder, self.max_length, self.text_prefix)
+        self.backend: Backend = load_backend(
+            folder, backend or default_backend(meta), threads=threads
+        )
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.cache_hits = 0
+
+    @property
+    def backends(self) -> list[str]:
+        return available_backends(self.folder)
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer([clean_text(t, self.cleaning) for t in texts])
+
+    def logits_for_ids(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
+        out = np.zeros((len(rows), len(self.labels)), dtype=np.float32)
+        for idx, ids, mask in length_buckets(rows, self.batch_size, self.tokenizer.pad_id):
+            out[idx] = self.backend(ids, mask)
+        return out
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities, one row per text, in input order."""
+        cleaned = [clean_text(t, self.cleaning) for t in texts]
+        proba = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        todo = []
+        for i, text in enumerate(cleaned):
+            hit = self._cache.get(text) if self.cache_size else None
+            if hit is None:
+                todo.append(i)
+            else:
+                self._cache.move_to_end(text)
+                self.cache_hits += 1
+                proba[i] = hit
+        if todo:
+            logits = self.logits_for_ids(self.tokenizer([cleaned[i] for i in todo]))
+            z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            proba[todo] = z / z.sum(axis=-1, keepdims=True)
+            if self.cache_size:
+                for i in todo:
+                    self._cache[cleaned[i]] = proba[i]
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return proba
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         if not texts:
             return []
-        cleaned = [clean_text(t, self.cleaning) for t in texts]
-        ids = tokenize_texts(self.tokenizer, cleaned, self.max_length, self.text_prefix)
-        logits = predict_logits(
-            self.model,
-            ids,
-            pad_id=self.pad_id,
-            batch_size=self.batch_size,
-            precision=self.precision,
-        )
-        proba = softmax(logits)
         out = []
-        for text, row in zip(texts, proba, strict=True):
+        for text, row in zip(texts, self.predict_proba(texts), strict=True):
             best = int(row.argmax())
             scores = {label: float(p) for label, p in zip(self.labels, row, strict=True)}
             out.append(Prediction(text, self.labels[best], float(row[best]), scores))

@@ -35,7 +35,7 @@ def first_prediction_seconds(model: str, backend: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("model", help="a registered NAME:VERSION that has ONNX files")
-    parser.add_argument("--backends", default="onnx-int8,onnx-fp32,torch-fp32")
+    parser.add_argument("--backends", default="onnx-int8,torch-fp32")
     parser.add_argument("--trials", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)

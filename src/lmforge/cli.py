@@ -28,7 +28,8 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="The model registry: list, show and promote versions.")
 app.add_typer(models_app, name="models")
-out = Console()
+# Tables are wide; when piped (no terminal to size them by) do not squeeze them into 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 _state = {"debug": False}
 

@@ -91,3 +91,44 @@ def test_e5_lora_on_chinese_reviews(home: Settings, tmp_path: Path) -> None:
         "positive",
         "negative",
     }
+
+
+def test_minilm_run_then_compress_registers_an_int8_child(home: Settings, tmp_path: Path) -> None:
+    recipe = yaml.safe_load(small_english_recipe(tmp_path).read_text())
+    recipe["compress"] = {
+        "enabled": True,
+        "structures": ["original", "pruned"],
+        "formats": ["torch-fp32", "onnx-int8-per-channel"],
+        "prune": {"head_fraction": 0.25, "ffn_fraction": 0.5, "recovery_epochs": 1},
+        "max_accuracy_drop": 5.0,  # 100 test rows: one row is a point
+        "bench_seconds": 0.2,
+        "latency_runs": 6,
+    }
+    path = tmp_path / "compress.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = run_recipe(load_recipe(path))
+    compression = result.compression
+    assert compression is not None and result.version is not None
+    by_name = {v.name: v for v in compression.variants}
+    assert set(by_name) == {
+        "original/torch-fp32",
+        "original/onnx-int8-per-channel",
+        "pruned/torch-fp32",
+        "pruned/onnx-int8-per-channel",
+    }
+    reference = by_name["original/torch-fp32"]
+    assert reference.accuracy == pytest.approx(result.metrics["accuracy"], abs=1e-9)
+    # Per-channel int8 of the real MiniLM keeps its predictions (activation outliers and all).
+    assert abs(by_name["original/onnx-int8-per-channel"].delta_points or 99) <= 3.0
+    assert len(json.loads((compression.run_dir / "tradeoff.json").read_text())["variants"]) == 4
+    # int8 variants are ~1.5-2.5x faster than torch fp32 here, timed interleaved: one is chosen.
+    child = compression.version
+    assert child is not None and compression.chosen is not None
+    assert "int8" in compression.chosen.name
+    assert child.parent == result.version.ref and child.version == 2
+    int8 = Predictor(child.path)
+    assert int8.backend.name == "onnx-int8"
+    fp32 = Predictor(result.version.path)
+    texts = result.data.test["text"].tolist()
+    agree = (int8.predict_proba(texts).argmax(1) == fp32.predict_proba(texts).argmax(1)).mean()
+    assert agree >= 0.9

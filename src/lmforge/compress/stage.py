@@ -9,7 +9,6 @@ what users will get. The reference is the source version in torch fp32, measured
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from collections.abc import Sequence
@@ -156,9 +155,8 @@ def compress_version(
         f"compress-{source.name}-v{source.version}-{datetime.now(UTC):%Y%m%d-%H%M%S-%f}"
     )
     run_dir.mkdir(parents=True)
-    tokenizer = TextTokenizer(
-        source.path, int(_meta(source.path)["max_length"]), _meta(source.path)["text_prefix"]
-    )
+    meta = _meta(source.path)
+    tokenizer = TextTokenizer(source.path, int(meta["max_length"]), meta.get("text_prefix", ""))
     split = _TokenisedSplit(data, tokenizer)
     notes: list[str] = []
 
@@ -423,18 +421,6 @@ def _backend(variant: Variant) -> Backend:
     return TorchBackend(variant.folder, name=variant.format, threads=threads)
 
 
-def _size_mb(variant: Variant, backend: Backend) -> float:
-    if variant.onnx_file is not None:
-        return variant.onnx_file.stat().st_size / 1e6
-    if isinstance(backend, TorchBackend):
-        import torch
-
-        buffer = io.BytesIO()
-        torch.save(backend.model.state_dict(), buffer)
-        return len(buffer.getvalue()) / 1e6
-    return 0.0
-
-
 def _evaluate(variant: Variant, config: CompressConfig, split: _TokenisedSplit) -> Backend | None:
     """Test-split metrics of one variant; its loaded backend, or None (error recorded)."""
     try:
@@ -442,7 +428,7 @@ def _evaluate(variant: Variant, config: CompressConfig, split: _TokenisedSplit) 
     except LmforgeError as exc:
         variant.error = exc.message
         return None
-    variant.size_mb = round(_size_mb(variant, backend), 2)
+    variant.size_mb = round(backend.size_mb(), 2)
     logits = np.zeros((len(split.test_rows), len(split.labels)), dtype=np.float32)
     for idx, ids, mask in length_buckets(split.test_rows, config.bench_batch_size, split.pad_id):
         logits[idx] = backend(ids, mask)

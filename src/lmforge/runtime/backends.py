@@ -7,6 +7,7 @@ imported only by the torch backends, so an ONNX model starts without them.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -23,6 +24,10 @@ BACKENDS = TORCH_BACKENDS + tuple(ONNX_FILES)
 
 class Backend(Protocol):
     name: str
+
+    def size_mb(self) -> float:
+        """Megabytes (10^6 bytes) of the weights this backend computes with."""
+        ...
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
 
@@ -81,6 +86,9 @@ class OnnxBackend:
         self.path = path
         self._inputs = {i.name for i in self.session.get_inputs()}
 
+    def size_mb(self) -> float:
+        return self.path.stat().st_size / 1e6
+
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self._inputs:
@@ -116,6 +124,12 @@ class TorchBackend:
         self.name = name
         self.model = module
         self._torch = torch
+
+    def size_mb(self) -> float:
+        """The serialised state: bf16 is half of fp32, int8 shows its quantised layers."""
+        buffer = io.BytesIO()
+        self._torch.save(self.model.state_dict(), buffer)
+        return buffer.tell() / 1e6
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         torch = self._torch

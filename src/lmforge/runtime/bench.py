@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import importlib.metadata
-import io
 import json
 import platform
 import time
@@ -29,9 +28,7 @@ from lmforge.progress import ProgressReporter, SilentProgress
 from lmforge.recipe.schema import CleaningConfig
 from lmforge.runtime.backends import (
     BACKENDS,
-    ONNX_FILES,
     Backend,
-    TorchBackend,
     available_backends,
     cpu_threads,
     load_backend,
@@ -389,7 +386,7 @@ class _BackendSubject:
     def __init__(self, folder: Path, name: str, threads: int, inputs: _Inputs) -> None:
         self.backend: Backend = load_backend(folder, name, threads=threads)
         self.inputs = inputs
-        self.size_mb = _backend_size_mb(folder, name, self.backend)
+        self.size_mb: float | None = self.backend.size_mb()
 
     def latency(self, runs: int) -> Latency:
         return measure_latency(self.backend, self.inputs.rows, runs=runs)
@@ -494,21 +491,7 @@ def _decoder(tokenizer: Any) -> Callable[[np.ndarray], list[str]]:
 
 
 def _file_mb(path: Path) -> float | None:
-    return path.stat().st_size / 2**20 if path.is_file() else None
-
-
-def _backend_size_mb(folder: Path, name: str, backend: Backend) -> float | None:
-    """The weights the backend computes with: the ONNX file, or the torch model's serialised
-    state (so torch-bf16 is half of fp32 and torch-int8 shows its quantised Linear layers)."""
-    if name in ONNX_FILES:
-        return _file_mb(folder / ONNX_FILES[name])
-    if isinstance(backend, TorchBackend):
-        import torch
-
-        buffer = io.BytesIO()
-        torch.save(backend.model.state_dict(), buffer)
-        return buffer.tell() / 2**20
-    return None
+    return path.stat().st_size / 1e6 if path.is_file() else None
 
 
 def _describe(exc: Exception) -> str:

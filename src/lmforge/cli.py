@@ -153,10 +153,8 @@ def evaluate(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Re-evaluate a registered version on its recipe's test split, beside baselines."""
-    import numpy as np
-
     from lmforge.data import prepare_data
-    from lmforge.evaluate import classification_metrics, score_baselines
+    from lmforge.evaluate import score_baselines, score_test_split
     from lmforge.recipe import load_recipe
     from lmforge.registry import Registry
     from lmforge.runtime import Predictor
@@ -166,8 +164,7 @@ def evaluate(
     data = prepare_data(recipe.data)
     predictor = Predictor(version.path, backend=backend)
     proba = predictor.predict_proba(data.test["text"].tolist())
-    y = np.array([data.label_to_id[v] for v in data.test["label"]])
-    metrics = classification_metrics(y, proba, data.labels, from_logits=False)
+    metrics = score_test_split(data, proba, from_logits=False)
     baselines = score_baselines(data, recipe.evaluation.baselines)
     if json_output:
         _print_json(

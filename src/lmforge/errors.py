@@ -35,3 +35,18 @@ class ModelNotFoundError(LmforgeError):
 
 class CheckpointError(LmforgeError):
     """A checkpoint is missing, incomplete or corrupt."""
+
+
+def first_line(exc: BaseException, limit: int | None = 200) -> str:
+    """The first line of an exception's message (cut to ``limit``), or its type's name when the
+    message is empty: what a one-line error can quote of a library's failure."""
+    text = str(exc)
+    return text.splitlines()[0][:limit] if text.strip() else type(exc).__name__
+
+
+def describe_exception(exc: BaseException, limit: int | None = 200) -> str:
+    """``Type: first line`` (or just ``Type``), for reports that list failures side by side."""
+    text = str(exc)
+    if not text.strip():
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {first_line(exc, limit)}"

@@ -7,6 +7,7 @@ bf16 autocast is ~2× faster than fp32 on CPUs with native bf16 (AVX-512 BF16 or
 from __future__ import annotations
 
 import functools
+import platform
 
 import torch
 
@@ -29,15 +30,25 @@ def resolve_precision(precision: str) -> str:
 
 
 @functools.cache
-def cpu_flags() -> frozenset[str]:
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field`` line of /proc/cpuinfo (Linux), or None."""
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as info:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="ignore") as info:
             for line in info:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                if line.startswith(field):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return frozenset()
+    return None
+
+
+def cpu_flags() -> frozenset[str]:
+    return frozenset((_cpuinfo("flags") or "").split())
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what the platform module knows."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine() or "unknown"
 
 
 def cpu_has_int8_dot() -> bool:

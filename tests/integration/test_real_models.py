@@ -131,6 +131,6 @@ def test_minilm_run_then_compress_registers_an_int8_child(home: Settings, tmp_pa
     assert int8.backend.name == "onnx-int8"
     # What the runtime serves is what the compress stage measured.
     texts = result.data.test["text"].tolist()
-    truth = [result.data.label_to_id[v] for v in result.data.test["label"]]
+    truth = result.data.label_ids("test")
     served = (int8.predict_proba(texts).argmax(1) == truth).mean()
     assert served == pytest.approx(compression.chosen.accuracy, abs=1.5 / len(texts))

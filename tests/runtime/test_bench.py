@@ -148,7 +148,7 @@ def test_a_corrupt_onnx_file_is_reported_while_the_others_still_run(
 def test_unknown_unavailable_backends_and_bad_lengths_are_clear_errors(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    with pytest.raises(LmforgeError, match=r"unknown backend 'onnx-fp16'.*choose from"):
+    with pytest.raises(LmforgeError, match=r"unknown backend 'onnx-fp16'.*choose one of"):
         bench_model(tiny_model_dir, backends=["onnx-fp16"])
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)

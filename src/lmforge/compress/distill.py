@@ -39,7 +39,8 @@ def student_layers(teacher_layers: int, layers: int) -> list[int]:
 def make_student(teacher: PreTrainedModel, layers: int) -> PreTrainedModel:
     """A ``layers``-deep copy of ``teacher``: its embeddings, pooler and classifier, and
     evenly spaced encoder layers (:func:`student_layers`). The teacher is left untouched."""
-    depth = len(encoder_layers(teacher))
+    teacher_layers = encoder_layers(teacher)
+    depth = len(teacher_layers)
     if depth < 2:
         raise CompressionError(
             "a one-layer teacher has no smaller student", "distill from a deeper model"
@@ -53,7 +54,7 @@ def make_student(teacher: PreTrainedModel, layers: int) -> PreTrainedModel:
     config.num_hidden_layers = layers
     with torch.device(next(teacher.parameters()).device):
         student: PreTrainedModel = type(teacher)(config)
-    prefix = next(name for name, mod in teacher.named_modules() if mod is encoder_layers(teacher))
+    prefix = next(name for name, mod in teacher.named_modules() if mod is teacher_layers)
     prefix += "."
     source = student_layers(depth, layers)
     weights = teacher.state_dict()

@@ -11,20 +11,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, first_line
 from lmforge.models.classifier import quiet_transformers
 
 OPSET = 17
 INPUTS = ("input_ids", "attention_mask")
+MIN_CALIBRATION_ROWS = 32
 
 
 def export_onnx(model_dir: Path, out_path: Path) -> Path:
@@ -58,9 +58,8 @@ def export_onnx(model_dir: Path, out_path: Path) -> Path:
             )
     except Exception as exc:  # exporters fail in many ways on unsupported architectures
         tmp.unlink(missing_ok=True)
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise LmforgeError(
-            f"cannot export {type(model).__name__} to ONNX ({first})",
+            f"cannot export {type(model).__name__} to ONNX ({first_line(exc)})",
             "use the torch backends for this architecture",
         ) from exc
     os.replace(tmp, out_path)
@@ -95,22 +94,38 @@ def quantize_dynamic_int8(
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    inferred = _with_types(onnx_path, out_path)
-    with _quiet_root_logger():
+    def run(typed: str, out: str) -> None:
         quantize_dynamic(
-            str(inferred),
-            str(tmp),
+            typed,
+            out,
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
             reduce_range=reduce_range,
         )
-    inferred.unlink()
-    shutil.move(str(tmp), str(out_path))
+
+    return _quantize(onnx_path, out_path, run)
+
+
+def _quantize(onnx_path: Path, out_path: Path, run: Callable[[str, str], None]) -> Path:
+    """Run a quantiser ``run(typed_input, output)`` on a copy of the graph with every tensor's
+    type, writing ``out_path`` atomically; the temporary files go whatever happens."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    typed = out_path.with_name(out_path.name + ".shapes.tmp")
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    try:
+        # The quantisers need every tensor's type, and fused transformer ops (Attention,
+        # SkipLayerNormalization) only get them from symbolic inference. auto_merge: the
+        # exported position-id slice (min(max_positions, sequence)) is otherwise an
+        # unresolvable symbolic dimension.
+        quant_pre_process(str(onnx_path), str(typed), skip_optimization=True, auto_merge=True)
+        with _quiet_root_logger():
+            run(str(typed), str(tmp))
+        os.replace(tmp, out_path)
+    finally:
+        typed.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     return out_path
-
-
-MIN_CALIBRATION_ROWS = 32
 
 
 @contextlib.contextmanager
@@ -123,18 +138,6 @@ def _quiet_root_logger() -> Iterator[None]:
         yield
     finally:
         root.setLevel(level)
-
-
-def _with_types(onnx_path: Path, out_path: Path) -> Path:
-    """A copy of the graph with every tensor's type: the quantisers need them, and fused
-    transformer ops (Attention, SkipLayerNormalization) only get them from symbolic inference."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    inferred = out_path.with_name(out_path.name + ".shapes.tmp")
-    # auto_merge: the exported position-id slice (min(max_positions, sequence)) is otherwise
-    # an unresolvable symbolic dimension.
-    quant_pre_process(str(onnx_path), str(inferred), skip_optimization=True, auto_merge=True)
-    return inferred
 
 
 def quantize_static_int8(
@@ -170,12 +173,10 @@ def quantize_static_int8(
             batch = next(self._batches, None)
             return None if batch is None else dict(zip(INPUTS, batch, strict=True))
 
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    inferred = _with_types(onnx_path, out_path)
-    with _quiet_root_logger():
+    def run(typed: str, out: str) -> None:
         quantize_static(
-            str(inferred),
-            str(tmp),
+            typed,
+            out,
             Batches(),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
@@ -184,6 +185,5 @@ def quantize_static_int8(
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
         )
-    inferred.unlink()
-    shutil.move(str(tmp), str(out_path))
-    return out_path
+
+    return _quantize(onnx_path, out_path, run)

@@ -27,24 +27,32 @@ from lmforge.compress.onnx import (
     quantize_static_int8,
 )
 from lmforge.data import PreparedData, prepare_data
-from lmforge.errors import DataError, LmforgeError, RecipeError
+from lmforge.errors import DataError, LmforgeError, RecipeError, describe_exception
 from lmforge.evaluate.metrics import classification_metrics
 from lmforge.hardware import cpu_has_int8_dot, cpu_has_native_bf16
 from lmforge.progress import ProgressReporter, SilentProgress
 from lmforge.recipe import dump_recipe, load_recipe
 from lmforge.recipe.schema import CompressConfig, CompressFormat, Recipe
 from lmforge.registry import ModelVersion, Registry
-from lmforge.runtime.backends import Backend, OnnxBackend, TorchBackend, cpu_threads
+from lmforge.runtime.backends import (
+    ONNX_FILES,
+    Backend,
+    OnnxBackend,
+    TorchBackend,
+    cpu_threads,
+)
 from lmforge.runtime.measure import measure_latency, measure_throughput, packed_rows
-from lmforge.runtime.predictor import length_buckets
+from lmforge.runtime.predictor import length_buckets, read_model_meta
 from lmforge.runtime.tokenizer import TextTokenizer
 from lmforge.settings import Settings, get_settings
 
 ALL_FORMATS: tuple[str, ...] = get_args(CompressFormat)
 REFERENCE = "original/torch-fp32"
-# Files that make a model folder usable by every backend (the ONNX file is added per variant).
-MODEL_FILES = ("model.safetensors", "config.json", "lmforge.json")
-TOKENIZER_FILES = (
+# Files that make a model folder usable by every backend (the ONNX file is added per variant);
+# lmforge.json is rewritten, not copied.
+WEIGHTS = "model.safetensors"
+FOLDER_FILES = (
+    "config.json",
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -155,7 +163,7 @@ def compress_version(
         f"compress-{source.name}-v{source.version}-{datetime.now(UTC):%Y%m%d-%H%M%S-%f}"
     )
     run_dir.mkdir(parents=True)
-    meta = _meta(source.path)
+    meta = read_model_meta(source.path)
     tokenizer = TextTokenizer(source.path, int(meta["max_length"]), meta.get("text_prefix", ""))
     split = _TokenisedSplit(data, tokenizer)
     notes: list[str] = []
@@ -238,45 +246,38 @@ def check_compress_config(config: CompressConfig, folder: Path) -> list[str]:
     return formats
 
 
-def _meta(folder: Path) -> dict[str, Any]:
-    meta: dict[str, Any] = json.loads((folder / "lmforge.json").read_text())
-    return meta
-
-
 class _TokenisedSplit:
     """Train and test rows as token ids, tokenised once the way the runtime does it."""
 
     def __init__(self, data: PreparedData, tokenizer: TextTokenizer) -> None:
         self.labels = data.labels
-        ids = data.label_to_id
         self.train_rows = tokenizer(data.train["text"].tolist())
-        self.train_labels = [ids[v] for v in data.train["label"]]
+        self.train_labels = data.label_ids("train").tolist()
         self.test_rows = tokenizer(data.test["text"].tolist())
-        self.test_labels = np.array([ids[v] for v in data.test["label"]])
+        self.test_labels = data.label_ids("test")
         self.pad_id = tokenizer.pad_id
 
 
-def _copy_model_folder(src: Path, dst: Path) -> Path:
+def _copy_model_folder(src: Path, dst: Path, *, weights: bool = True, **meta_updates: Any) -> Path:
+    """Config, tokenizer and (unless the caller writes its own) weights of ``src`` into ``dst``,
+    with lmforge.json rewritten: no registered backend, plus ``meta_updates``."""
     dst.mkdir(parents=True, exist_ok=True)
-    for name in (*MODEL_FILES, *TOKENIZER_FILES):
+    for name in (WEIGHTS, *FOLDER_FILES) if weights else FOLDER_FILES:
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
-    meta = _meta(src)
+    meta = read_model_meta(src)
     meta.pop("runtime", None)
+    meta.update(meta_updates)
     (dst / "lmforge.json").write_text(json.dumps(meta, indent=1))
     return dst
 
 
 def _save_structure(model: Any, source: Path, dst: Path, note: dict[str, Any]) -> Path:
-    _copy_model_folder(source, dst)
-    (dst / "model.safetensors").unlink()
     from lmforge.models.classifier import quiet_transformers
 
+    _copy_model_folder(source, dst, weights=False, structure=note)
     with quiet_transformers():
         model.save_pretrained(str(dst))
-    meta = _meta(dst)
-    meta["structure"] = note
-    (dst / "lmforge.json").write_text(json.dumps(meta, indent=1))
     return dst
 
 
@@ -290,7 +291,7 @@ def _build_pruned(
     from lmforge.compress.prune import prune_classifier
     from lmforge.models.classifier import load_classifier
 
-    student = load_classifier(source)
+    teacher, student = load_classifier(source), load_classifier(source)
     report = prune_classifier(
         student,
         split.train_rows,
@@ -300,7 +301,9 @@ def _build_pruned(
         ffn_fraction=config.prune.ffn_fraction,
     )
     # Recovery is distillation from the unpruned model: soft labels carry more than labels.
-    recovery = _distill_from(source, student, config, config.prune.recovery_epochs, split, progress)
+    recovery = _distill_from(
+        teacher, student, config, config.prune.recovery_epochs, split, progress
+    )
     note = {"kind": "pruned", "prune": report.to_json(), "recovery": recovery}
     return _save_structure(student, source, dst, note)
 
@@ -315,14 +318,15 @@ def _build_distilled(
     from lmforge.compress.distill import make_student
     from lmforge.models.classifier import load_classifier
 
-    student = make_student(load_classifier(source), config.distill.layers)
-    training = _distill_from(source, student, config, config.distill.epochs, split, progress)
+    teacher = load_classifier(source)
+    student = make_student(teacher, config.distill.layers)
+    training = _distill_from(teacher, student, config, config.distill.epochs, split, progress)
     note = {"kind": "distilled", "layers": config.distill.layers, "training": training}
     return _save_structure(student, source, dst, note)
 
 
 def _distill_from(
-    source: Path,
+    teacher: Any,
     student: Any,
     config: CompressConfig,
     epochs: float,
@@ -330,10 +334,9 @@ def _distill_from(
     progress: ProgressReporter,
 ) -> dict[str, Any]:
     from lmforge.compress.distill import distill
-    from lmforge.models.classifier import load_classifier
 
     report = distill(
-        load_classifier(source),
+        teacher,
         student,
         split.train_rows,
         split.train_labels,
@@ -392,17 +395,18 @@ def _build_formats(
         except LmforgeError:
             raise
         except Exception as exc:  # a quantiser failing on one graph must not sink the others
-            v.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+            v.error = describe_exception(exc, 160)
     return variants
 
 
 def _heads(folder: Path) -> dict[str, int]:
-    """Attention heads and width for the ONNX optimiser (0, 0: let it detect them)."""
+    """Attention heads and width for the ONNX optimiser, from the config (0: let it detect).
+    Pruning masks heads rather than removing them, so the config's counts stay true."""
     config = json.loads((folder / "config.json").read_text())
-    heads = int(config.get("num_attention_heads", 0))
-    if heads == 0 or any(config.get("pruned_heads", {}).values()):
-        return {"num_heads": 0, "hidden_size": 0}
-    return {"num_heads": heads, "hidden_size": int(config.get("hidden_size", 0))}
+    return {
+        "num_heads": int(config.get("num_attention_heads", 0)),
+        "hidden_size": int(config.get("hidden_size", 0)),
+    }
 
 
 def _calibration_batches(
@@ -528,7 +532,7 @@ def _write_tradeoff(
     (folder / "tradeoff.json").write_text(json.dumps({"variants": rows}, indent=1))
     (folder / "tradeoff.md").write_text(tradeoff_markdown(variants, chosen, max_drop, ref))
     plot_tradeoff(
-        [v.to_json() for v in variants if v.error is None],
+        [row for row in rows if row["error"] is None],
         chosen.name if chosen else None,
         max_drop,
         folder / "tradeoff.png",
@@ -545,14 +549,14 @@ def _register(
 ) -> ModelVersion:
     staging = registry.new_staging_dir()
     try:
-        _copy_model_folder(chosen.folder, staging)
+        _copy_model_folder(
+            chosen.folder,
+            staging,
+            runtime={"backend": chosen.runtime_backend},
+            compression={"variant": chosen.name, "parent": source.ref},
+        )
         if chosen.onnx_file is not None:
-            target = "model.int8.onnx" if chosen.runtime_backend == "onnx-int8" else "model.onnx"
-            shutil.copy2(chosen.onnx_file, staging / target)
-        meta = _meta(chosen.folder)
-        meta["runtime"] = {"backend": chosen.runtime_backend}
-        meta["compression"] = {"variant": chosen.name, "parent": source.ref}
-        (staging / "lmforge.json").write_text(json.dumps(meta, indent=1))
+            shutil.copy2(chosen.onnx_file, staging / ONNX_FILES[chosen.runtime_backend])
         merged = recipe.model_copy(update={"compress": config})
         (staging / "recipe.yaml").write_text(dump_recipe(merged), encoding="utf-8")
         for name in ("data_card.json", "data_card.md"):

@@ -7,7 +7,7 @@ from typing import Literal
 
 import pandas as pd
 
-from lmforge.errors import DataError
+from lmforge.errors import DataError, first_line
 
 FileFormat = Literal["auto", "csv", "jsonl", "parquet"]
 _SUFFIXES: dict[str, FileFormat] = {
@@ -37,8 +37,7 @@ def read_table(path: Path, fmt: FileFormat = "auto") -> pd.DataFrame:
             return pd.read_json(path, lines=True, dtype=False)
         return pd.read_parquet(path)
     except Exception as exc:  # pandas raises many types; all mean "unreadable file"
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(
-            f"cannot read {path} as {fmt}: {first}",
+            f"cannot read {path} as {fmt}: {first_line(exc, None)}",
             "check the file, or set data.source.format",
         ) from exc

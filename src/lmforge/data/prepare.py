@@ -10,15 +10,16 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from lmforge.data.files import read_table
 from lmforge.data.sources import load_builtin
 from lmforge.data.text import clean_text
-from lmforge.errors import DataError
+from lmforge.errors import DataError, first_line
 from lmforge.recipe.schema import DataConfig, SourceConfig
 
 MIN_ROWS_PER_LABEL = 5  # the floor; small held-out shares raise it (see _min_rows_per_label)
@@ -36,6 +37,12 @@ class PreparedData:
     @property
     def label_to_id(self) -> dict[str, int]:
         return {label: i for i, label in enumerate(self.labels)}
+
+    def label_ids(self, split: Literal["train", "validation", "test"]) -> np.ndarray:
+        """The integer label of every row of ``split`` (indices into ``labels``)."""
+        ids = self.label_to_id
+        frame: pd.DataFrame = getattr(self, split)
+        return np.array([ids[v] for v in frame["label"]], dtype=np.int64)
 
 
 def load_source(source: SourceConfig) -> pd.DataFrame:
@@ -180,7 +187,7 @@ def _split(
     except ValueError as exc:  # scikit-learn: too few rows of a label for a stratified cut
         raise DataError(
             f"cannot split {len(df)} rows into stratified train/validation/test "
-            f"({str(exc).splitlines()[0]})",
+            f"({first_line(exc, None)})",
             "add rows to the rarest labels, or raise data.split.validation/test",
         ) from exc
     return tuple(p.reset_index(drop=True) for p in (train, validation, test))

@@ -13,7 +13,7 @@ from lmforge.evaluate.baselines import majority_baseline, snownlp_baseline, tfid
 from lmforge.evaluate.metrics import classification_metrics
 from lmforge.models.classifier import pad_token_id, predict_logits, tokenize
 
-__all__ = ["classification_metrics", "evaluate_classifier", "score_baselines"]
+__all__ = ["classification_metrics", "evaluate_classifier", "score_baselines", "score_test_split"]
 
 
 def evaluate_classifier(
@@ -25,17 +25,22 @@ def evaluate_classifier(
     text_prefix: str = "",
     precision: str = "fp32",
 ) -> dict[str, Any]:
-    label_ids = data.label_to_id
-    y = np.array([label_ids[v] for v in data.test["label"]])
     ids = tokenize(tokenizer, data.test["text"].tolist(), max_length, text_prefix)
     logits = predict_logits(model, ids, pad_id=pad_token_id(tokenizer), precision=precision)
-    return classification_metrics(y, logits, data.labels)
+    return score_test_split(data, logits)
+
+
+def score_test_split(
+    data: PreparedData, scores: np.ndarray, *, from_logits: bool = True
+) -> dict[str, Any]:
+    """Metrics of per-row ``scores`` (logits, or probabilities) on ``data``'s test split."""
+    return classification_metrics(
+        data.label_ids("test"), scores, data.labels, from_logits=from_logits
+    )
 
 
 def score_baselines(data: PreparedData, names: Sequence[str]) -> dict[str, dict[str, Any]]:
-    label_ids = data.label_to_id
-    y_train = np.array([label_ids[v] for v in data.train["label"]])
-    y_test = np.array([label_ids[v] for v in data.test["label"]])
+    y_train, y_test = data.label_ids("train"), data.label_ids("test")
     n = len(data.labels)
     results: dict[str, dict[str, Any]] = {}
     for name in names:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from lmforge.errors import CheckpointError, LmforgeError
+from lmforge.errors import CheckpointError, LmforgeError, first_line
 
 TORCH_BACKENDS = ("torch-fp32", "torch-bf16", "torch-int8")
 ONNX_FILES = {"onnx-fp32": "model.onnx", "onnx-int8": "model.int8.onnx"}
@@ -48,15 +48,21 @@ def available_backends(folder: Path) -> list[str]:
     return found
 
 
-def load_backend(folder: Path, name: str, *, threads: int | None = None) -> Backend:
+def check_backend(folder: Path, name: str) -> None:
+    """A one-line error unless ``name`` is a backend this model folder can run."""
     if name not in BACKENDS:
         raise LmforgeError(f"unknown backend '{name}'", f"choose one of {', '.join(BACKENDS)}")
-    if name not in available_backends(folder):
-        have = ", ".join(available_backends(folder)) or "none"
+    have = available_backends(folder)
+    if name not in have:
         raise LmforgeError(
-            f"backend '{name}' is not available for {folder.name} (available: {have})",
+            f"backend '{name}' is not available for {folder.name} "
+            f"(available: {', '.join(have) or 'none'})",
             "pick an available backend, or compress the model with `lmforge compress`",
         )
+
+
+def load_backend(folder: Path, name: str, *, threads: int | None = None) -> Backend:
+    check_backend(folder, name)
     threads = threads or cpu_threads()
     if name in ONNX_FILES:
         return OnnxBackend(folder / ONNX_FILES[name], name=name, threads=threads)
@@ -78,7 +84,7 @@ class OnnxBackend:
             )
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
             raise CheckpointError(
-                f"cannot load the ONNX model {path} ({str(exc).splitlines()[0][:160]})",
+                f"cannot load the ONNX model {path} ({first_line(exc, 160)})",
                 "the file is corrupt or incomplete; re-run `lmforge compress` or use another "
                 "version",
             ) from exc
@@ -108,7 +114,7 @@ class TorchBackend:
             model = load_classifier(folder)
         except (OSError, ValueError, RuntimeError) as exc:
             raise CheckpointError(
-                f"cannot load the model in {folder}: {str(exc).splitlines()[0][:160]}",
+                f"cannot load the model in {folder}: {first_line(exc, 160)}",
                 "the version folder is damaged; re-register it or use another version",
             ) from exc
         model.eval()

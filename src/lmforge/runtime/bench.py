@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import importlib.metadata
 import json
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,13 +22,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from lmforge.data.text import clean_text
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, describe_exception
 from lmforge.progress import ProgressReporter, SilentProgress
 from lmforge.recipe.schema import CleaningConfig
 from lmforge.runtime.backends import (
-    BACKENDS,
     Backend,
     available_backends,
+    check_backend,
     cpu_threads,
     load_backend,
 )
@@ -245,18 +244,6 @@ def _first(config: dict[str, Any], *keys: str) -> int | None:
     return None
 
 
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what the platform module knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="ignore") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def _best_rate(call: Callable[[], object], ops: float, min_seconds: float) -> float:
     """Best ops/s over calls repeated for ``min_seconds`` (at least 5): the least-disturbed
     call is the closest to what the hardware can do on a shared machine."""
@@ -308,7 +295,7 @@ def measure_peaks(threads: int, *, size: int = PEAK_SIZE, min_seconds: float = 0
 
 
 def machine_info(threads: int, peaks: Peaks) -> Machine:
-    from lmforge.hardware import cpu_flags, cpu_has_int8_dot, cpu_has_native_bf16
+    from lmforge.hardware import cpu_flags, cpu_has_int8_dot, cpu_has_native_bf16, cpu_name
 
     versions = {}
     for package in ("torch", "transformers", "onnxruntime"):
@@ -495,25 +482,14 @@ def _file_mb(path: Path) -> float | None:
 
 
 def _describe(exc: Exception) -> str:
-    if isinstance(exc, LmforgeError):
-        return exc.message
-    first = str(exc).splitlines()[0][:200] if str(exc) else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return exc.message if isinstance(exc, LmforgeError) else describe_exception(exc)
 
 
 def _choose_backends(folder: Path, backends: Sequence[str] | None) -> list[str]:
-    have = available_backends(folder)
     if backends is None:
-        return have
+        return available_backends(folder)
     for name in backends:
-        if name not in BACKENDS:
-            raise LmforgeError(f"unknown backend '{name}'", f"choose from {', '.join(BACKENDS)}")
-        if name not in have:
-            raise LmforgeError(
-                f"backend '{name}' is not available for {folder.name} "
-                f"(available: {', '.join(have) or 'none'})",
-                "pick an available backend, or compress the model with `lmforge compress`",
-            )
+        check_backend(folder, name)
     return list(dict.fromkeys(backends))
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from lmforge.errors import CheckpointError
+from lmforge.errors import CheckpointError, first_line
 
 
 class TextTokenizer:
@@ -23,7 +23,7 @@ class TextTokenizer:
             self._tok = Tokenizer.from_file(str(path))
         except Exception as exc:  # missing file or a malformed JSON: both unusable
             raise CheckpointError(
-                f"cannot read the tokenizer {path} ({str(exc).splitlines()[0][:120]})",
+                f"cannot read the tokenizer {path} ({first_line(exc, 120)})",
                 "the version folder is damaged; re-register it or use another version",
             ) from exc
         self._tok.no_padding()

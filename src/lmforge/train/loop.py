@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from lmforge.data import PreparedData
-from lmforge.errors import CheckpointError, RecipeError
+from lmforge.errors import CheckpointError, RecipeError, first_line
 from lmforge.evaluate.metrics import classification_metrics
 from lmforge.hardware import cpu_has_native_bf16, resolve_precision
 from lmforge.models.catalogue import ResolvedBase
@@ -121,11 +121,10 @@ def fine_tune(
 
     tokenizer = load_tokenizer(base.path)
     prefix = recipe.model.text_prefix if recipe.model.text_prefix is not None else base.text_prefix
-    label_ids = data.label_to_id
     train_ids = tokenize(tokenizer, data.train["text"].tolist(), cfg.max_length, prefix)
-    train_y = np.array([label_ids[v] for v in data.train["label"]])
+    train_y = data.label_ids("train")
     val_ids = tokenize(tokenizer, data.validation["text"].tolist(), cfg.max_length, prefix)
-    val_y = np.array([label_ids[v] for v in data.validation["label"]])
+    val_y = data.label_ids("validation")
     lengths = np.array([len(t) for t in train_ids])
     pad_id = pad_token_id(tokenizer)
 
@@ -389,8 +388,7 @@ def _load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: Any, sched
         scheduler.load_state_dict(bundle["scheduler"])
         torch.set_rng_state(bundle["rng"])
     except Exception as exc:  # whatever fails to read back, the checkpoint is unusable
-        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise CheckpointError(
-            f"checkpoint {folder} is corrupt or incomplete ({first})",
+            f"checkpoint {folder} is corrupt or incomplete ({first_line(exc, 160)})",
             "delete the run folder and train again without --resume",
         ) from exc

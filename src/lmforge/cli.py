@@ -28,6 +28,8 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="The model registry: list, show and promote versions.")
 app.add_typer(models_app, name="models")
+keys_app = typer.Typer(help="API keys for the server: create, list and revoke.")
+app.add_typer(keys_app, name="keys")
 # Tables are wide; when piped (no terminal to size them by) do not squeeze them into 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
@@ -450,6 +452,97 @@ def bench(
     for r in report.results:
         if r.error:
             out.print(f"[red]{r.backend}[/red]: {r.error}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8000].")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Server config YAML (limits, batching, ...).")
+    ] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Serve without API keys (loopback hosts only).")
+    ] = False,
+) -> None:
+    """Serve registered models over HTTP until Ctrl-C / SIGTERM (then finish queued requests)."""
+    import logging
+
+    from lmforge.serve import load_serve_config, run_server
+
+    settings = load_serve_config(config, host=host, port=port)
+    if no_auth:
+        auth = settings.auth.model_copy(update={"enabled": False})
+        settings = settings.model_copy(update={"auth": auth})
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    err.print(
+        f"lmforge serving on http://{settings.host}:{settings.port} "
+        f"(API docs at /docs; auth {'on' if settings.auth.enabled else 'OFF'})",
+        highlight=False,
+    )
+    run_server(settings)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option("--name", help="Who or what the key is for.")],
+    scope: Annotated[
+        list[str],
+        typer.Option("--scope", help="predict, feedback or admin (repeat for several)."),
+    ],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create an API key; its secret is printed once and stored only as a hash."""
+    from lmforge.registry import Registry
+    from lmforge.serve import KeyStore
+
+    key, secret = KeyStore(Registry().engine).create(name, scope)
+    if json_output:
+        _print_json({**key.to_json(), "key": secret})
+        return
+    out.print(f"created key '{key.name}' (id {key.id}, scopes {', '.join(key.scopes)})")
+    out.print("the secret is shown only now; store it safely:", highlight=False)
+    print(secret)
+
+
+@keys_app.command("list")
+def keys_list(
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List API keys (names, prefixes, scopes; never the secrets)."""
+    from lmforge.registry import Registry
+    from lmforge.serve import KeyStore
+
+    keys = KeyStore(Registry().engine).all()
+    if json_output:
+        _print_json([k.to_json() for k in keys])
+        return
+    table = Table(title="API keys")
+    for column in ("id", "name", "prefix", "scopes", "created", "status"):
+        table.add_column(column)
+    for k in keys:
+        status = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+        table.add_row(
+            str(k.id),
+            k.name,
+            k.prefix + "…",
+            ", ".join(k.scopes),
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            status,
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key's name, id or prefix.")],
+) -> None:
+    """Revoke API keys; servers refuse them within auth.cache_seconds."""
+    from lmforge.registry import Registry
+    from lmforge.serve import KeyStore
+
+    for k in KeyStore(Registry().engine).revoke(key):
+        out.print(f"revoked key '{k.name}' (id {k.id})")
 
 
 def main() -> None:

@@ -14,21 +14,13 @@ from pydantic import BaseModel, ValidationError
 from lmforge.errors import RecipeError
 from lmforge.recipe.schema import Recipe
 
+M = typing.TypeVar("M", bound=BaseModel)
+
 
 def load_recipe(path: str | Path) -> Recipe:
     """Load and validate a YAML (or JSON) recipe; relative data paths resolve against its folder."""
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(
-            f"recipe file {path} not found", "check the path, or start from examples/*.yaml"
-        )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise RecipeError(f"recipe {path} is not valid YAML{at}", "fix the syntax") from exc
-    recipe = parse_recipe(raw, source=str(path))
+    recipe = parse_recipe(read_yaml(path, "recipe"), source=str(path))
     src = recipe.data.source
     if src.path is not None and not src.path.is_absolute():
         resolved = (path.parent / src.path).resolve()
@@ -38,17 +30,36 @@ def load_recipe(path: str | Path) -> Recipe:
     return recipe
 
 
-def parse_recipe(raw: Any, source: str = "recipe") -> Recipe:
-    """Validate a recipe given as a mapping, turning the first pydantic error into one line."""
-    if not isinstance(raw, dict):
+def read_yaml(path: Path, kind: str) -> Any:
+    """A YAML (or JSON) file's content, or a one-line error naming the file and the line."""
+    if not path.is_file():
         raise RecipeError(
-            f"{source} must be a mapping of keys (name, data, model, ...)",
-            "see examples/sentiment-en.yaml or `lmforge schema`",
+            f"{kind} file {path} not found", "check the path, or start from examples/*.yaml"
         )
     try:
-        return Recipe.model_validate(raw)
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise RecipeError(f"{kind} {path} is not valid YAML{at}", "fix the syntax") from exc
+
+
+def parse_recipe(raw: Any, source: str = "recipe") -> Recipe:
+    """Validate a recipe given as a mapping, turning the first pydantic error into one line."""
+    return validate_config(Recipe, raw, source, "name, data, model, ...")
+
+
+def validate_config(model: type[M], raw: Any, source: str, keys_hint: str) -> M:
+    """Validate a configuration mapping against ``model``; the first error becomes one line."""
+    if not isinstance(raw, dict):
+        raise RecipeError(
+            f"{source} must be a mapping of keys ({keys_hint})",
+            "see the examples/ folder or `lmforge schema`",
+        )
+    try:
+        return model.model_validate(raw)
     except ValidationError as exc:
-        raise _explain(exc, source) from exc
+        raise _explain(exc, source, model) from exc
 
 
 def recipe_json_schema() -> dict[str, Any]:
@@ -61,12 +72,12 @@ def dump_recipe(recipe: Recipe) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
-def _explain(exc: ValidationError, source: str) -> RecipeError:
+def _explain(exc: ValidationError, source: str, model: type[BaseModel]) -> RecipeError:
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"]]
     dotted = ".".join(loc) or "(top level)"
     if err["type"] == "extra_forbidden":
-        valid = _keys_at(Recipe, err["loc"][:-1])
+        valid = _keys_at(model, err["loc"][:-1])
         close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
         hint = f"did you mean '{close[0]}'?" if close else "remove it"
         return RecipeError(

@@ -1,0 +1,69 @@
+"""Sentence embeddings from an encoder: the mean of its last hidden states over real tokens.
+
+Any folder with encoder weights (a catalogue base model, or a registered version, whose
+classifier head is simply not used) embeds; vectors are L2-normalised, so a dot product is the
+cosine similarity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lmforge.errors import CheckpointError, first_line
+from lmforge.runtime.backends import cpu_threads
+from lmforge.runtime.predictor import length_buckets
+from lmforge.runtime.tokenizer import TextTokenizer
+
+
+class Embedder:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        max_length: int = 256,
+        text_prefix: str = "",
+        batch_size: int = 32,
+        threads: int | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModel
+
+        from lmforge.models.classifier import quiet_transformers
+
+        if not (folder / "model.safetensors").is_file():
+            raise CheckpointError(
+                f"{folder.name} has no encoder weights (model.safetensors) to embed with",
+                "embed with a version that has them, or a catalogue encoder such as minilm-l6",
+            )
+        torch.set_num_threads(threads or cpu_threads())
+        try:
+            with quiet_transformers():
+                self.model = AutoModel.from_pretrained(folder, use_safetensors=True).eval()
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"cannot load the encoder in {folder}: {first_line(exc, 160)}",
+                "the folder is damaged; use another version",
+            ) from exc
+        limit = int(getattr(self.model.config, "max_position_embeddings", max_length))
+        self.tokenizer = TextTokenizer(folder, min(max_length, limit), text_prefix)
+        self.dimensions = int(self.model.config.hidden_size)
+        self.batch_size = batch_size
+        self._torch = torch
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One L2-normalised vector per text, in input order: shape (len(texts), dimensions)."""
+        torch = self._torch
+        rows = self.tokenizer(list(texts))
+        out = np.zeros((len(rows), self.dimensions), dtype=np.float32)
+        for idx, ids, mask in length_buckets(rows, self.batch_size, self.tokenizer.pad_id):
+            with torch.inference_mode():
+                hidden = self.model(
+                    input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)
+                ).last_hidden_state
+            weights = torch.from_numpy(mask).unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+            out[idx] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+        return out

@@ -1,0 +1,480 @@
+"""The HTTP API: a thin FastAPI layer that translates requests into library calls.
+
+Every error leaves as JSON in the OpenAI API's shape (``{"error": {"message", "type",
+"code"}}``) with a 4xx status naming the problem and the fix; a 5xx means a bug or a model that
+cannot load.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time,
+# and the dependencies they name are closures over the app's state.
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, FastAPI, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lmforge.errors import LmforgeError, ModelNotFoundError
+from lmforge.registry import Registry
+from lmforge.serve.batcher import BatcherClosed, DeadlineExceeded, DynamicBatcher, QueueFull
+from lmforge.serve.config import ServeConfig
+from lmforge.serve.keys import ApiKey, KeyStore
+from lmforge.serve.limits import BodyLimitMiddleware, RateLimiter, error_body
+from lmforge.serve.metrics import MetricsMiddleware, ServeMetrics
+from lmforge.serve.models import ModelPool
+from lmforge.serve.predlog import LoggedPrediction, PredictionLog
+from lmforge.settings import Settings, get_settings
+
+logger = logging.getLogger("lmforge.serve")
+T = TypeVar("T")
+
+
+# --- request and response bodies ----------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PredictRequest(_Body):
+    model: str | None = Field(
+        None,
+        max_length=128,
+        description="NAME (its production version, else its latest) or NAME:VERSION; may be "
+        "left out when the server holds one model",
+        examples=["sentiment-en"],
+    )
+    inputs: list[str] = Field(
+        min_length=1, description="texts to classify (limits.max_inputs, limits.max_chars)"
+    )
+
+
+class PredictionOut(BaseModel):
+    label: str
+    score: float
+    scores: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    model: str = Field(description="the version that answered, NAME:vN")
+    backend: str
+    predictions: list[PredictionOut]
+
+
+class EmbedRequest(_Body):
+    model: str = Field(
+        "minilm-l6",
+        max_length=128,
+        description="a catalogue encoder (minilm-l6, multilingual-e5-small) or a registered "
+        "NAME[:VERSION]",
+    )
+    inputs: list[str] = Field(min_length=1)
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    dimensions: int
+    embeddings: list[list[float]] = Field(description="L2-normalised, one per input")
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, message: str, code: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.headers = headers or {}
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in {
+        400: "malformed request",
+        401: "missing, invalid or revoked API key",
+        403: "the key lacks the scope",
+        404: "unknown model or version",
+        413: "body over limits.max_body_bytes",
+        422: "invalid field, too many or too long inputs",
+        429: "over the rate limit, or the model's queue is full (see Retry-After)",
+        503: "the model cannot be loaded, or the server is shutting down",
+        504: "no result within batching.timeout_s",
+    }.items()
+}
+
+
+def _error_response(status: int, message: str, code: str, headers: Any = None) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return JSONResponse(error_body(message, code, kind), status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
+    err = exc.errors()[0]
+    if err["type"] == "json_invalid":
+        return 400, "the body is not valid JSON — send a JSON object", "invalid_json"
+    loc = [str(p) for p in err["loc"] if p != "body"]
+    where = ".".join(loc) or "body"
+    if err["type"] == "extra_forbidden":
+        return 422, f"unknown field '{where}' — remove it (see /docs)", "unknown_field"
+    if err["type"] == "missing":
+        return 422, f"required field '{where}' is missing — add it (see /docs)", "missing_field"
+    return 422, f"{where}: {err['msg']} — fix the value (see /docs)", "invalid_field"
+
+
+# --- the application ------------------------------------------------------------------------
+
+
+@dataclass
+class ServeState:
+    config: ServeConfig
+    settings: Settings
+    registry: Registry
+    keys: KeyStore
+    pool: ModelPool
+    log: PredictionLog
+    limiter: RateLimiter
+    metrics: ServeMetrics
+    key_cache: dict[str, tuple[float, ApiKey | None]]
+
+
+def create_app(config: ServeConfig | None = None, settings: Settings | None = None) -> FastAPI:
+    """The server as an ASGI app: models load when it starts (its lifespan) and drain at stop."""
+    config = config or ServeConfig()
+    settings = settings or get_settings()
+    registry = Registry(settings)
+    metrics = ServeMetrics()
+    # One inference thread: each backend already uses every core, two at once would fight.
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmforge-inference")
+    state = ServeState(
+        config=config,
+        settings=settings,
+        registry=registry,
+        keys=KeyStore(registry.engine),
+        pool=ModelPool(registry, settings, config, executor, metrics),
+        log=PredictionLog(registry.engine, config.prediction_log),
+        limiter=RateLimiter(config.limits.rate_per_second, config.limits.burst),
+        metrics=metrics,
+        key_cache={},
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not config.auth.enabled:
+            logger.warning(
+                "authentication is OFF (--no-auth): anyone who can reach %s:%s may call every "
+                "route, admin ones included",
+                config.host,
+                config.port,
+            )
+        state.log.start()
+        await state.pool.start()
+        try:
+            yield
+        finally:
+            await state.pool.close()  # queued requests finish first
+            await state.log.close()
+            executor.shutdown(wait=True)
+
+    app = FastAPI(
+        title="lmforge",
+        version="0.1.0",
+        summary="Classify, embed and manage registered models over HTTP.",
+        lifespan=lifespan,
+        responses=_ERRORS,
+    )
+    app.state.lmforge = state
+    _add_error_handlers(app, metrics)
+    _add_routes(app, state)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=config.limits.max_body_bytes,
+        on_reject=lambda: metrics.rejected.labels("body_too_large").inc(),
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def _add_error_handlers(app: FastAPI, metrics: ServeMetrics) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        metrics.rejected.labels(exc.code).inc()
+        return _error_response(exc.status, exc.message, exc.code, exc.headers)
+
+    @app.exception_handler(LmforgeError)
+    async def _lmforge_error(_: Request, exc: LmforgeError) -> JSONResponse:
+        if isinstance(exc, ModelNotFoundError):
+            return _error_response(404, exc.message, "model_not_found")
+        return _error_response(422, exc.message, "invalid_request")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        status, message, code = _validation_message(exc)
+        metrics.rejected.labels(code).inc()
+        return _error_response(status, message, code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return _error_response(
+            exc.status_code, str(exc.detail), codes.get(exc.status_code, "http_error")
+        )
+
+
+_bearer = HTTPBearer(auto_error=False, description="an API key from `lmforge keys create`")
+
+
+def _add_routes(app: FastAPI, state: ServeState) -> None:
+    config = state.config
+
+    async def caller(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> ApiKey | None:
+        """The key the request carries (None with auth off); then the rate limit, per key."""
+        if not config.auth.enabled:
+            identity = request.client.host if request.client else "local"
+            key = None
+        else:
+            if credentials is None:
+                raise ApiError(
+                    401,
+                    "missing API key — send 'Authorization: Bearer <key>' "
+                    "(create one with `lmforge keys create`)",
+                    "missing_key",
+                    {"WWW-Authenticate": "Bearer"},
+                )
+            key = await _verify(state, credentials.credentials)
+            if key is None:
+                raise ApiError(
+                    401,
+                    "invalid or revoked API key — check it, or create a new one with "
+                    "`lmforge keys create`",
+                    "invalid_key",
+                    {"WWW-Authenticate": "Bearer"},
+                )
+            identity = f"key:{key.id}"
+        wait = state.limiter.check(identity)
+        if wait is not None:
+            raise ApiError(
+                429,
+                f"rate limit of {config.limits.rate_per_second:g} requests/s "
+                f"(burst {config.limits.burst}) exceeded — retry after {wait:.2f} s",
+                "rate_limited",
+                {"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        return key
+
+    def scoped(scope: str) -> Any:
+        async def check(key: Annotated[ApiKey | None, Depends(caller)]) -> ApiKey | None:
+            if key is not None and not key.allows(scope):
+                raise ApiError(
+                    403,
+                    f"the key '{key.name}' lacks the '{scope}' scope — use a key created with "
+                    f"--scope {scope}",
+                    "missing_scope",
+                )
+            return key
+
+        return Depends(check)
+
+    def check_inputs(inputs: list[str]) -> None:
+        limits = config.limits
+        if len(inputs) > limits.max_inputs:
+            raise ApiError(
+                422,
+                f"{len(inputs)} inputs exceed the limit of {limits.max_inputs} per request "
+                "(limits.max_inputs) — split them over several requests",
+                "too_many_inputs",
+            )
+        for i, text in enumerate(inputs):
+            if len(text) > limits.max_chars:
+                raise ApiError(
+                    422,
+                    f"inputs[{i}] has {len(text)} characters, over the limit of "
+                    f"{limits.max_chars} (limits.max_chars) — shorten it",
+                    "input_too_long",
+                )
+
+    async def run_batch(batcher: DynamicBatcher[Any], inputs: list[str]) -> list[Any]:
+        try:
+            return await batcher.submit(inputs, config.batching.timeout_s)
+        except QueueFull as exc:
+            raise ApiError(
+                429,
+                "the model's queue is full — retry after the Retry-After seconds",
+                "queue_full",
+                {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))},
+            ) from None
+        except DeadlineExceeded:
+            raise ApiError(
+                504,
+                f"no result within {config.batching.timeout_s:g} s (batching.timeout_s) — the "
+                "server is overloaded; retry later",
+                "deadline_exceeded",
+            ) from None
+        except BatcherClosed:
+            raise ApiError(
+                503, "the server is shutting down — retry on another replica", "shutting_down"
+            ) from None
+
+    async def load(coro: Awaitable[T]) -> T:
+        try:
+            return await coro
+        except ModelNotFoundError:
+            raise
+        except LmforgeError as exc:  # corrupt version, missing weights: not the caller's fault
+            raise ApiError(503, exc.message, "model_unavailable") from None
+
+    @app.post("/v1/predict", response_model=PredictResponse, tags=["inference"])
+    async def predict(
+        body: PredictRequest, key: Annotated[ApiKey | None, scoped("predict")]
+    ) -> PredictResponse:
+        """Classify texts with a registered model, batched with concurrent requests."""
+        check_inputs(body.inputs)
+        served = await load(state.pool.classifier(body.model))
+        start = time.perf_counter()
+        results = await run_batch(served.batcher, body.inputs)
+        latency_ms = (time.perf_counter() - start) * 1000
+        log = state.log
+        for text, p in zip(body.inputs, results, strict=True):
+            if log.sample():
+                log.add(
+                    LoggedPrediction(
+                        served.name,
+                        served.version or 0,
+                        p.label,
+                        p.score,
+                        latency_ms,
+                        key.name if key else None,
+                        text,
+                    )
+                )
+                state.metrics.predictions_logged.inc()
+        return PredictResponse(
+            model=served.ref,
+            backend=served.backend,
+            predictions=[
+                PredictionOut(label=p.label, score=p.score, scores=p.scores) for p in results
+            ],
+        )
+
+    @app.post("/v1/embed", response_model=EmbedResponse, tags=["inference"])
+    async def embed(
+        body: EmbedRequest, _: Annotated[ApiKey | None, scoped("predict")]
+    ) -> EmbedResponse:
+        """Mean-pooled, L2-normalised sentence embeddings from an encoder."""
+        check_inputs(body.inputs)
+        served = await load(state.pool.embedder(body.model))
+        vectors = await run_batch(served.batcher, body.inputs)
+        return EmbedResponse(model=served.ref, dimensions=len(vectors[0]), embeddings=vectors)
+
+    @app.get("/v1/models", tags=["models"])
+    async def list_models(_: Annotated[ApiKey | None, scoped("predict")]) -> dict[str, Any]:
+        """Every registered model with its versions, stages and test metrics."""
+        versions = await asyncio.to_thread(state.registry.list)
+        names = sorted({v.name for v in versions})
+        return {
+            "data": [_model_json(state, n, [v for v in versions if v.name == n]) for n in names]
+        }
+
+    @app.get("/v1/models/{name}", tags=["models"])
+    async def show_model(
+        name: Annotated[str, Path(max_length=64)],
+        _: Annotated[ApiKey | None, scoped("predict")],
+    ) -> dict[str, Any]:
+        """One model's versions, stages and test metrics, and which of them this replica serves."""
+        versions = await asyncio.to_thread(state.registry.list, name)
+        if not versions:
+            raise ModelNotFoundError(f"no registered model named '{name}'", "see GET /v1/models")
+        return _model_json(state, name, versions)
+
+    @app.post("/v1/models/{name}/versions/{version}/promote", tags=["models"])
+    async def promote(
+        name: Annotated[str, Path(max_length=64)],
+        version: Annotated[int, Path(ge=1, le=1_000_000)],
+        _: Annotated[ApiKey | None, scoped("admin")],
+    ) -> dict[str, Any]:
+        """Make a version the production one and serve it: loaded first, then swapped in, so no
+        request in flight fails."""
+        promoted = await load(state.pool.promote(f"{name}:v{version}"))
+        return promoted.to_json()
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz() -> JSONResponse:
+        """The models to serve are loaded (503 until then)."""
+        ready = state.pool.ready
+        body = {"status": "ready" if ready else "loading", "models": state.pool.aliases}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus text exposition."""
+        for key, depth in state.pool.queue_depths().items():
+            state.metrics.queue_depth.labels(key).set(depth)
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+async def _verify(state: ServeState, secret: str) -> ApiKey | None:
+    """The key for a secret, trusting a verified answer for ``auth.cache_seconds``."""
+    ttl = state.config.auth.cache_seconds
+    now = time.monotonic()
+    cached = state.key_cache.get(secret)
+    if cached is not None and now - cached[0] < ttl:
+        return cached[1]
+    key = await asyncio.to_thread(state.keys.verify, secret)
+    if ttl > 0:
+        if len(state.key_cache) > 10_000:
+            state.key_cache.clear()
+        state.key_cache[secret] = (now, key)
+    return key
+
+
+def _model_json(state: ServeState, name: str, versions: list[Any]) -> dict[str, Any]:
+    loaded = set(state.pool.loaded)
+    return {
+        "name": name,
+        "serving": state.pool.aliases.get(name),
+        "versions": [
+            {
+                "version": v.version,
+                "ref": v.ref,
+                "stage": v.stage,
+                "task": v.task,
+                "labels": v.labels,
+                "test_metrics": v.metrics,
+                "parent": v.parent,
+                "created_at": v.created_at.isoformat(),
+                "loaded": v.ref in loaded,
+            }
+            for v in versions
+        ],
+    }

@@ -1,0 +1,187 @@
+"""Adaptive dynamic batching: many requests, one inference call, off the event loop.
+
+Requests for one model wait in a bounded queue (counted in rows, i.e. texts). One worker task
+takes up to ``max_batch`` rows at a time and runs them in the inference thread. It waits for a
+batch to fill only while the model is busy: the expected batch size is a moving average of the
+recent ones, so a lone request on an idle model runs at once (batch-1 latency stays the
+backend's own), while under load the worker waits at most ``max_wait_ms`` for the rows the
+clients in flight will send next. A full queue refuses at once (:class:`QueueFull`, with how
+long to wait), a request past its deadline is dropped from the queue (:class:`DeadlineExceeded`),
+and closing finishes what was queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+R = TypeVar("R")
+
+_EMA = 0.5  # weight of the newest batch in the expected batch size: adapts within a few batches
+
+
+class QueueFull(Exception):
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"queue full; retry after {retry_after_s:.2f} s")
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(Exception):
+    pass
+
+
+class BatcherClosed(Exception):
+    pass
+
+
+@dataclass
+class _Job(Generic[R]):
+    rows: list[str]
+    future: asyncio.Future[list[R]]
+    deadline: float
+    abandoned: bool = False
+
+
+@dataclass
+class BatchStats:
+    """What the metrics read after each batch."""
+
+    batches: int = 0
+    rows: int = 0
+    seconds: float = 0.0
+    last_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=256))
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+class DynamicBatcher(Generic[R]):
+    def __init__(
+        self,
+        run: Callable[[list[str]], Sequence[R]],
+        executor: Executor,
+        *,
+        max_batch: int = 32,
+        max_wait_ms: float = 5.0,
+        max_queue: int = 64,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self._run = run
+        self._executor = executor
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000
+        self.max_queue = max_queue
+        self._on_batch = on_batch
+        self._queue: deque[_Job[R]] = deque()
+        self.queued_rows = 0
+        self._arrived = asyncio.Event()
+        self._expected = 1.0
+        self._closing = False
+        self.stats = BatchStats()
+        self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def submit(self, rows: list[str], timeout_s: float) -> list[R]:
+        """The results for ``rows``, in order, once a batch containing them has run."""
+        if self._closing:
+            raise BatcherClosed("the model is shutting down")
+        if self.queued_rows + len(rows) > self.max_queue:
+            raise QueueFull(self._retry_after())
+        loop = asyncio.get_running_loop()
+        job: _Job[R] = _Job(rows, loop.create_future(), loop.time() + timeout_s)
+        self._queue.append(job)
+        self.queued_rows += len(rows)
+        self._arrived.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), timeout_s)
+        except TimeoutError:
+            job.abandoned = True  # the worker skips it if it is still queued
+            raise DeadlineExceeded(f"no result within {timeout_s:g} s") from None
+
+    def _retry_after(self) -> float:
+        rate = self.stats.rows_per_second or 1.0
+        return max(0.05, self.queued_rows / rate)
+
+    async def close(self) -> None:
+        """Stop taking requests, finish the queued ones, stop the worker."""
+        self._closing = True
+        self._arrived.set()
+        await self._worker
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            await self._fill(loop)
+            jobs = self._take(loop)
+            if not jobs:
+                continue
+            rows = [row for job in jobs for row in job.rows]
+            start = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self._executor, self._run, rows)
+            except Exception as exc:  # a failing batch fails its own requests, not the worker
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            elapsed = time.perf_counter() - start
+            self._record(len(rows), elapsed)
+            offset = 0
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_result(list(results[offset : offset + len(job.rows)]))
+                offset += len(job.rows)
+
+    async def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
+        """While busy, give the batch up to ``max_wait`` to reach the size recent load suggests."""
+        target = min(self.max_batch, math.floor(self._expected))
+        deadline = loop.time() + self.max_wait
+        while self.queued_rows < target and not self._closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take(self, loop: asyncio.AbstractEventLoop) -> list[_Job[R]]:
+        jobs: list[_Job[R]] = []
+        rows = 0
+        now = loop.time()
+        while self._queue:
+            job = self._queue[0]
+            if jobs and rows + len(job.rows) > self.max_batch:
+                break
+            self._queue.popleft()
+            self.queued_rows -= len(job.rows)
+            if job.abandoned or job.future.done():
+                continue
+            if job.deadline <= now:
+                job.future.set_exception(DeadlineExceeded("deadline passed while queued"))
+                continue
+            jobs.append(job)
+            rows += len(job.rows)
+        return jobs
+
+    def _record(self, rows: int, seconds: float) -> None:
+        self._expected = (1 - _EMA) * self._expected + _EMA * rows
+        self.stats.batches += 1
+        self.stats.rows += rows
+        self.stats.seconds += seconds
+        self.stats.last_sizes.append(rows)
+        if self._on_batch is not None:
+            self._on_batch(rows, seconds)

@@ -1,0 +1,96 @@
+"""The server's configuration: a typed, validated YAML file (``lmforge serve --config``).
+
+Every limit has a safe default, so ``lmforge serve`` with no file is already bounded: requests
+have a size, a count and a deadline, queues have a length, keys have a rate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lmforge.recipe.loader import read_yaml, validate_config
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BatchingConfig(_Section):
+    max_batch: int = Field(32, ge=1, le=1024, description="most rows one inference call takes")
+    max_wait_ms: float = Field(
+        5.0,
+        ge=0,
+        le=1000,
+        description="longest a batch waits to fill, and only while the model is busy",
+    )
+    max_queue: int = Field(
+        64, ge=1, description="rows waiting per model; beyond it requests get 429 at once"
+    )
+    timeout_s: float = Field(30.0, gt=0, description="per-request deadline; past it, 504")
+
+
+class LimitsConfig(_Section):
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="larger bodies get 413")
+    max_inputs: int = Field(64, ge=1, description="texts per request; more get 422")
+    max_chars: int = Field(10_000, ge=1, description="characters per text; longer get 422")
+    rate_per_second: float | None = Field(
+        100.0, gt=0, description="token-bucket refill per API key (per client without auth)"
+    )
+    burst: int = Field(200, ge=1, description="token-bucket size: requests allowed at once")
+
+
+class AuthConfig(_Section):
+    enabled: bool = Field(True, description="off only for local use (`--no-auth`)")
+    cache_seconds: float = Field(
+        2.0, ge=0, description="how long a verified key is trusted before the database is asked"
+    )
+
+
+class LogConfig(_Section):
+    sample_rate: float = Field(
+        0.1, ge=0, le=1, description="share of predictions written to the database"
+    )
+    include_text: bool = Field(False, description="store the input text with a logged prediction")
+    flush_seconds: float = Field(1.0, gt=0, description="how often logged rows are written")
+
+
+class ServeConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    models: list[str] | None = Field(
+        None,
+        description="model references to load at start; default: every registered model's "
+        "production (else latest) version",
+    )
+    backend: str | None = Field(
+        None, description="runtime backend for every model; default: each version's own"
+    )
+    max_loaded: int = Field(4, ge=1, description="model versions kept loaded at once")
+    refresh_seconds: float = Field(
+        5.0, gt=0, description="how often each replica re-reads which version is in production"
+    )
+    batching: BatchingConfig = BatchingConfig()
+    limits: LimitsConfig = LimitsConfig()
+    auth: AuthConfig = AuthConfig()
+    prediction_log: LogConfig = LogConfig()
+    graceful_timeout_s: float = Field(
+        30.0, gt=0, description="on SIGTERM, how long in-flight requests may take to finish"
+    )
+
+    @model_validator(mode="after")
+    def _queue_holds_a_batch(self) -> ServeConfig:
+        if self.batching.max_queue < self.batching.max_batch:
+            raise ValueError("batching.max_queue must be at least batching.max_batch")
+        return self
+
+
+def load_serve_config(path: Path | None, **overrides: Any) -> ServeConfig:
+    """The file's settings (or the defaults) with command-line overrides on top."""
+    raw: Any = read_yaml(path, "server config") if path is not None else {}
+    raw = raw if raw is not None else {}
+    if isinstance(raw, dict):
+        raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
+    return validate_config(ServeConfig, raw, str(path or "server config"), "host, port, ...")

@@ -1,0 +1,91 @@
+"""Prometheus metrics of one server, in a registry of its own (several apps may share a process).
+
+Requests are counted by route template (never the raw path, so labels stay few) and status.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class ServeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "lmforge_http_requests", "HTTP requests answered", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "lmforge_http_request_duration_seconds",
+            "Time from request to response",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "lmforge_batch_size",
+            "Rows per inference call",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "lmforge_inference_duration_seconds",
+            "Time of one batched inference call",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "lmforge_queue_depth", "Rows waiting for inference", ["model"], registry=r
+        )
+        self.model_info = Gauge(
+            "lmforge_model_info",
+            "Loaded model versions (1); alias is the name a bare request resolves through",
+            ["model", "version", "backend", "alias"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "lmforge_rejected_requests", "Requests refused, by reason", ["reason"], registry=r
+        )
+        self.predictions_logged = Counter(
+            "lmforge_predictions_logged", "Predictions written to the prediction log", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(template, str(status)).inc()
+            self.metrics.latency.labels(template).observe(time.perf_counter() - start)

@@ -1,0 +1,265 @@
+"""The models a server holds: loaded versions, each behind its own batcher, and the aliases
+(bare names) that resolve to the version in production.
+
+A request names ``name`` (its production version, else its latest) or ``name:vN`` (pinned).
+Promotion loads the new version first and then points the alias at it in one step on the event
+loop; requests already queued on the old version finish there, so nothing in flight fails. Each
+replica re-reads the production versions every ``refresh_seconds``, so a promotion made through
+one replica (or the CLI) reaches all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lmforge.errors import LmforgeError
+from lmforge.models.catalogue import CATALOGUE, resolve_base
+from lmforge.registry import ModelVersion, Registry
+from lmforge.registry.store import parse_ref
+from lmforge.runtime.predictor import Predictor, default_backend, read_model_meta
+from lmforge.serve.batcher import DynamicBatcher
+from lmforge.serve.config import ServeConfig
+from lmforge.serve.metrics import ServeMetrics
+from lmforge.settings import Settings
+
+logger = logging.getLogger("lmforge.serve")
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """What loading produces, in a thread, before the event loop gives it a batcher."""
+
+    name: str
+    version: int | None
+    backend: str
+    labels: list[str]
+    run: Callable[[list[str]], Sequence[Any]]
+
+
+@dataclass
+class ServedModel:
+    """One loaded version (or catalogue encoder) and the batcher in front of it."""
+
+    ref: str  # name:vN, or the catalogue name
+    name: str
+    version: int | None
+    backend: str
+    labels: list[str]
+    batcher: DynamicBatcher[Any]
+
+
+class ModelPool:
+    def __init__(
+        self,
+        registry: Registry,
+        settings: Settings,
+        config: ServeConfig,
+        executor: Executor,
+        metrics: ServeMetrics,
+    ) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.config = config
+        self.executor = executor
+        self.metrics = metrics
+        self.loaded: OrderedDict[str, ServedModel] = OrderedDict()  # LRU order
+        self.aliases: dict[str, str] = {}  # name -> name:vN in production (else latest)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._refresh: asyncio.Task[None] | None = None
+        self.ready = False
+
+    # --- start and stop -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        refs = self.config.models
+        if refs is None:
+            versions = await asyncio.to_thread(self.registry.list)
+            refs = sorted({v.name for v in versions})
+        for ref in refs:
+            await self.classifier(ref)
+        self.ready = True
+        self._refresh = asyncio.get_running_loop().create_task(self._refresh_forever())
+
+    async def close(self) -> None:
+        """Finish every queued request, then stop the batchers."""
+        if self._refresh is not None:
+            self._refresh.cancel()
+        await asyncio.gather(*(m.batcher.close() for m in self.loaded.values()))
+
+    # --- resolution -----------------------------------------------------------------------
+
+    async def classifier(self, ref: str | None) -> ServedModel:
+        """The loaded model a request's ``model`` field names (loading it on first use)."""
+        if ref is None:
+            if len(self.aliases) != 1:
+                raise LmforgeError(
+                    "this server holds several models, so the request must name one",
+                    f'set "model" to one of {", ".join(sorted(self.aliases)) or "(none)"}',
+                )
+            ref = next(iter(self.aliases))
+        name, version = parse_ref(ref)
+        if version is None and name in self.aliases:
+            return self._touch(self.aliases[name])
+        if version is not None and version.removeprefix("v").isdigit():
+            pinned = f"{name}:v{int(version.removeprefix('v'))}"
+            if pinned in self.loaded:
+                return self._touch(pinned)
+        found = await asyncio.to_thread(self.registry.get, ref)
+        served = await self._load(found.ref, lambda: self._load_classifier(found))
+        if version is None:
+            self._point(name, served)
+        return self._touch(served.ref)
+
+    async def embedder(self, ref: str) -> ServedModel:
+        """A catalogue encoder by name, or a registered version's encoder."""
+        key = f"embed:{ref}"
+        if key in self.loaded:
+            return self._touch(key)
+        if ref in CATALOGUE:
+            return await self._load(key, lambda: self._load_catalogue_embedder(ref))
+        found = await asyncio.to_thread(self.registry.get, ref)
+        return await self._load(f"embed:{found.ref}", lambda: self._load_version_embedder(found))
+
+    def _touch(self, key: str) -> ServedModel:
+        self.loaded.move_to_end(key)
+        return self.loaded[key]
+
+    # --- loading ----------------------------------------------------------------------------
+
+    async def _load(self, key: str, build: Callable[[], _Loaded]) -> ServedModel:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:  # two first requests for one model load it once
+            if key not in self.loaded:
+                loaded = await asyncio.to_thread(build)  # seconds of disk and CPU: off the loop
+                served = ServedModel(
+                    key,
+                    loaded.name,
+                    loaded.version,
+                    loaded.backend,
+                    loaded.labels,
+                    self._batcher(loaded.run, key),
+                )
+                self.loaded[key] = served
+                logger.info("loaded %s (%s)", key, served.backend)
+                self._publish(served, alias="")
+                await self._evict()
+        return self.loaded[key]
+
+    def _batcher(self, run: Callable[[list[str]], Sequence[Any]], name: str) -> DynamicBatcher[Any]:
+        batching = self.config.batching
+        metrics = self.metrics
+
+        def on_batch(rows: int, seconds: float) -> None:
+            metrics.batch_size.labels(name).observe(rows)
+            metrics.inference.labels(name).observe(seconds)
+
+        return DynamicBatcher(
+            run,
+            self.executor,
+            max_batch=batching.max_batch,
+            max_wait_ms=batching.max_wait_ms,
+            max_queue=batching.max_queue,
+            on_batch=on_batch,
+        )
+
+    def _load_classifier(self, version: ModelVersion) -> _Loaded:
+        meta = read_model_meta(version.path)
+        backend = self.config.backend or default_backend(meta)
+        predictor = Predictor(
+            version.path, backend=backend, batch_size=self.config.batching.max_batch
+        )
+        return _Loaded(version.name, version.version, backend, predictor.labels, predictor.predict)
+
+    def _load_version_embedder(self, version: ModelVersion) -> _Loaded:
+        from lmforge.runtime.embedder import Embedder
+
+        meta = read_model_meta(version.path)
+        embedder = Embedder(
+            version.path,
+            max_length=int(meta["max_length"]),
+            text_prefix=meta.get("text_prefix", ""),
+        )
+        return _Loaded(version.name, version.version, "torch-fp32", [], _rows(embedder.embed))
+
+    def _load_catalogue_embedder(self, name: str) -> _Loaded:
+        from lmforge.runtime.embedder import Embedder
+
+        base = resolve_base(name, self.settings.cache_dir)
+        embedder = Embedder(base.path, text_prefix=base.text_prefix)
+        return _Loaded(name, None, "torch-fp32", [], _rows(embedder.embed))
+
+    async def _evict(self) -> None:
+        """Unload the least recently used versions beyond ``max_loaded`` that no alias uses."""
+        in_use = set(self.aliases.values())
+        while len(self.loaded) > self.config.max_loaded:
+            victim = next((k for k in self.loaded if k not in in_use), None)
+            if victim is None:
+                return
+            served = self.loaded.pop(victim)
+            self._unpublish(served)
+            await served.batcher.close()  # its queued requests still finish
+            logger.info("unloaded %s", victim)
+
+    # --- promotion and refresh --------------------------------------------------------------
+
+    async def promote(self, ref: str) -> ModelVersion:
+        promoted = await asyncio.to_thread(self.registry.promote, ref)
+        await self.follow(promoted.name)
+        return promoted
+
+    async def follow(self, name: str) -> None:
+        """Point ``name`` at its current production (else latest) version, loading it first."""
+        current = await asyncio.to_thread(self.registry.get, name)
+        if self.aliases.get(name) == current.ref:
+            return
+        served = await self._load(current.ref, lambda: self._load_classifier(current))
+        self._point(name, served)
+
+    def _point(self, name: str, served: ServedModel) -> None:
+        old = self.aliases.get(name)
+        self.aliases[name] = served.ref
+        if old and old in self.loaded and old != served.ref:
+            self._publish(self.loaded[old], alias="")
+            logger.info("%s now serves %s (was %s)", name, served.ref, old)
+        self._publish(served, alias=name)
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.refresh_seconds)
+            for name in list(self.aliases):
+                try:
+                    await self.follow(name)
+                except Exception as exc:  # a bad new version must not stop the old one serving
+                    logger.warning("could not follow %s: %s", name, exc)
+
+    # --- metrics ----------------------------------------------------------------------------
+
+    def _publish(self, served: ServedModel, alias: str) -> None:
+        self._unpublish(served)
+        version = str(served.version) if served.version is not None else ""
+        self.metrics.model_info.labels(served.name, version, served.backend, alias).set(1)
+
+    def _unpublish(self, served: ServedModel) -> None:
+        version = str(served.version) if served.version is not None else ""
+        for alias in ["", *self.aliases]:
+            with contextlib.suppress(KeyError):
+                self.metrics.model_info.remove(served.name, version, served.backend, alias)
+
+    def queue_depths(self) -> dict[str, int]:
+        return {key: m.batcher.queued_rows for key, m in self.loaded.items()}
+
+
+def _rows(embed: Callable[[Sequence[str]], np.ndarray]) -> Callable[[list[str]], list[list[float]]]:
+    def run(texts: list[str]) -> list[list[float]]:
+        return [row.tolist() for row in embed(texts)]
+
+    return run

@@ -1,0 +1,59 @@
+"""Running the app under uvicorn, with the checks that must come before a port opens."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+from lmforge.errors import LmforgeError
+from lmforge.serve.config import ServeConfig
+from lmforge.settings import Settings
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(config: ServeConfig) -> None:
+    """Auth off is for local use only; and say so now if the port is taken."""
+    if not config.auth.enabled and not is_loopback(config.host):
+        raise LmforgeError(
+            f"authentication can be turned off only on a loopback host, not {config.host}",
+            "drop --no-auth and create a key with `lmforge keys create`, or bind 127.0.0.1",
+        )
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((config.host, config.port))
+        except OSError as exc:
+            raise LmforgeError(
+                f"cannot listen on {config.host}:{config.port} ({exc.strerror})",
+                "choose another --port, or stop what is using it",
+            ) from exc
+
+
+def run_server(config: ServeConfig, settings: Settings | None = None) -> None:
+    """Serve until SIGINT/SIGTERM, then stop accepting, finish what is queued, and return."""
+    import uvicorn
+
+    from lmforge.serve.app import create_app
+
+    check_bind(config)
+    app = create_app(config, settings)
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        http="httptools",
+        loop="auto",  # uvloop where installed
+        access_log=False,
+        log_level="info",
+        timeout_graceful_shutdown=int(config.graceful_timeout_s),
+        timeout_keep_alive=30,
+    )

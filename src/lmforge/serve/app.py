@@ -8,6 +8,7 @@ cannot load.
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time,
 # and the dependencies they name are closures over the app's state.
 import asyncio
+import json
 import logging
 import math
 import time
@@ -20,7 +21,6 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -137,6 +137,12 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
     if err["type"] == "json_invalid":
         return 400, "the body is not valid JSON — send a JSON object", "invalid_json"
     loc = [str(p) for p in err["loc"] if p != "body"]
+    if not loc and err["type"] in ("model_attributes_type", "dict_type"):
+        return (
+            400,
+            "the body must be a JSON object — send JSON with 'Content-Type: application/json'",
+            "invalid_json",
+        )
     where = ".".join(loc) or "body"
     if err["type"] == "extra_forbidden":
         return 422, f"unknown field '{where}' — remove it (see /docs)", "unknown_field"
@@ -207,6 +213,7 @@ def create_app(config: ServeConfig | None = None, settings: Settings | None = No
         responses=_ERRORS,
     )
     app.state.lmforge = state
+    _document_auth(app)
     _add_error_handlers(app, metrics)
     _add_routes(app, state)
     app.add_middleware(
@@ -237,29 +244,27 @@ def _add_error_handlers(app: FastAPI, metrics: ServeMetrics) -> None:
         return _error_response(status, message, code)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed"}
-        return _error_response(
-            exc.status_code, str(exc.detail), codes.get(exc.status_code, "http_error")
-        )
-
-
-_bearer = HTTPBearer(auto_error=False, description="an API key from `lmforge keys create`")
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        where = f"{request.method} {request.url.path}"[:200]
+        if exc.status_code == 404:
+            return _error_response(404, f"no route {where} — see /docs", "not_found")
+        if exc.status_code == 405:
+            message = f"method not allowed: {where} — see /docs"
+            return _error_response(405, message, "method_not_allowed", exc.headers)
+        return _error_response(exc.status_code, str(exc.detail), "http_error", exc.headers)
 
 
 def _add_routes(app: FastAPI, state: ServeState) -> None:
     config = state.config
 
-    async def caller(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> ApiKey | None:
-        """The key the request carries (None with auth off); then the rate limit, per key."""
+    async def caller(request: Request, scope: str) -> ApiKey | None:
+        """The key the request carries (None with auth off), its scope, then the rate limit."""
         if not config.auth.enabled:
             identity = request.client.host if request.client else "local"
             key = None
         else:
-            if credentials is None:
+            scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not secret:
                 raise ApiError(
                     401,
                     "missing API key — send 'Authorization: Bearer <key>' "
@@ -267,7 +272,7 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
                     "missing_key",
                     {"WWW-Authenticate": "Bearer"},
                 )
-            key = await _verify(state, credentials.credentials)
+            key = await _verify(state, secret.strip())
             if key is None:
                 raise ApiError(
                     401,
@@ -275,6 +280,13 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
                     "`lmforge keys create`",
                     "invalid_key",
                     {"WWW-Authenticate": "Bearer"},
+                )
+            if not key.allows(scope):
+                raise ApiError(
+                    403,
+                    f"the key '{key.name}' lacks the '{scope}' scope — use a key created with "
+                    f"--scope {scope}",
+                    "missing_scope",
                 )
             identity = f"key:{key.id}"
         wait = state.limiter.check(identity)
@@ -289,15 +301,9 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
         return key
 
     def scoped(scope: str) -> Any:
-        async def check(key: Annotated[ApiKey | None, Depends(caller)]) -> ApiKey | None:
-            if key is not None and not key.allows(scope):
-                raise ApiError(
-                    403,
-                    f"the key '{key.name}' lacks the '{scope}' scope — use a key created with "
-                    f"--scope {scope}",
-                    "missing_scope",
-                )
-            return key
+        # One plain dependency (not a chain of them): it runs on every request.
+        async def check(request: Request) -> ApiKey | None:
+            return await caller(request, scope)
 
         return Depends(check)
 
@@ -352,7 +358,7 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
     @app.post("/v1/predict", response_model=PredictResponse, tags=["inference"])
     async def predict(
         body: PredictRequest, key: Annotated[ApiKey | None, scoped("predict")]
-    ) -> PredictResponse:
+    ) -> Response:
         """Classify texts with a registered model, batched with concurrent requests."""
         check_inputs(body.inputs)
         served = await load(state.pool.classifier(body.model))
@@ -374,13 +380,15 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
                     )
                 )
                 state.metrics.predictions_logged.inc()
-        return PredictResponse(
-            model=served.ref,
-            backend=served.backend,
-            predictions=[
-                PredictionOut(label=p.label, score=p.score, scores=p.scores) for p in results
+        # The hot path: built by hand (the shape of PredictResponse), not re-validated.
+        answer = {
+            "model": served.ref,
+            "backend": served.backend,
+            "predictions": [
+                {"label": p.label, "score": p.score, "scores": p.scores} for p in results
             ],
-        )
+        }
+        return Response(json.dumps(answer), media_type="application/json")
 
     @app.post("/v1/embed", response_model=EmbedResponse, tags=["inference"])
     async def embed(
@@ -390,7 +398,9 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
         check_inputs(body.inputs)
         served = await load(state.pool.embedder(body.model))
         vectors = await run_batch(served.batcher, body.inputs)
-        return EmbedResponse(model=served.ref, dimensions=len(vectors[0]), embeddings=vectors)
+        return EmbedResponse(
+            model=served.public_ref, dimensions=len(vectors[0]), embeddings=vectors
+        )
 
     @app.get("/v1/models", tags=["models"])
     async def list_models(_: Annotated[ApiKey | None, scoped("predict")]) -> dict[str, Any]:
@@ -441,6 +451,31 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
         for key, depth in state.pool.queue_depths().items():
             state.metrics.queue_depth.labels(key).set(depth)
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def _document_auth(app: FastAPI) -> None:
+    """Declare the bearer key in the OpenAPI document (the check itself is one plain dependency,
+    which FastAPI would not document)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an API key from `lmforge keys create`",
+                }
+            }
+            for path, operations in schema["paths"].items():
+                if path.startswith("/v1/"):
+                    for operation in operations.values():
+                        operation["security"] = [{"apiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _verify(state: ServeState, secret: str) -> ApiKey | None:

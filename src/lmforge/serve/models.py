@@ -56,6 +56,11 @@ class ServedModel:
     labels: list[str]
     batcher: DynamicBatcher[Any]
 
+    @property
+    def public_ref(self) -> str:
+        """How responses name it: NAME:vN, or the catalogue name."""
+        return f"{self.name}:v{self.version}" if self.version is not None else self.name
+
 
 class ModelPool:
     def __init__(

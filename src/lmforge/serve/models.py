@@ -43,6 +43,7 @@ class _Loaded:
     backend: str
     labels: list[str]
     run: Callable[[list[str]], Sequence[Any]]
+    kind: str = "classifier"
 
 
 @dataclass
@@ -55,6 +56,7 @@ class ServedModel:
     backend: str
     labels: list[str]
     batcher: DynamicBatcher[Any]
+    kind: str  # classifier or embedder
 
     @property
     def public_ref(self) -> str:
@@ -152,6 +154,7 @@ class ModelPool:
                     loaded.backend,
                     loaded.labels,
                     self._batcher(loaded.run, key),
+                    loaded.kind,
                 )
                 self.loaded[key] = served
                 logger.info("loaded %s (%s)", key, served.backend)
@@ -193,14 +196,16 @@ class ModelPool:
             max_length=int(meta["max_length"]),
             text_prefix=meta.get("text_prefix", ""),
         )
-        return _Loaded(version.name, version.version, "torch-fp32", [], _rows(embedder.embed))
+        return _Loaded(
+            version.name, version.version, "torch-fp32", [], _rows(embedder.embed), "embedder"
+        )
 
     def _load_catalogue_embedder(self, name: str) -> _Loaded:
         from lmforge.runtime.embedder import Embedder
 
         base = resolve_base(name, self.settings.cache_dir)
         embedder = Embedder(base.path, text_prefix=base.text_prefix)
-        return _Loaded(name, None, "torch-fp32", [], _rows(embedder.embed))
+        return _Loaded(name, None, "torch-fp32", [], _rows(embedder.embed), "embedder")
 
     async def _evict(self) -> None:
         """Unload the least recently used versions beyond ``max_loaded`` that no alias uses."""
@@ -250,17 +255,20 @@ class ModelPool:
 
     def _publish(self, served: ServedModel, alias: str) -> None:
         self._unpublish(served)
-        version = str(served.version) if served.version is not None else ""
-        self.metrics.model_info.labels(served.name, version, served.backend, alias).set(1)
+        self.metrics.model_info.labels(*_info_labels(served), alias).set(1)
 
     def _unpublish(self, served: ServedModel) -> None:
-        version = str(served.version) if served.version is not None else ""
         for alias in ["", *self.aliases]:
             with contextlib.suppress(KeyError):
-                self.metrics.model_info.remove(served.name, version, served.backend, alias)
+                self.metrics.model_info.remove(*_info_labels(served), alias)
 
     def queue_depths(self) -> dict[str, int]:
         return {key: m.batcher.queued_rows for key, m in self.loaded.items()}
+
+
+def _info_labels(served: ServedModel) -> tuple[str, str, str, str]:
+    version = str(served.version) if served.version is not None else ""
+    return served.name, version, served.kind, served.backend
 
 
 def _rows(embed: Callable[[Sequence[str]], np.ndarray]) -> Callable[[list[str]], list[list[float]]]:

@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import LiveServer, register_copy, serve_config
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from conftest import LiveServer, register_copy, serve_config
 from lmforge.registry import Registry
 from lmforge.serve import KeyStore
 from lmforge.serve.tables import PredictionLogRow

@@ -56,7 +56,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_keys_are_stored_hashed_and_verified(home: Settings) -> None:
     engine = Registry(home).engine
     store = KeyStore(engine)
-    key, secret = store.create("ci", ["predict", "feedback"])
+    _key, secret = store.create("ci", ["predict", "feedback"])
     assert secret.startswith("lmf_") and len(secret) > 40
     with Session(engine) as session:
         row = session.scalars(select(ApiKeyRow)).one()

@@ -247,3 +247,35 @@ def test_compress_bad_input_gets_one_line(
         lmforge("predict", "toy:v1", "x", "--backend", "onnx-int8"),
         "'onnx-int8' is not available",
     )
+
+
+def test_keys_create_list_revoke(home: Settings) -> None:
+    created = lmforge("keys", "create", "--name", "ci", "--scope", "predict", "--scope", "admin")
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip().splitlines()[-1]
+    assert secret.startswith("lmf_")
+    listed = json.loads(lmforge("keys", "list", "--json").stdout)
+    assert [(k["name"], k["scopes"], k["revoked_at"]) for k in listed] == [
+        ("ci", ["predict", "admin"], None)
+    ]
+    assert secret not in lmforge("keys", "list").stdout  # never shown again
+    assert secret[:12] == listed[0]["prefix"]
+    revoked = lmforge("keys", "revoke", "ci")
+    assert revoked.returncode == 0 and "revoked key 'ci'" in revoked.stdout
+    assert json.loads(lmforge("keys", "list", "--json").stdout)[0]["revoked_at"] is not None
+    assert_clean_error(lmforge("keys", "revoke", "ci"), "no active API key named 'ci'")
+    assert_clean_error(
+        lmforge("keys", "create", "--name", "x", "--scope", "write"), "unknown scope write"
+    )
+
+
+def test_serve_refuses_bad_settings_before_listening(home: Settings, tmp_path: Path) -> None:
+    assert_clean_error(
+        lmforge("serve", "--no-auth", "--host", "0.0.0.0"), "only on a loopback host"
+    )
+    config = tmp_path / "serve.yaml"
+    config.write_text("batching: {max_wait: 3}\n")
+    assert_clean_error(
+        lmforge("serve", "--config", str(config)), "unknown key 'batching.max_wait'", "max_wait_ms"
+    )
+    assert_clean_error(lmforge("serve", "--config", str(tmp_path / "none.yaml")), "not found")

@@ -469,11 +469,13 @@ def serve(
     import logging
 
     from lmforge.serve import load_serve_config, run_server
+    from lmforge.serve.server import check_bind
 
     settings = load_serve_config(config, host=host, port=port)
     if no_auth:
         auth = settings.auth.model_copy(update={"enabled": False})
         settings = settings.model_copy(update={"auth": auth})
+    check_bind(settings)  # before the banner: a refused start prints only its error
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     err.print(
         f"lmforge serving on http://{settings.host}:{settings.port} "

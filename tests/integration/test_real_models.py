@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pytest
 import yaml
 
+from conftest import LiveServer, serve_config
 from lmforge import Predictor, Registry, load_recipe, run_recipe
 from lmforge.settings import Settings
 
@@ -134,3 +137,28 @@ def test_minilm_run_then_compress_registers_an_int8_child(home: Settings, tmp_pa
     truth = result.data.label_ids("test")
     served = (int8.predict_proba(texts).argmax(1) == truth).mean()
     assert served == pytest.approx(compression.chosen.accuracy, abs=1.5 / len(texts))
+    # ... and what the server answers over HTTP is the runtime's own answer.
+    with LiveServer(serve_config(auth={"enabled": False}), home) as server:
+        r = httpx.post(server.url + "/v1/predict", json={"inputs": texts[:16]}, timeout=60)
+        assert r.status_code == 200 and r.json()["model"] == child.ref
+        assert r.json()["backend"] == "onnx-int8"
+        http_scores = [p["scores"] for p in r.json()["predictions"]]
+        local = int8.predict(texts[:16])
+        for remote, mine in zip(http_scores, local, strict=True):
+            assert remote == pytest.approx(mine.scores, abs=1e-6)
+
+
+def test_real_minilm_embeddings_over_http(home: Settings) -> None:
+    """The catalogue's MiniLM through /v1/embed: paraphrases are closer than unrelated texts."""
+    with LiveServer(serve_config(auth={"enabled": False}, models=[]), home) as server:
+        texts = [
+            "How do I reset my password?",
+            "I forgot my password and need to change it.",
+            "The weather is sunny in Lisbon today.",
+        ]
+        r = httpx.post(server.url + "/v1/embed", json={"inputs": texts}, timeout=120)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model"] == "minilm-l6" and body["dimensions"] == 384
+        a, b, c = (np.array(v) for v in body["embeddings"])
+        assert float(a @ b) > 0.5 > float(a @ c)

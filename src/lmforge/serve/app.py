@@ -31,7 +31,7 @@ from lmforge.serve.config import ServeConfig
 from lmforge.serve.keys import ApiKey, KeyStore
 from lmforge.serve.limits import BodyLimitMiddleware, RateLimiter, error_body
 from lmforge.serve.metrics import MetricsMiddleware, ServeMetrics
-from lmforge.serve.models import ModelPool
+from lmforge.serve.models import ModelPool, background_priority
 from lmforge.serve.predlog import LoggedPrediction, PredictionLog
 from lmforge.settings import Settings, get_settings
 
@@ -174,7 +174,9 @@ def create_app(config: ServeConfig | None = None, settings: Settings | None = No
     registry = Registry(settings)
     metrics = ServeMetrics()
     # One inference thread: each backend already uses every core, two at once would fight.
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmforge-inference")
+    executor = ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="lmforge-inference", initializer=background_priority
+    )
     state = ServeState(
         config=config,
         settings=settings,

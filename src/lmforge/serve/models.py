@@ -13,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sys
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +35,19 @@ from lmforge.serve.metrics import ServeMetrics
 from lmforge.settings import Settings
 
 logger = logging.getLogger("lmforge.serve")
+BACKGROUND_NICE = 10
+
+
+def background_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux; elsewhere a no-op).
+
+    Inference threads (the batcher's, and the ones ONNX Runtime or torch start from it) run at
+    this priority so that the event loop, which parses requests, answers 429s and sends results,
+    is never starved by them: it needs a sliver of a core, and needs it at once.
+    """
+    if hasattr(os, "setpriority") and sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
 
 
 @dataclass(frozen=True)
@@ -146,7 +162,11 @@ class ModelPool:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:  # two first requests for one model load it once
             if key not in self.loaded:
-                loaded = await asyncio.to_thread(build)  # seconds of disk and CPU: off the loop
+                # Seconds of disk and CPU: off the loop, in a background-priority thread so that
+                # the threads the backend starts there inherit that priority.
+                loop = asyncio.get_running_loop()
+                with ThreadPoolExecutor(1, initializer=background_priority) as loader:
+                    loaded = await loop.run_in_executor(loader, build)
                 served = ServedModel(
                     key,
                     loaded.name,

@@ -80,12 +80,25 @@ def test_a_full_queue_refuses_at_once_with_a_retry_hint() -> None:
                 await batcher.submit(["one too many"], 5)
             assert time.perf_counter() - start < 0.05
             assert info.value.retry_after_s > 0
+            with pytest.raises(QueueFull):  # larger than the queue: refused while it is busy
+                await batcher.submit([f"big{i}" for i in range(6)], 5)
             recorder.gate.set()
             assert await running == ["HELD"]
             assert [await q for q in queued] == [[f"Q{i}"] for i in range(4)]
             await batcher.close()
 
     run(main())
+
+
+def test_a_request_larger_than_the_queue_runs_when_the_queue_is_empty() -> None:
+    async def main() -> list[str]:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = DynamicBatcher(Recorder(), pool, max_batch=2, max_wait_ms=0, max_queue=2)
+            result = await batcher.submit([f"r{i}" for i in range(5)], 5)
+            await batcher.close()
+            return result
+
+    assert run(main()) == [f"R{i}" for i in range(5)]
 
 
 def test_a_request_past_its_deadline_fails_and_is_dropped_from_the_queue() -> None:
@@ -165,3 +178,47 @@ def test_batches_grow_under_load_and_shrink_back_when_it_stops() -> None:
     busy, after = sizes[: sizes.index(-1)], sizes[sizes.index(-1) + 1 :]
     assert max(busy) >= 8  # closed-loop clients were gathered into large batches
     assert after[-1] == 1
+
+
+def _busy_then_alone(run: object, max_batch: int = 16) -> DynamicBatcher[str]:
+    async def main() -> DynamicBatcher[str]:
+        with ThreadPoolExecutor(1) as pool:
+            batcher: DynamicBatcher[str] = DynamicBatcher(
+                run,  # type: ignore[arg-type]
+                pool,
+                max_batch=max_batch,
+                max_wait_ms=20,
+                max_queue=64,
+            )
+
+            async def client(i: int) -> None:
+                for j in range(6):
+                    await batcher.submit([f"{i}-{j}"], 5)
+
+            await asyncio.gather(*(client(i) for i in range(16)))  # large batches
+            for _ in range(8):
+                await batcher.submit(["alone"], 5)  # small ones
+            await batcher.close()
+            return batcher
+
+    return run_coro(main())
+
+
+def run_coro(coro: object) -> DynamicBatcher[str]:
+    return asyncio.run(coro)  # type: ignore[arg-type,no-any-return]
+
+
+def test_waiting_stops_where_large_batches_are_not_cheaper_per_row() -> None:
+    def per_row(rows: list[str]) -> list[str]:  # like int8 on this CPU: cost grows with rows
+        time.sleep(0.002 * len(rows))
+        return rows
+
+    assert not _busy_then_alone(per_row).waiting_pays
+
+
+def test_waiting_goes_on_where_large_batches_are_cheaper_per_row() -> None:
+    def per_call(rows: list[str]) -> list[str]:  # like a GPU: one call costs the same
+        time.sleep(0.01)
+        return rows
+
+    assert _busy_then_alone(per_call).waiting_pays

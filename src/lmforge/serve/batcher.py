@@ -5,7 +5,10 @@ takes up to ``max_batch`` rows at a time and runs them in the inference thread. 
 batch to fill only while the model is busy: the expected batch size is a moving average of the
 recent ones, so a lone request on an idle model runs at once (batch-1 latency stays the
 backend's own), while under load the worker waits at most ``max_wait_ms`` for the rows the
-clients in flight will send next. A full queue refuses at once (:class:`QueueFull`, with how
+clients in flight will send next. And it waits only where waiting pays: it keeps the measured
+cost per row of small and of large batches, and once large ones are known not to be cheaper
+per row (as on a CPU whose int8 kernels gain nothing from batch size), it runs what is queued
+at once instead. A full queue refuses at once (:class:`QueueFull`, with how
 long to wait), a request past its deadline is dropped from the queue (:class:`DeadlineExceeded`),
 and closing finishes what was queued.
 """
@@ -24,6 +27,8 @@ from typing import Generic, TypeVar
 R = TypeVar("R")
 
 _EMA = 0.5  # weight of the newest batch in the expected batch size: adapts within a few batches
+_COST_EMA = 0.2  # weight of the newest batch in the per-row costs (noisier, so slower)
+_WORTH_WAITING = 0.8  # wait only if a large batch costs under 80 % per row of a small one
 
 
 class QueueFull(Exception):
@@ -83,6 +88,8 @@ class DynamicBatcher(Generic[R]):
         self.queued_rows = 0
         self._arrived = asyncio.Event()
         self._expected = 1.0
+        self._cost_small: float | None = None  # seconds per row, batches ≤ max_batch / 4
+        self._cost_large: float | None = None  # seconds per row, batches ≥ max_batch / 2
         self._closing = False
         self.stats = BatchStats()
         self._worker = asyncio.get_running_loop().create_task(self._work())
@@ -91,7 +98,8 @@ class DynamicBatcher(Generic[R]):
         """The results for ``rows``, in order, once a batch containing them has run."""
         if self._closing:
             raise BatcherClosed("the model is shutting down")
-        if self.queued_rows + len(rows) > self.max_queue:
+        # An empty queue takes any request (one larger than the queue still runs, alone).
+        if self.queued_rows and self.queued_rows + len(rows) > self.max_queue:
             raise QueueFull(self._retry_after())
         loop = asyncio.get_running_loop()
         job: _Job[R] = _Job(rows, loop.create_future(), loop.time() + timeout_s)
@@ -147,8 +155,17 @@ class DynamicBatcher(Generic[R]):
                     job.future.set_result(list(results[offset : offset + len(job.rows)]))
                 offset += len(job.rows)
 
+    @property
+    def waiting_pays(self) -> bool:
+        """Unknown until both sizes were measured; then whether large batches are cheaper."""
+        if self._cost_small is None or self._cost_large is None:
+            return True
+        return self._cost_large < _WORTH_WAITING * self._cost_small
+
     async def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
         """While busy, give the batch up to ``max_wait`` to reach the size recent load suggests."""
+        if not self.waiting_pays:
+            return
         target = min(self.max_batch, math.floor(self._expected))
         deadline = loop.time() + self.max_wait
         while self.queued_rows < target and not self._closing:
@@ -182,9 +199,18 @@ class DynamicBatcher(Generic[R]):
 
     def _record(self, rows: int, seconds: float) -> None:
         self._expected = (1 - _EMA) * self._expected + _EMA * rows
+        per_row = seconds / rows
+        if rows * 4 <= self.max_batch:
+            self._cost_small = _ema(self._cost_small, per_row)
+        elif rows * 2 >= self.max_batch:
+            self._cost_large = _ema(self._cost_large, per_row)
         self.stats.batches += 1
         self.stats.rows += rows
         self.stats.seconds += seconds
         self.stats.last_sizes.append(rows)
         if self._on_batch is not None:
             self._on_batch(rows, seconds)
+
+
+def _ema(old: float | None, new: float) -> float:
+    return new if old is None else (1 - _COST_EMA) * old + _COST_EMA * new

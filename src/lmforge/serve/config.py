@@ -27,7 +27,10 @@ class BatchingConfig(_Section):
         description="longest a batch waits to fill, and only while the model is busy",
     )
     max_queue: int = Field(
-        64, ge=1, description="rows waiting per model; beyond it requests get 429 at once"
+        32,
+        ge=1,
+        description="rows waiting per model; beyond it requests get 429 at once (one batch "
+        "waiting keeps the latency of accepted requests under overload)",
     )
     timeout_s: float = Field(30.0, gt=0, description="per-request deadline; past it, 504")
 

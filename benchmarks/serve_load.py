@@ -117,6 +117,43 @@ class PhaseResult:
         }
 
 
+def sequential(
+    host: str,
+    port: int,
+    headers: dict[str, str],
+    path: str,
+    bodies: list[bytes],
+    count: int,
+    offset: int,
+) -> PhaseResult:
+    """One client, one request at a time, over a blocking socket: the thinnest client there is,
+    so that what is measured is the server's latency, not the load generator's."""
+    result = PhaseResult()
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    with socket.create_connection((host, port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        stream = sock.makefile("rb")
+        begin = time.perf_counter()
+        for i in range(count):
+            body = bodies[(offset + i) % len(bodies)]
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n{extra}\r\n"
+            )
+            start = time.perf_counter()
+            sock.sendall(head.encode() + body)
+            status = int(stream.readline().split()[1])
+            length = 0
+            while (line := stream.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            stream.read(length)
+            elapsed = time.perf_counter() - start
+            (result.ok if status == 200 else result.rejected).append(elapsed)
+        result.seconds = time.perf_counter() - begin
+    return result
+
+
 def _quantile(values: Sequence[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
@@ -374,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             singles += runtime.batch1_latencies(200, r * 200)
-            one.merge(run(closed_loop("127.0.0.1", port, headers, path, bodies, 1, window, 200)))
+            one.merge(sequential("127.0.0.1", port, headers, path, bodies, 200, r * 200))
             rate = runtime.batch32_rows_per_second(window / 2, r * 1000)
             phase = run(
                 closed_loop("127.0.0.1", port, headers, path, bodies, args.clients, window, 100_000)

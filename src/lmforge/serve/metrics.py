@@ -6,6 +6,7 @@ Requests are counted by route template (never the raw path, so labels stay few) 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -68,6 +69,7 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._cache: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,5 +89,17 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(template, str(status)).inc()
-            self.metrics.latency.labels(template).observe(time.perf_counter() - start)
+            count, latency = self._children(template, status)
+            count.inc()
+            latency.observe(time.perf_counter() - start)
+
+    def _children(self, template: str, status: int) -> tuple[Any, Any]:
+        """The labelled series, looked up once per (route, status): this runs per request."""
+        key = (template, status)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = (
+                self.metrics.requests.labels(template, str(status)),
+                self.metrics.latency.labels(template),
+            )
+        return found

@@ -184,11 +184,12 @@ class ModelPool:
 
     def _batcher(self, run: Callable[[list[str]], Sequence[Any]], name: str) -> DynamicBatcher[Any]:
         batching = self.config.batching
-        metrics = self.metrics
+        sizes = self.metrics.batch_size.labels(name)
+        durations = self.metrics.inference.labels(name)
 
         def on_batch(rows: int, seconds: float) -> None:
-            metrics.batch_size.labels(name).observe(rows)
-            metrics.inference.labels(name).observe(seconds)
+            sizes.observe(rows)
+            durations.observe(seconds)
 
         return DynamicBatcher(
             run,

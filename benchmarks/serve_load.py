@@ -223,10 +223,20 @@ async def open_loop(
     tasks: set[asyncio.Task[None]] = set()
 
     async def one(body: bytes) -> None:
+        reused = bool(idle)
         conn = idle.pop() if idle else Connection(host, port, headers)
         start = time.perf_counter()
         try:
-            status, _ = await conn.post(path, body)
+            try:
+                status, _ = await conn.post(path, body)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                if not reused:
+                    raise
+                # The server closed a connection that sat idle past its keep-alive timeout:
+                # like any HTTP client, send again on a fresh one.
+                conn.close()
+                conn = Connection(host, port, headers)
+                status, _ = await conn.post(path, body)
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             result.errors += 1
             conn.close()

@@ -135,6 +135,13 @@ def test_corrupt_onnx_is_a_load_error_and_other_models_keep_working(
     assert good.predict(["still serving"])[0].label in {"negative", "positive"}
 
 
+def test_corrupt_safetensors_is_a_load_error(tiny_model_dir: Path, tmp_path: Path) -> None:
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "m")
+    (folder / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(CheckpointError, match=r"cannot load the model .*damaged"):
+        Predictor(folder, backend="torch-fp32")
+
+
 def test_damaged_metadata_or_tokenizer_is_a_clear_error(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:

@@ -306,3 +306,33 @@ def _ready(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_a_damaged_version_is_refused_while_the_others_serve(
+    settings: Settings, tiny_model_dir: Path
+) -> None:
+    broken = register_copy(settings, tiny_model_dir, "broken", stage="production")
+    (Registry(settings).get(broken).path / "model.safetensors").write_bytes(b"not weights")
+    headers = admin_key(settings)
+    with LiveServer(serve_config(), settings) as server:
+        assert httpx.get(server.url + "/readyz").json()["models"] == {"tiny": "tiny:v1"}
+        url = server.url + "/v1/predict"
+        r = httpx.post(url, json={"model": "broken", "inputs": ["x"]}, headers=headers)
+        assert r.status_code == 503
+        message = r.json()["error"]["message"]
+        assert "broken" in message and "\n" not in message
+        ok = httpx.post(url, json={"model": "tiny", "inputs": ["x"]}, headers=headers)
+        assert ok.status_code == 200
+        unnamed = httpx.post(url, json={"inputs": ["x"]}, headers=headers)
+        assert unnamed.status_code == 200  # one model served: it is the default
+
+
+def test_a_request_must_name_a_model_when_there_is_no_default(settings: Settings) -> None:
+    headers = admin_key(settings)
+    with LiveServer(serve_config(models=[]), settings) as server:
+        r = httpx.post(server.url + "/v1/predict", json={"inputs": ["x"]}, headers=headers)
+        assert r.status_code == 422 and "serves no model yet" in r.json()["error"]["message"]
+        named = {"model": "tiny", "inputs": ["x"]}
+        assert (
+            httpx.post(server.url + "/v1/predict", json=named, headers=headers).status_code == 200
+        )

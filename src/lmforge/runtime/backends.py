@@ -106,13 +106,14 @@ class OnnxBackend:
 class TorchBackend:
     def __init__(self, folder: Path, *, name: str = "torch-fp32", threads: int = 1) -> None:
         import torch
+        from safetensors import SafetensorError
 
         from lmforge.models.classifier import load_classifier
 
         torch.set_num_threads(threads)
         try:
             model = load_classifier(folder)
-        except (OSError, ValueError, RuntimeError) as exc:
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
             raise CheckpointError(
                 f"cannot load the model in {folder}: {first_line(exc, 160)}",
                 "the version folder is damaged; re-register it or use another version",

@@ -29,6 +29,7 @@ class Embedder:
         threads: int | None = None,
     ) -> None:
         import torch
+        from safetensors import SafetensorError
         from transformers import AutoModel
 
         from lmforge.models.classifier import quiet_transformers
@@ -42,7 +43,7 @@ class Embedder:
         try:
             with quiet_transformers():
                 self.model = AutoModel.from_pretrained(folder, use_safetensors=True).eval()
-        except (OSError, ValueError, RuntimeError) as exc:
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
             raise CheckpointError(
                 f"cannot load the encoder in {folder}: {first_line(exc, 160)}",
                 "the folder is damaged; use another version",

@@ -31,7 +31,7 @@ from lmforge.serve.config import ServeConfig
 from lmforge.serve.keys import ApiKey, KeyStore
 from lmforge.serve.limits import BodyLimitMiddleware, RateLimiter, error_body
 from lmforge.serve.metrics import MetricsMiddleware, ServeMetrics
-from lmforge.serve.models import ModelPool, background_priority
+from lmforge.serve.models import ModelChoiceError, ModelPool, background_priority
 from lmforge.serve.predlog import LoggedPrediction, PredictionLog
 from lmforge.settings import Settings, get_settings
 
@@ -352,8 +352,8 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
     async def load(coro: Awaitable[T]) -> T:
         try:
             return await coro
-        except ModelNotFoundError:
-            raise
+        except (ModelNotFoundError, ModelChoiceError):
+            raise  # the request's fault: 404 / 422
         except LmforgeError as exc:  # corrupt version, missing weights: not the caller's fault
             raise ApiError(503, exc.message, "model_unavailable") from None
 

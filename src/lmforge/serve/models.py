@@ -50,6 +50,10 @@ def background_priority() -> None:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
 
 
+class ModelChoiceError(LmforgeError):
+    """The request left out which model to use, and the server has no single default."""
+
+
 @dataclass(frozen=True)
 class _Loaded:
     """What loading produces, in a thread, before the event loop gives it a batcher."""
@@ -57,7 +61,6 @@ class _Loaded:
     name: str
     version: int | None
     backend: str
-    labels: list[str]
     run: Callable[[list[str]], Sequence[Any]]
     kind: str = "classifier"
 
@@ -70,7 +73,6 @@ class ServedModel:
     name: str
     version: int | None
     backend: str
-    labels: list[str]
     batcher: DynamicBatcher[Any]
     kind: str  # classifier or embedder
 
@@ -108,7 +110,10 @@ class ModelPool:
             versions = await asyncio.to_thread(self.registry.list)
             refs = sorted({v.name for v in versions})
         for ref in refs:
-            await self.classifier(ref)
+            try:
+                await self.classifier(ref)
+            except LmforgeError as exc:  # one damaged version must not keep the others down
+                logger.error("not serving %s: %s", ref, exc.message)
         self.ready = True
         self._refresh = asyncio.get_running_loop().create_task(self._refresh_forever())
 
@@ -123,10 +128,15 @@ class ModelPool:
     async def classifier(self, ref: str | None) -> ServedModel:
         """The loaded model a request's ``model`` field names (loading it on first use)."""
         if ref is None:
-            if len(self.aliases) != 1:
-                raise LmforgeError(
+            if not self.aliases:
+                raise ModelChoiceError(
+                    "this server serves no model yet, so the request must name one",
+                    'set "model" to a registered NAME[:VERSION] (see GET /v1/models)',
+                )
+            if len(self.aliases) > 1:
+                raise ModelChoiceError(
                     "this server holds several models, so the request must name one",
-                    f'set "model" to one of {", ".join(sorted(self.aliases)) or "(none)"}',
+                    f'set "model" to one of {", ".join(sorted(self.aliases))}',
                 )
             ref = next(iter(self.aliases))
         name, version = parse_ref(ref)
@@ -172,7 +182,6 @@ class ModelPool:
                     loaded.name,
                     loaded.version,
                     loaded.backend,
-                    loaded.labels,
                     self._batcher(loaded.run, key),
                     loaded.kind,
                 )
@@ -206,7 +215,7 @@ class ModelPool:
         predictor = Predictor(
             version.path, backend=backend, batch_size=self.config.batching.max_batch
         )
-        return _Loaded(version.name, version.version, backend, predictor.labels, predictor.predict)
+        return _Loaded(version.name, version.version, backend, predictor.predict)
 
     def _load_version_embedder(self, version: ModelVersion) -> _Loaded:
         from lmforge.runtime.embedder import Embedder
@@ -218,7 +227,7 @@ class ModelPool:
             text_prefix=meta.get("text_prefix", ""),
         )
         return _Loaded(
-            version.name, version.version, "torch-fp32", [], _rows(embedder.embed), "embedder"
+            version.name, version.version, "torch-fp32", _rows(embedder.embed), "embedder"
         )
 
     def _load_catalogue_embedder(self, name: str) -> _Loaded:
@@ -226,7 +235,7 @@ class ModelPool:
 
         base = resolve_base(name, self.settings.cache_dir)
         embedder = Embedder(base.path, text_prefix=base.text_prefix)
-        return _Loaded(name, None, "torch-fp32", [], _rows(embedder.embed), "embedder")
+        return _Loaded(name, None, "torch-fp32", _rows(embedder.embed), "embedder")
 
     async def _evict(self) -> None:
         """Unload the least recently used versions beyond ``max_loaded`` that no alias uses."""

@@ -92,6 +92,14 @@ class PhaseResult:
     other: dict[int, int] = field(default_factory=dict)
     errors: int = 0
 
+    def record(self, status: int, seconds: float) -> None:
+        if status == 200:
+            self.ok.append(seconds)
+        elif status == 429:
+            self.rejected.append(seconds)
+        else:
+            self.other[status] = self.other.get(status, 0) + 1
+
     def merge(self, other: PhaseResult) -> None:
         self.seconds += other.seconds
         self.ok += other.ok
@@ -148,8 +156,7 @@ def sequential(
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
             stream.read(length)
-            elapsed = time.perf_counter() - start
-            (result.ok if status == 200 else result.rejected).append(elapsed)
+            result.record(status, time.perf_counter() - start)
         result.seconds = time.perf_counter() - begin
     return result
 
@@ -191,13 +198,7 @@ async def closed_loop(
                 result.errors += 1
                 conn.close()
                 continue
-            elapsed = time.perf_counter() - start
-            if status == 200:
-                result.ok.append(elapsed)
-            elif status == 429:
-                result.rejected.append(elapsed)
-            else:
-                result.other[status] = result.other.get(status, 0) + 1
+            result.record(status, time.perf_counter() - start)
         conn.close()
 
     begin = time.perf_counter()
@@ -241,13 +242,7 @@ async def open_loop(
             result.errors += 1
             conn.close()
             return
-        elapsed = time.perf_counter() - start
-        if status == 200:
-            result.ok.append(elapsed)
-        elif status == 429:
-            result.rejected.append(elapsed)
-        else:
-            result.other[status] = result.other.get(status, 0) + 1
+        result.record(status, time.perf_counter() - start)
         idle.append(conn)
 
     async def sample_memory() -> None:

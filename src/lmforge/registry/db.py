@@ -39,6 +39,11 @@ class ModelVersionRow(Base):
     )
 
 
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands timestamps back without their zone; every one was written in UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

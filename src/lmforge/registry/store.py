@@ -12,7 +12,7 @@ import re
 import shutil
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from lmforge.errors import ModelNotFoundError
 from lmforge.recipe.schema import MODEL_NAME
-from lmforge.registry.db import ModelVersionRow, make_engine
+from lmforge.registry.db import ModelVersionRow, as_utc, make_engine
 from lmforge.settings import Settings, get_settings
 
 STAGES = ("candidate", "production", "archived")
@@ -77,10 +77,7 @@ class ModelVersion:
             metrics=dict(row.metrics),
             baselines=dict(row.baselines),
             parent=row.parent,
-            # SQLite hands timestamps back without their zone; they were written in UTC.
-            created_at=row.created_at
-            if row.created_at.tzinfo
-            else row.created_at.replace(tzinfo=UTC),
+            created_at=as_utc(row.created_at),
         )
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from lmforge.errors import LmforgeError
+from lmforge.registry.db import as_utc
 from lmforge.serve.tables import ApiKeyRow, create_tables
 
 SCOPES = ("predict", "feedback", "admin")
@@ -57,14 +58,9 @@ class ApiKey:
             name=row.name,
             prefix=row.prefix,
             scopes=tuple(row.scopes),
-            created_at=_utc(row.created_at),
-            revoked_at=_utc(row.revoked_at) if row.revoked_at else None,
+            created_at=as_utc(row.created_at),
+            revoked_at=as_utc(row.revoked_at) if row.revoked_at else None,
         )
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands timestamps back without their zone; they were written in UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def hash_key(secret: str) -> str:

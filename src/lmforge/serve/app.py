@@ -28,7 +28,7 @@ from lmforge.errors import LmforgeError, ModelNotFoundError
 from lmforge.registry import Registry
 from lmforge.serve.batcher import BatcherClosed, DeadlineExceeded, DynamicBatcher, QueueFull
 from lmforge.serve.config import ServeConfig
-from lmforge.serve.keys import ApiKey, KeyStore
+from lmforge.serve.keys import ApiKey, KeyStore, hash_key
 from lmforge.serve.limits import BodyLimitMiddleware, RateLimiter, error_body
 from lmforge.serve.metrics import MetricsMiddleware, ServeMetrics
 from lmforge.serve.models import ModelChoiceError, ModelPool, background_priority
@@ -164,7 +164,7 @@ class ServeState:
     log: PredictionLog
     limiter: RateLimiter
     metrics: ServeMetrics
-    key_cache: dict[str, tuple[float, ApiKey | None]]
+    key_cache: dict[str, tuple[float, ApiKey | None]]  # by the secret's hash, never the secret
 
 
 def create_app(config: ServeConfig | None = None, settings: Settings | None = None) -> FastAPI:
@@ -484,14 +484,15 @@ async def _verify(state: ServeState, secret: str) -> ApiKey | None:
     """The key for a secret, trusting a verified answer for ``auth.cache_seconds``."""
     ttl = state.config.auth.cache_seconds
     now = time.monotonic()
-    cached = state.key_cache.get(secret)
+    digest = hash_key(secret)
+    cached = state.key_cache.get(digest)
     if cached is not None and now - cached[0] < ttl:
         return cached[1]
     key = await asyncio.to_thread(state.keys.verify, secret)
     if ttl > 0:
         if len(state.key_cache) > 10_000:
             state.key_cache.clear()
-        state.key_cache[secret] = (now, key)
+        state.key_cache[digest] = (now, key)
     return key
 
 

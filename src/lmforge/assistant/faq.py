@@ -162,3 +162,24 @@ def support_task(entries: list[FaqEntry]) -> RetrievalTask:
         "en",
         "en",
     )
+
+
+OFF_TOPIC_CATEGORIES = (
+    "food", "history", "sports", "movies", "literature", "humor", "gossip", "money", "emotion",
+    "psychology", "politics",
+)  # fmt: skip
+
+
+def off_topic_questions(lang: str) -> list[str]:
+    """Real questions an FAQ about software should refuse: chatterbot-corpus small talk
+    (food, history, sports, ...), in English or Chinese."""
+    from lmforge.data.sources import chatterbot_category
+
+    folder = {"en": "english", "zh": "chinese"}[lang]
+    questions: list[str] = []
+    for category in OFF_TOPIC_CATEGORIES:
+        try:
+            questions += chatterbot_category(folder, category)["text"].tolist()
+        except DataError:
+            continue  # not every category exists in every language
+    return sorted(set(questions))

@@ -443,3 +443,9 @@ _LOADERS: dict[str, Callable[[], pd.DataFrame]] = {
     "chatterbot_support": _load_chatterbot,
     "debian_faq": _load_debian_faq,
 }
+
+
+def chatterbot_category(language: str, category: str) -> pd.DataFrame:
+    """One chatterbot-corpus file (``language`` is its folder: english, chinese, ...) as
+    ``text``/``answer`` rows; a DataError if the package lacks it."""
+    return _read_chatterbot(_package_file("chatterbot_corpus", "data", language, f"{category}.yml"))

@@ -279,3 +279,22 @@ def test_serve_refuses_bad_settings_before_listening(home: Settings, tmp_path: P
         lmforge("serve", "--config", str(config)), "unknown key 'batching.max_wait'", "max_wait_ms"
     )
     assert_clean_error(lmforge("serve", "--config", str(tmp_path / "none.yaml")), "not found")
+
+
+def test_app_assistant_answers_cites_and_refuses(home: Settings, tmp_path: Path) -> None:
+    faq = tmp_path / "faq.csv"
+    faq.write_text(
+        "question,answer\nHow do I reset my password?,Open Settings and choose Reset.\n"
+        "How do I cancel my plan?,Go to Billing and press Cancel.\n"
+    )
+    result = lmforge(
+        "app", "assistant", "--faq", str(faq), "--encoder", "minilm-l6", "--threshold", "0.5",
+        "--json", "how can I reset the password", "best pizza in Naples?",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    answered, refused = json.loads(result.stdout)
+    assert answered["answered"] and answered["citation"] == "faq.csv row 1"
+    assert not refused["answered"]
+    empty = tmp_path / "empty.csv"
+    empty.write_text("question,answer\n")
+    assert_clean_error(lmforge("app", "assistant", "--faq", str(empty), "q?"), "has no entries")

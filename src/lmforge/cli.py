@@ -30,6 +30,8 @@ models_app = typer.Typer(help="The model registry: list, show and promote versio
 app.add_typer(models_app, name="models")
 keys_app = typer.Typer(help="API keys for the server: create, list and revoke.")
 app.add_typer(keys_app, name="keys")
+apps_app = typer.Typer(help="Applications built on the engine.")
+app.add_typer(apps_app, name="app")
 # Tables are wide; when piped (no terminal to size them by) do not squeeze them into 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
@@ -545,6 +547,50 @@ def keys_revoke(
 
     for k in KeyStore(Registry().engine).revoke(key):
         out.print(f"revoked key '{k.name}' (id {k.id})")
+
+
+@apps_app.command("assistant")
+def app_assistant(
+    questions: Annotated[list[str] | None, typer.Argument(help="Questions to answer.")] = None,
+    faq: Annotated[
+        str, typer.Option("--faq", help="debian_faq, chatterbot_support or a CSV/JSON/JSONL file.")
+    ] = "debian_faq",
+    encoder: Annotated[str, typer.Option(help="Catalogue encoder.")] = "multilingual-e5-small",
+    threshold: Annotated[
+        float | None, typer.Option(help="Answer only at or above this cosine similarity.")
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, max=20)] = 3,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Answer questions from an FAQ with the cited entry, or refuse (questions from the
+    arguments, else one per line of stdin). To serve it: `assistant: {faq: ...}` in the
+    `lmforge serve` config."""
+    from lmforge.assistant.assistant import DEFAULT_THRESHOLD, build_assistant
+
+    asked = list(questions or []) or [line.strip() for line in sys.stdin if line.strip()]
+    if not asked:
+        raise LmforgeError("no question to answer", "pass questions as arguments or on stdin")
+    assistant = build_assistant(
+        faq, encoder=encoder, threshold=DEFAULT_THRESHOLD if threshold is None else threshold
+    )
+    answers = assistant.ask(asked, top_k)
+    if json_output:
+        _print_json([a.to_json() for a in answers])
+        return
+    for a in answers:
+        out.print(f"[bold]Q:[/bold] {a.question}", highlight=False)
+        if a.answered:
+            best = a.hits[0]
+            out.print(f"[bold]A:[/bold] {a.text}", highlight=False)
+            out.print(f"   — {best.entry.citation} (score {best.score:.3f})", highlight=False)
+        else:
+            out.print(f"[bold]A:[/bold] {a.text}", highlight=False)
+            out.print(
+                f"   (best match {a.hits[0].entry.citation} at {a.hits[0].score:.3f}, under "
+                f"the threshold {a.threshold:.3f})",
+                highlight=False,
+            )
+        out.print()
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -163,4 +164,30 @@ def evaluate_threshold(
         threshold,
         float(np.mean(np.asarray(in_domain) >= threshold)),
         float(np.mean(np.asarray(off_topic) < threshold)),
+    )
+
+
+def build_assistant(
+    faq: str,
+    *,
+    encoder: str = "multilingual-e5-small",
+    threshold: float = DEFAULT_THRESHOLD,
+    cache_dir: Path | None = None,
+) -> Assistant:
+    """An assistant over an FAQ source (built-in name or file) with a catalogue encoder."""
+    from lmforge.assistant.faq import load_faq
+    from lmforge.models.catalogue import resolve_base
+    from lmforge.runtime.embedder import Embedder
+    from lmforge.settings import get_settings
+
+    entries = load_faq(faq)
+    base = resolve_base(encoder, cache_dir or get_settings().cache_dir)
+    embedder = Embedder(base.path)
+    e5 = base.entry is not None and base.entry.text_prefix == "query: "
+    return Assistant(
+        entries,
+        embedder.embed,
+        query_prefix="query: " if e5 else "",
+        passage_prefix="passage: " if e5 else "",
+        threshold=threshold,
     )

@@ -87,6 +87,27 @@ class EmbedResponse(BaseModel):
     embeddings: list[list[float]] = Field(description="L2-normalised, one per input")
 
 
+class AskRequest(_Body):
+    question: str = Field(min_length=1, description="a customer's question, any language")
+
+
+class AskSource(BaseModel):
+    question: str
+    citation: str
+    lang: str
+    score: float
+
+
+class AskResponse(BaseModel):
+    question: str
+    answered: bool = Field(description="false: nothing in the FAQ is close enough; a refusal")
+    answer: str = Field(description="the cited entry's answer, or a polite refusal")
+    citation: str | None
+    score: float | None = Field(description="cosine similarity of the best entry")
+    threshold: float
+    sources: list[AskSource]
+
+
 class ErrorDetail(BaseModel):
     message: str
     type: str
@@ -403,6 +424,24 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
         return EmbedResponse(
             model=served.public_ref, dimensions=len(vectors[0]), embeddings=vectors
         )
+
+    @app.post("/v1/assistant/ask", response_model=AskResponse, tags=["assistant"])
+    async def ask(
+        body: AskRequest, _: Annotated[ApiKey | None, scoped("predict")]
+    ) -> dict[str, Any]:
+        """Answer from the FAQ with the entry and its citation, or refuse politely."""
+        served = state.pool.assistant
+        if served is None:
+            raise ApiError(
+                404,
+                "the assistant is not enabled on this server — add an 'assistant:' section "
+                "with 'faq:' to the server config",
+                "assistant_disabled",
+            )
+        check_inputs([body.question])
+        (answer,) = await run_batch(served.batcher, [body.question])
+        result: dict[str, Any] = answer.to_json()
+        return result
 
     @app.get("/v1/models", tags=["models"])
     async def list_models(_: Annotated[ApiKey | None, scoped("predict")]) -> dict[str, Any]:

@@ -60,6 +60,18 @@ class LogConfig(_Section):
     flush_seconds: float = Field(1.0, gt=0, description="how often logged rows are written")
 
 
+class AssistantConfig(_Section):
+    faq: str = Field(
+        description="FAQ source: debian_faq, chatterbot_support, or a CSV/JSON/JSONL file with "
+        "question and answer columns"
+    )
+    encoder: str = Field("multilingual-e5-small", description="catalogue encoder to retrieve with")
+    threshold: float = Field(
+        0.81, ge=-1, le=1, description="answer only when the best entry's cosine is at least this"
+    )
+    top_k: int = Field(3, ge=1, le=20, description="entries returned as sources")
+
+
 class ServeConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -79,6 +91,9 @@ class ServeConfig(_Section):
     limits: LimitsConfig = LimitsConfig()
     auth: AuthConfig = AuthConfig()
     prediction_log: LogConfig = LogConfig()
+    assistant: AssistantConfig | None = Field(
+        None, description="serve POST /v1/assistant/ask over this FAQ (off when absent)"
+    )
     graceful_timeout_s: float = Field(
         30.0, gt=0, description="on SIGTERM, how long in-flight requests may take to finish"
     )

@@ -100,6 +100,7 @@ class ModelPool:
         self.aliases: dict[str, str] = {}  # name -> name:vN in production (else latest)
         self._locks: dict[str, asyncio.Lock] = {}
         self._refresh: asyncio.Task[None] | None = None
+        self.assistant: ServedModel | None = None
         self.ready = False
 
     # --- start and stop -------------------------------------------------------------------
@@ -114,6 +115,8 @@ class ModelPool:
                 await self.classifier(ref)
             except LmforgeError as exc:  # one damaged version must not keep the others down
                 logger.error("not serving %s: %s", ref, exc.message)
+        if self.config.assistant is not None:
+            await self._start_assistant()
         self.ready = True
         self._refresh = asyncio.get_running_loop().create_task(self._refresh_forever())
 
@@ -121,7 +124,8 @@ class ModelPool:
         """Finish every queued request, then stop the batchers."""
         if self._refresh is not None:
             self._refresh.cancel()
-        await asyncio.gather(*(m.batcher.close() for m in self.loaded.values()))
+        served = [*self.loaded.values(), *([self.assistant] if self.assistant else [])]
+        await asyncio.gather(*(m.batcher.close() for m in served))
 
     # --- resolution -----------------------------------------------------------------------
 
@@ -161,6 +165,42 @@ class ModelPool:
             return await self._load(key, lambda: self._load_catalogue_embedder(ref))
         found = await asyncio.to_thread(self.registry.get, ref)
         return await self._load(f"embed:{found.ref}", lambda: self._load_version_embedder(found))
+
+    async def _start_assistant(self) -> None:
+        """The FAQ assistant, batched like a model (its questions are embedded together)."""
+        from lmforge.assistant.assistant import build_assistant
+
+        config = self.config.assistant
+        assert config is not None
+
+        def build() -> _Loaded:
+            assistant = build_assistant(
+                config.faq,
+                encoder=config.encoder,
+                threshold=config.threshold,
+                cache_dir=self.settings.cache_dir,
+            )
+            return _Loaded(
+                "assistant",
+                None,
+                config.encoder,
+                lambda questions: assistant.ask(questions, config.top_k),
+                "assistant",
+            )
+
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(1, initializer=background_priority) as loader:
+            loaded = await loop.run_in_executor(loader, build)
+        self.assistant = ServedModel(
+            "assistant",
+            "assistant",
+            None,
+            loaded.backend,
+            self._batcher(loaded.run, "assistant"),
+            "assistant",
+        )
+        self._publish(self.assistant, alias="")
+        logger.info("assistant ready over %s", config.faq)
 
     def _touch(self, key: str) -> ServedModel:
         self.loaded.move_to_end(key)

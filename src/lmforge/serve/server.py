@@ -20,12 +20,17 @@ def is_loopback(host: str) -> bool:
 
 
 def check_bind(config: ServeConfig) -> None:
-    """Auth off is for local use only; and say so now if the port is taken."""
+    """Auth off is for local use only; the assistant's FAQ must be readable; and say so now
+    if the port is taken — all before anything listens."""
     if not config.auth.enabled and not is_loopback(config.host):
         raise LmforgeError(
             f"authentication can be turned off only on a loopback host, not {config.host}",
             "drop --no-auth and create a key with `lmforge keys create`, or bind 127.0.0.1",
         )
+    if config.assistant is not None:
+        from lmforge.assistant.faq import load_faq
+
+        load_faq(config.assistant.faq)  # a missing, empty or malformed FAQ: one line, now
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

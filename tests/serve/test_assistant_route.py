@@ -1,0 +1,74 @@
+"""POST /v1/assistant/ask through a real client, over a small FAQ file with the real MiniLM."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import LiveServer, serve_config
+from lmforge.errors import DataError
+from lmforge.serve.server import check_bind
+from lmforge.settings import Settings
+
+FAQ = """question,answer,citation
+How do I reset my password?,Open Settings > Account and choose Reset password.,Help §1
+How can I cancel my subscription?,Go to Billing and press Cancel subscription.,Help §2
+Where can I download my invoices?,Invoices are under Billing > Invoices as PDF files.,Help §3
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    home = tmp_path_factory.mktemp("assistant-home")
+    faq = home / "faq.csv"
+    faq.write_text(FAQ)
+    config = serve_config(
+        models=[],
+        auth={"enabled": False},
+        assistant={"faq": str(faq), "encoder": "minilm-l6", "threshold": 0.5, "top_k": 2},
+    )
+    with LiveServer(config, Settings(home=home, database_url=None)) as live:
+        yield live
+
+
+def ask(server: Any, body: Any) -> httpx.Response:
+    return httpx.post(server.url + "/v1/assistant/ask", json=body, timeout=60)
+
+
+def test_answers_with_the_cited_entry(server: Any) -> None:
+    r = ask(server, {"question": "I forgot my password, how do I change it?"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["answered"] and body["citation"] == "Help §1"
+    assert body["answer"].startswith("Open Settings") and len(body["sources"]) == 2
+    assert body["score"] >= body["threshold"] == 0.5
+
+
+def test_refuses_an_off_topic_question(server: Any) -> None:
+    body = ask(server, {"question": "Who won the football world cup in 1998?"}).json()
+    assert not body["answered"] and body["citation"] is None
+    assert body["answer"].startswith("Sorry") and body["score"] < 0.5
+
+
+def test_bad_questions_are_4xx(server: Any) -> None:
+    assert ask(server, {"question": ""}).status_code == 422
+    assert ask(server, {"q": "x"}).status_code == 422
+    assert ask(server, {"question": "x" * 20_000}).status_code == 422
+
+
+def test_the_route_says_when_the_assistant_is_off(tmp_path: Path) -> None:
+    config = serve_config(models=[], auth={"enabled": False})
+    with LiveServer(config, Settings(home=tmp_path, database_url=None)) as live:
+        r = ask(live, {"question": "hello?"})
+    assert r.status_code == 404 and "not enabled" in r.json()["error"]["message"]
+
+
+def test_an_unusable_faq_is_refused_before_listening(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("question,answer\n")
+    with pytest.raises(DataError, match="has no entries"):
+        check_bind(serve_config(assistant={"faq": str(empty)}))

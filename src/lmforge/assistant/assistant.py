@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from lmforge.assistant.faq import FaqEntry
-from lmforge.assistant.retrieval import RRF_K, Bm25Retriever, DenseRetriever, Embed
+from lmforge.assistant.retrieval import Bm25Retriever, DenseRetriever, Embed, reciprocal_ranks
 from lmforge.errors import DataError
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
@@ -104,7 +104,7 @@ class Assistant:
             if lang in self._by_lang:
                 members, bm25 = self._by_lang[lang]
                 lexical = bm25.scores([question])[0]
-                fused = _rrf(row[members]) + _rrf(lexical)
+                fused = reciprocal_ranks(row[members]) + reciprocal_ranks(lexical)
                 order = members[np.argsort(-fused, kind="stable")]
             else:
                 order = np.argsort(-row, kind="stable")
@@ -118,12 +118,6 @@ class Assistant:
             text = hits[0].entry.answer if answered else REFUSALS[question_language(question)]
             answers.append(Answer(question, answered, text, hits, self.threshold))
         return answers
-
-
-def _rrf(scores: np.ndarray) -> np.ndarray:
-    ranks = np.empty(len(scores), dtype=np.int64)
-    ranks[np.argsort(-scores, kind="stable")] = np.arange(len(scores))
-    return 1.0 / (RRF_K + 1 + ranks)
 
 
 @dataclass(frozen=True)

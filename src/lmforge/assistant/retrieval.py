@@ -138,16 +138,16 @@ class FusedRetriever(Retriever):
         self.parts = parts
 
     def scores(self, queries: Sequence[str]) -> np.ndarray:
-        total: np.ndarray | None = None
-        for part in self.parts:
-            order = part.rank(queries)
-            ranks = np.empty_like(order)
-            rows = np.arange(order.shape[0])[:, None]
-            ranks[rows, order] = np.arange(order.shape[1])[None, :]
-            contribution = 1.0 / (RRF_K + 1 + ranks)
-            total = contribution if total is None else total + contribution
-        assert total is not None
-        return total.astype(np.float32)
+        total = sum(reciprocal_ranks(part.scores(queries)) for part in self.parts)
+        return np.asarray(total, dtype=np.float32)
+
+
+def reciprocal_ranks(scores: np.ndarray) -> np.ndarray:
+    """1 / (RRF_K + rank) of every document in each row of scores (rank 1 = the best)."""
+    order = np.argsort(-scores, axis=-1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(scores.shape[-1]), axis=-1)
+    return 1.0 / (RRF_K + 1 + ranks)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ class Embedder:
         from transformers import AutoModel
 
         from lmforge.models.classifier import quiet_transformers
+        from lmforge.models.encoder import mean_pooled
 
         if not (folder / "model.safetensors").is_file():
             raise CheckpointError(
@@ -53,6 +54,7 @@ class Embedder:
         self.dimensions = int(self.model.config.hidden_size)
         self.batch_size = batch_size
         self._torch = torch
+        self._pool = mean_pooled
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One L2-normalised vector per text, in input order: shape (len(texts), dimensions)."""
@@ -60,11 +62,10 @@ class Embedder:
         rows = self.tokenizer(list(texts))
         out = np.zeros((len(rows), self.dimensions), dtype=np.float32)
         for idx, ids, mask in length_buckets(rows, self.batch_size, self.tokenizer.pad_id):
+            attention = torch.from_numpy(mask)
             with torch.inference_mode():
                 hidden = self.model(
-                    input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)
+                    input_ids=torch.from_numpy(ids), attention_mask=attention
                 ).last_hidden_state
-            weights = torch.from_numpy(mask).unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
-            out[idx] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+                out[idx] = self._pool(hidden, attention).numpy()
         return out

@@ -178,7 +178,6 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
 @dataclass
 class ServeState:
     config: ServeConfig
-    settings: Settings
     registry: Registry
     keys: KeyStore
     pool: ModelPool
@@ -200,7 +199,6 @@ def create_app(config: ServeConfig | None = None, settings: Settings | None = No
     )
     state = ServeState(
         config=config,
-        settings=settings,
         registry=registry,
         keys=KeyStore(registry.engine),
         pool=ModelPool(registry, settings, config, executor, metrics),

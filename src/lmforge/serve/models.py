@@ -188,18 +188,7 @@ class ModelPool:
                 "assistant",
             )
 
-        loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(1, initializer=background_priority) as loader:
-            loaded = await loop.run_in_executor(loader, build)
-        self.assistant = ServedModel(
-            "assistant",
-            "assistant",
-            None,
-            loaded.backend,
-            self._batcher(loaded.run, "assistant"),
-            "assistant",
-        )
-        self._publish(self.assistant, alias="")
+        self.assistant = await self._serve(build, "assistant")
         logger.info("assistant ready over %s", config.faq)
 
     def _touch(self, key: str) -> ServedModel:
@@ -212,24 +201,27 @@ class ModelPool:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:  # two first requests for one model load it once
             if key not in self.loaded:
-                # Seconds of disk and CPU: off the loop, in a background-priority thread so that
-                # the threads the backend starts there inherit that priority.
-                loop = asyncio.get_running_loop()
-                with ThreadPoolExecutor(1, initializer=background_priority) as loader:
-                    loaded = await loop.run_in_executor(loader, build)
-                served = ServedModel(
-                    key,
-                    loaded.name,
-                    loaded.version,
-                    loaded.backend,
-                    self._batcher(loaded.run, key),
-                    loaded.kind,
-                )
-                self.loaded[key] = served
-                logger.info("loaded %s (%s)", key, served.backend)
-                self._publish(served, alias="")
+                self.loaded[key] = await self._serve(build, key)
                 await self._evict()
         return self.loaded[key]
+
+    async def _serve(self, build: Callable[[], _Loaded], key: str) -> ServedModel:
+        """Build in a background-priority thread (seconds of disk and CPU, off the loop; the
+        threads the backend starts there inherit the priority), then put a batcher in front."""
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(1, initializer=background_priority) as loader:
+            loaded = await loop.run_in_executor(loader, build)
+        served = ServedModel(
+            key,
+            loaded.name,
+            loaded.version,
+            loaded.backend,
+            self._batcher(loaded.run, key),
+            loaded.kind,
+        )
+        logger.info("loaded %s (%s)", key, served.backend)
+        self._publish(served, alias="")
+        return served
 
     def _batcher(self, run: Callable[[list[str]], Sequence[Any]], name: str) -> DynamicBatcher[Any]:
         batching = self.config.batching

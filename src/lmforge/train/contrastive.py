@@ -23,6 +23,7 @@ from transformers import AutoModel, PreTrainedModel, get_linear_schedule_with_wa
 
 from lmforge.errors import DataError
 from lmforge.models.classifier import collate, quiet_transformers
+from lmforge.models.encoder import mean_pooled
 from lmforge.progress import ProgressReporter, SilentProgress
 from lmforge.runtime.tokenizer import TextTokenizer
 
@@ -43,11 +44,9 @@ class EmbeddingFit:
 
 
 def pooled(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean of the last hidden states over real tokens, L2-normalised."""
+    """The model's sentence embeddings for a collated batch (gradients flow)."""
     hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    weights = batch["attention_mask"].unsqueeze(-1).to(hidden.last_hidden_state.dtype)
-    mean = (hidden.last_hidden_state * weights).sum(1) / weights.sum(1).clamp(min=1)
-    return torch.nn.functional.normalize(mean, dim=-1)
+    return mean_pooled(hidden.last_hidden_state, batch["attention_mask"])
 
 
 def fit_embeddings(

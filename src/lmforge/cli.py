@@ -354,6 +354,7 @@ def models_catalogue(
             [
                 {
                     "name": e.name,
+                    "kind": e.kind,
                     "description": e.description,
                     "languages": list(e.languages),
                     "parameters": e.parameters,
@@ -365,10 +366,12 @@ def models_catalogue(
         )
         return
     table = Table(title="base model catalogue")
-    for column in ("name", "parameters", "languages", "package", "description"):
+    for column in ("name", "kind", "parameters", "languages", "package", "description"):
         table.add_column(column)
     for e in CATALOGUE.values():
-        table.add_row(e.name, e.parameters, ", ".join(e.languages), e.package, e.description)
+        table.add_row(
+            e.name, e.kind, e.parameters, ", ".join(e.languages), e.package, e.description
+        )
     out.print(table)
 
 

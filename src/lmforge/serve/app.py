@@ -29,7 +29,7 @@ from lmforge.registry import Registry
 from lmforge.serve.batcher import BatcherClosed, DeadlineExceeded, DynamicBatcher, QueueFull
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.keys import ApiKey, KeyStore, hash_key
-from lmforge.serve.limits import BodyLimitMiddleware, RateLimiter, error_body
+from lmforge.serve.limits import ApiError, BodyLimitMiddleware, RateLimiter, error_body
 from lmforge.serve.metrics import MetricsMiddleware, ServeMetrics
 from lmforge.serve.models import ModelChoiceError, ModelPool, background_priority
 from lmforge.serve.predlog import LoggedPrediction, PredictionLog
@@ -119,17 +119,6 @@ class ErrorResponse(BaseModel):
 
 
 # --- errors ---------------------------------------------------------------------------------
-
-
-class ApiError(Exception):
-    def __init__(
-        self, status: int, message: str, code: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.headers = headers or {}
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {

@@ -7,7 +7,7 @@ have a size, a count and a deadline, queues have a length, keys have a rate.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -72,6 +72,31 @@ class AssistantConfig(_Section):
     top_k: int = Field(3, ge=1, le=20, description="entries returned as sources")
 
 
+class GenerationConfig(_Section):
+    models: list[str] = Field(
+        default_factory=list,
+        description="decoders served at /v1/chat/completions and /v1/completions, loaded at "
+        "start: catalogue names (smollm2-135m-instruct) or local Hugging Face causal-LM folders",
+    )
+    weights: Literal["fp32", "bf16", "int8"] = Field(
+        "int8",
+        description="weight format: int8 (fastest on CPU), bf16, or fp32 (exactly the "
+        "checkpoint's numbers)",
+    )
+    max_batch: int = Field(8, ge=1, le=256, description="sequences decoded together")
+    max_waiting: int = Field(
+        64, ge=1, description="requests waiting for a free sequence slot; beyond it, 429"
+    )
+    max_context: int = Field(
+        2048, ge=16, description="prompt plus generated tokens (capped at the model's window)"
+    )
+    max_tokens: int = Field(1024, ge=1, description="the most tokens a request may ask for")
+    default_max_tokens: int = Field(256, ge=1, description="when a request sets none")
+    timeout_s: float = Field(
+        300.0, gt=0, description="deadline of a whole non-streamed completion; past it, 504"
+    )
+
+
 class ServeConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -91,6 +116,7 @@ class ServeConfig(_Section):
     limits: LimitsConfig = LimitsConfig()
     auth: AuthConfig = AuthConfig()
     prediction_log: LogConfig = LogConfig()
+    generation: GenerationConfig = GenerationConfig()
     assistant: AssistantConfig | None = Field(
         None, description="serve POST /v1/assistant/ask over this FAQ (off when absent)"
     )
@@ -102,6 +128,8 @@ class ServeConfig(_Section):
     def _queue_holds_a_batch(self) -> ServeConfig:
         if self.batching.max_queue < self.batching.max_batch:
             raise ValueError("batching.max_queue must be at least batching.max_batch")
+        if self.generation.default_max_tokens > self.generation.max_tokens:
+            raise ValueError("generation.default_max_tokens must be at most generation.max_tokens")
         return self
 
 

@@ -1,4 +1,5 @@
-"""Request limits: a token bucket per API key, and the body-size cap as an ASGI middleware."""
+"""Request limits (a token bucket per API key, the body-size cap as an ASGI middleware) and the
+errors every route answers with."""
 
 from __future__ import annotations
 
@@ -16,6 +17,17 @@ _MAX_BUCKETS = 10_000  # identities remembered at once; full (idle) buckets are 
 class _Bucket:
     tokens: float
     stamp: float
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, message: str, code: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.headers = headers or {}
 
 
 class RateLimiter:

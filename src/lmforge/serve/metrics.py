@@ -59,6 +59,26 @@ class ServeMetrics:
             "lmforge_predictions_logged", "Predictions written to the prediction log", registry=r
         )
 
+        self.generated_tokens = Counter(
+            "lmforge_generated_tokens", "Tokens generated", ["model"], registry=r
+        )
+        self.prompt_tokens = Counter(
+            "lmforge_prompt_tokens", "Prompt tokens read", ["model"], registry=r
+        )
+        self.time_to_first_token = Histogram(
+            "lmforge_time_to_first_token_seconds",
+            "From request to its first generated token",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sequences = Gauge(
+            "lmforge_generation_sequences",
+            "Sequences decoding (running) or waiting for a slot",
+            ["model", "state"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 

@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -24,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, ModelNotFoundError
 from lmforge.models.catalogue import CATALOGUE, resolve_base
 from lmforge.registry import ModelVersion, Registry
 from lmforge.registry.store import parse_ref
+from lmforge.runtime.generation import GenerationEngine
 from lmforge.runtime.predictor import Predictor, default_backend, read_model_meta
 from lmforge.serve.batcher import DynamicBatcher
 from lmforge.serve.config import ServeConfig
@@ -82,6 +84,17 @@ class ServedModel:
         return f"{self.name}:v{self.version}" if self.version is not None else self.name
 
 
+@dataclass
+class ServedDecoder:
+    """A decoder behind its continuous-batching generation engine."""
+
+    name: str
+    engine: GenerationEngine
+    weights: str
+    context: int
+    created: int  # unix time it was loaded, for the OpenAI model listing
+
+
 class ModelPool:
     def __init__(
         self,
@@ -101,6 +114,7 @@ class ModelPool:
         self._locks: dict[str, asyncio.Lock] = {}
         self._refresh: asyncio.Task[None] | None = None
         self.assistant: ServedModel | None = None
+        self.decoders: dict[str, ServedDecoder] = {}
         self.ready = False
 
     # --- start and stop -------------------------------------------------------------------
@@ -115,6 +129,11 @@ class ModelPool:
                 await self.classifier(ref)
             except LmforgeError as exc:  # one damaged version must not keep the others down
                 logger.error("not serving %s: %s", ref, exc.message)
+        for ref in self.config.generation.models:
+            try:
+                await self._start_decoder(ref)
+            except LmforgeError as exc:
+                logger.error("not serving decoder %s: %s", ref, exc.message)
         if self.config.assistant is not None:
             await self._start_assistant()
         self.ready = True
@@ -125,7 +144,10 @@ class ModelPool:
         if self._refresh is not None:
             self._refresh.cancel()
         served = [*self.loaded.values(), *([self.assistant] if self.assistant else [])]
-        await asyncio.gather(*(m.batcher.close() for m in served))
+        await asyncio.gather(
+            *(m.batcher.close() for m in served),
+            *(asyncio.to_thread(d.engine.close) for d in self.decoders.values()),
+        )
 
     # --- resolution -----------------------------------------------------------------------
 
@@ -162,9 +184,63 @@ class ModelPool:
         if key in self.loaded:
             return self._touch(key)
         if ref in CATALOGUE:
+            if CATALOGUE[ref].kind != "encoder":
+                raise ModelNotFoundError(
+                    f"{ref} is a {CATALOGUE[ref].kind}; embeddings need an encoder",
+                    "use minilm-l6 or multilingual-e5-small",
+                )
             return await self._load(key, lambda: self._load_catalogue_embedder(ref))
         found = await asyncio.to_thread(self.registry.get, ref)
         return await self._load(f"embed:{found.ref}", lambda: self._load_version_embedder(found))
+
+    def decoder(self, ref: str | None) -> ServedDecoder:
+        """The served decoder a generation request names (or the only one)."""
+        if ref is None and len(self.decoders) == 1:
+            return next(iter(self.decoders.values()))
+        found = self.decoders.get(ref or "")
+        if found is None:
+            served = (
+                ", ".join(sorted(self.decoders)) or "none (add generation.models to the config)"
+            )
+            raise ModelNotFoundError(
+                f"no decoder '{ref}' on this server" if ref else "the request names no model",
+                f"set model to a served decoder: {served}",
+            )
+        return found
+
+    async def _start_decoder(self, ref: str) -> None:
+        generation = self.config.generation
+        entry = CATALOGUE.get(ref)
+        if entry is not None and entry.kind != "decoder":
+            raise ModelNotFoundError(
+                f"{ref} is an {entry.kind}, not a decoder",
+                "list decoders with `lmforge models catalogue` (kind decoder)",
+            )
+
+        def build() -> GenerationEngine:
+            base = resolve_base(ref, self.settings.cache_dir)
+            return GenerationEngine.from_folder(
+                base.path,
+                generation.weights,
+                max_batch=generation.max_batch,
+                max_waiting=generation.max_waiting,
+                max_context=generation.max_context,
+                thread_init=background_priority,
+            )
+
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(1, initializer=background_priority) as loader:
+            engine = await loop.run_in_executor(loader, build)
+        name = entry.name if entry is not None else ref
+        self.decoders[name] = ServedDecoder(
+            name, engine, generation.weights, engine.context, int(time.time())
+        )
+        self.metrics.model_info.labels(name, "", "decoder", f"torch-{generation.weights}", "").set(
+            1
+        )
+        logger.info(
+            "decoder %s ready (%s, %d-token context)", name, generation.weights, engine.context
+        )
 
     async def _start_assistant(self) -> None:
         """The FAQ assistant, batched like a model (its questions are embedded together)."""
@@ -326,6 +402,11 @@ class ModelPool:
 
     def queue_depths(self) -> dict[str, int]:
         return {key: m.batcher.queued_rows for key, m in self.loaded.items()}
+
+    def publish_generation_load(self) -> None:
+        for name, served in self.decoders.items():
+            for state, count in served.engine.load().items():
+                self.metrics.sequences.labels(name, state).set(count)
 
 
 def _info_labels(served: ServedModel) -> tuple[str, str, str, str]:

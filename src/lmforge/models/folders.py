@@ -1,0 +1,43 @@
+"""Write a model folder atomically: build it in a temporary sibling, then rename it into place.
+
+Concurrent converters (two servers starting at once) may race; the loser keeps the winner's
+folder as long as it is complete, so a reader never sees a half-written model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["write_folder_atomically"]
+
+
+def write_folder_atomically(
+    dest: Path, write: Callable[[Path], None], is_complete: Callable[[Path], bool]
+) -> Path:
+    """Call `write(tmp)` on an empty temporary folder, then move it to `dest`; return dest."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:12]
+    tmp = dest.with_name(f".{dest.name}.{tag}.tmp")
+    old = dest.with_name(f".{dest.name}.{tag}.old")
+    tmp.mkdir()
+    try:
+        write(tmp)
+        if dest.exists():
+            # a directory cannot be renamed over a non-empty one: move the stale one aside first
+            with contextlib.suppress(FileNotFoundError):  # a concurrent converter moved it
+                os.replace(dest, old)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if not is_complete(dest):  # lost a race to another converter only if it finished
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return dest

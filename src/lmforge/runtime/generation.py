@@ -1,0 +1,409 @@
+"""Continuous-batching text generation: requests join and leave the running batch between steps.
+
+One background thread owns the model and the KV cache. Each turn it admits waiting requests
+(prefilling their prompts into free slots), then runs one decoding step for every running
+sequence together and hands each its new text through a callback. A finished, cancelled or
+disconnected sequence leaves at once and its slot goes to the next waiting request, so eight
+clients do not wait for each other and a slow one never holds the batch.
+
+Sampling follows transformers' order (repetition penalty, temperature, top-k, top-p), so with
+temperature 0 the tokens are exactly greedy ``generate()``'s.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from lmforge.errors import LmforgeError
+from lmforge.runtime.decoder import DecoderModel, WeightFormat, load_decoder
+
+__all__ = [
+    "Completion",
+    "EngineClosed",
+    "EngineFull",
+    "GenerationEngine",
+    "GenerationError",
+    "GenerationRequest",
+    "SamplingParams",
+    "TextDecoder",
+]
+
+logger = logging.getLogger(__name__)
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+class GenerationError(LmforgeError):
+    """A request the engine cannot run (too long, bad sampling values)."""
+
+
+class EngineFull(Exception):
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"generation queue full; retry after {retry_after_s:.2f} s")
+        self.retry_after_s = retry_after_s
+
+
+class EngineClosed(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 256
+    temperature: float = 1.0  # 0 means greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 means no top-k cut
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def check(self) -> None:
+        """Raise GenerationError naming the first value out of range."""
+        rules = (
+            (self.max_tokens >= 1, "max_tokens must be at least 1"),
+            (self.temperature >= 0, "temperature must be 0 (greedy) or more"),
+            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (self.top_k >= 0, "top_k must be 0 (off) or more"),
+            (self.repetition_penalty > 0, "repetition_penalty must be above 0"),
+            (all(self.stop), "stop strings must not be empty"),
+        )
+        for ok, problem in rules:
+            if not ok:
+                raise GenerationError(problem, "fix the value in the request")
+
+
+class TextDecoder:
+    """Token ids → text, incrementally: only text that can no longer change is released.
+
+    A multi-byte character split across tokens decodes to U+FFFD until its last byte arrives,
+    and the tail that could still become a stop string is held back too.
+    """
+
+    def __init__(self, tokenizer: Any, stop: tuple[str, ...]) -> None:
+        self.tokenizer = tokenizer
+        self.stop = stop
+        self.hold = max((len(s) for s in stop), default=1) - 1
+        self.sent = 0
+        self.text = ""
+
+    def push(self, ids: list[int], final: bool) -> tuple[str, bool]:
+        """The new text to release for `ids` (all tokens so far), and whether a stop matched."""
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        stopped = False
+        for stop in self.stop:
+            at = text.find(stop, max(0, self.sent - len(stop)))
+            if at != -1:
+                text, stopped, final = text[:at], True, True
+        end = len(text)
+        if not final:
+            if text.endswith("\ufffd"):
+                end = len(text.rstrip("\ufffd"))
+            end = max(self.sent, end - self.hold)
+        delta = text[self.sent : end]
+        self.sent, self.text = end, text[:end]
+        return delta, stopped
+
+
+@dataclass(eq=False)
+class GenerationRequest:
+    """One request's state; `on_text(delta, finish_reason)` is called from the engine thread
+    with each new piece of text, the last call carrying the finish reason."""
+
+    prompt: list[int]
+    params: SamplingParams
+    on_text: Callable[[str, FinishReason | None], None]
+    decoder: TextDecoder
+    generated: list[int] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+    cancelled: bool = False
+    submitted: float = field(default_factory=time.perf_counter)
+    first_token_s: float | None = None  # time to first token
+    generator: torch.Generator | None = None
+
+    def cancel(self) -> None:
+        """Safe from any thread: the sequence leaves the batch before the next step."""
+        self.cancelled = True
+
+    @property
+    def length(self) -> int:
+        """Positions stored in the cache: the prompt and all generated tokens but the last."""
+        return len(self.prompt) + len(self.generated) - 1
+
+
+@dataclass
+class Completion:
+    text: str
+    tokens: list[int]
+    prompt_tokens: int
+    finish_reason: FinishReason
+    first_token_s: float
+
+
+def _sample(logits: torch.Tensor, seq: GenerationRequest) -> int:
+    p = seq.params
+    if p.repetition_penalty != 1.0:
+        seen = torch.tensor(sorted(set(seq.prompt) | set(seq.generated)))
+        score = logits[seen]
+        logits[seen] = torch.where(
+            score < 0, score * p.repetition_penalty, score / p.repetition_penalty
+        )
+    if p.temperature == 0:
+        return int(logits.argmax())
+    logits = logits / p.temperature
+    if 0 < p.top_k < logits.numel():
+        kth = torch.topk(logits, p.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if p.top_p < 1.0:
+        ordered, order = torch.sort(logits, descending=True)
+        probs = ordered.softmax(-1)
+        # drop a token when the ones before it already cover top_p (the first always stays)
+        drop = probs.cumsum(-1) - probs > p.top_p
+        logits = logits.index_fill(0, order[drop], float("-inf"))
+    return int(torch.multinomial(logits.softmax(-1), 1, generator=seq.generator))
+
+
+class GenerationEngine:
+    """Owns a decoder and its cache; `submit` from any thread, results arrive by callback."""
+
+    def __init__(
+        self,
+        model: DecoderModel,
+        tokenizer: Any,
+        *,
+        max_batch: int = 8,
+        max_waiting: int = 64,
+        max_context: int | None = None,
+        thread_init: Callable[[], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch = max_batch
+        self.max_waiting = max_waiting
+        self.context = min(model.context, max_context or model.context)
+        self.eos_ids = _eos_ids(tokenizer, model)
+        self.cache = model.new_cache(max_batch)
+        self.running: list[GenerationRequest] = []
+        self.waiting: collections.deque[GenerationRequest] = collections.deque()
+        self.steps = 0
+        self.tokens_out = 0
+        self._step_s = 0.05  # moving average of a decoding step, for Retry-After
+        self._lock = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(
+            target=self._loop, args=(thread_init,), name="lmforge-generate", daemon=True
+        )
+        self._thread.start()
+
+    @classmethod
+    def from_folder(
+        cls, folder: Path, fmt: WeightFormat = "fp32", **kwargs: Any
+    ) -> GenerationEngine:
+        model, tokenizer = load_decoder(folder, fmt)
+        return cls(model, tokenizer, **kwargs)
+
+    # ------------------------------------------------------------------ public, any thread
+
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """The prompt token ids of a chat, through the tokenizer's chat template."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise GenerationError(
+                "this model has no chat template",
+                "use the completions route with a plain prompt",
+            )
+        ids = self.tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        return list(ids)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def submit(
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        on_text: Callable[[str, FinishReason | None], None],
+        *,
+        truncate: bool = False,
+    ) -> GenerationRequest:
+        """Queue a request; raises GenerationError (too long, bad values), EngineFull, EngineClosed.
+
+        With `truncate`, a prompt too long for the context keeps its last tokens instead.
+        """
+        params.check()
+        room = self.context - params.max_tokens
+        if room < 1:
+            raise GenerationError(
+                f"max_tokens {params.max_tokens} leaves no room for a prompt in the "
+                f"{self.context}-token context",
+                f"ask for at most {self.context - 1} tokens",
+            )
+        if not prompt:
+            raise GenerationError("the prompt is empty", "send at least one token of text")
+        if len(prompt) > room:
+            if not truncate:
+                raise GenerationError(
+                    f"prompt of {len(prompt)} tokens plus max_tokens {params.max_tokens} exceeds "
+                    f"the {self.context}-token context",
+                    "shorten the prompt, lower max_tokens, or ask for truncation",
+                )
+            prompt = prompt[-room:]
+        seq = GenerationRequest(prompt, params, on_text, TextDecoder(self.tokenizer, params.stop))
+        if params.seed is not None:
+            seq.generator = torch.Generator().manual_seed(params.seed)
+        with self._lock:
+            if self._closed:
+                raise EngineClosed
+            if len(self.waiting) >= self.max_waiting:
+                ahead = len(self.waiting) / max(self.max_batch, 1)
+                raise EngineFull(max(0.1, ahead * params.max_tokens * self._step_s / 4))
+            self.waiting.append(seq)
+            self._lock.notify()
+        return seq
+
+    def generate(self, prompt: list[int], params: SamplingParams, **kwargs: Any) -> Completion:
+        """Blocking convenience for one request (it still shares the batch with others)."""
+        done = threading.Event()
+
+        def on_text(_: str, reason: FinishReason | None) -> None:
+            if reason is not None:
+                done.set()
+
+        seq = self.submit(prompt, params, on_text, **kwargs)
+        done.wait()
+        assert seq.finish_reason is not None
+        return Completion(
+            seq.decoder.text,
+            list(seq.generated),
+            len(seq.prompt),
+            seq.finish_reason,
+            seq.first_token_s or 0.0,
+        )
+
+    def load(self) -> dict[str, int]:
+        with self._lock:
+            return {"running": len(self.running), "waiting": len(self.waiting)}
+
+    def close(self, timeout: float | None = None) -> None:
+        """Finish running and waiting requests, then stop the thread."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+        self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ engine thread
+
+    def _loop(self, thread_init: Callable[[], None] | None) -> None:
+        if thread_init is not None:
+            thread_init()
+        while True:
+            with self._lock:
+                while not self.running and not self.waiting:
+                    if self._closed:
+                        return
+                    self.cache.reset()
+                    self._lock.wait()
+                admitted: list[GenerationRequest] = []
+                while self.waiting and len(self.running) + len(admitted) < self.max_batch:
+                    admitted.append(self.waiting.popleft())
+            try:
+                for seq in admitted:
+                    self._admit(seq)
+                self._compact()  # a prompt may finish at its first token
+                if self.running:
+                    self._step()
+            except Exception:  # keep serving: fail what was running, not the engine
+                logger.exception("generation step failed")
+                for seq in self.running:
+                    self._finish(seq, "error", "")
+                self.running = []
+
+    def _admit(self, seq: GenerationRequest) -> None:
+        if seq.cancelled:
+            self._finish(seq, "cancelled", "")
+            return
+        slot = len(self.running)
+        logits = self.model.prefill(self.cache, slot, seq.prompt)
+        self.running.append(seq)
+        self._accept(seq, _sample(logits, seq))
+
+    def _step(self) -> None:
+        started = time.perf_counter()
+        seqs = self.running
+        logits = self.model.decode(
+            self.cache, [s.length for s in seqs], [s.generated[-1] for s in seqs]
+        )
+        for seq, row in zip(list(seqs), logits, strict=True):
+            if seq.finish_reason is None:
+                self._accept(seq, _sample(row, seq))
+        self.steps += 1
+        elapsed = time.perf_counter() - started
+        self._step_s = 0.9 * self._step_s + 0.1 * elapsed
+        self._compact()
+
+    def _accept(self, seq: GenerationRequest, token: int) -> None:
+        if seq.cancelled:
+            self._finish(seq, "cancelled", "")
+            return
+        if seq.first_token_s is None:
+            seq.first_token_s = time.perf_counter() - seq.submitted
+        self.tokens_out += 1
+        if token in self.eos_ids:
+            delta, _ = seq.decoder.push(seq.generated, final=True)
+            self._finish(seq, "stop", delta)
+            return
+        seq.generated.append(token)
+        at_limit = (
+            len(seq.generated) >= seq.params.max_tokens
+            or len(seq.prompt) + len(seq.generated) >= self.context
+        )
+        delta, stopped = seq.decoder.push(seq.generated, final=at_limit)
+        if stopped:
+            self._finish(seq, "stop", delta)
+        elif at_limit:
+            self._finish(seq, "length", delta)
+        elif delta:
+            self._deliver(seq, delta, None)
+
+    def _finish(self, seq: GenerationRequest, reason: FinishReason, delta: str) -> None:
+        seq.finish_reason = reason
+        self._deliver(seq, delta, reason)
+
+    def _deliver(self, seq: GenerationRequest, delta: str, reason: FinishReason | None) -> None:
+        with contextlib.suppress(Exception):  # a broken consumer must not stop the others
+            seq.on_text(delta, reason)
+
+    def _compact(self) -> None:
+        """Drop finished and cancelled sequences, moving the last running ones into their slots."""
+        keep = []
+        for seq in self.running:
+            if seq.finish_reason is None and seq.cancelled:
+                self._finish(seq, "cancelled", "")
+            if seq.finish_reason is None:
+                keep.append(seq)
+        if len(keep) == len(self.running):
+            return
+        for target, seq in enumerate(keep):
+            source = self.running.index(seq)
+            if source != target:
+                self.cache.move(source, target, seq.length)
+        self.running = keep
+
+
+def _eos_ids(tokenizer: Any, model: DecoderModel) -> set[int]:
+    ids: set[int] = set()
+    for value in (getattr(model.config, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list):
+            ids.update(int(v) for v in value)
+    return ids

@@ -469,6 +469,14 @@ def serve(
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Serve without API keys (loopback hosts only).")
     ] = False,
+    decoder: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--decoder",
+            help="Serve this decoder for chat/completions, e.g. smollm2-135m-instruct "
+            "(repeatable; adds to generation.models).",
+        ),
+    ] = None,
 ) -> None:
     """Serve registered models over HTTP until Ctrl-C / SIGTERM (then finish queued requests)."""
     import logging
@@ -480,6 +488,10 @@ def serve(
     if no_auth:
         auth = settings.auth.model_copy(update={"enabled": False})
         settings = settings.model_copy(update={"auth": auth})
+    if decoder:
+        models = [*settings.generation.models, *decoder]
+        generation = settings.generation.model_copy(update={"models": models})
+        settings = settings.model_copy(update={"generation": generation})
     check_bind(settings)  # before the banner: a refused start prints only its error
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     err.print(

@@ -316,15 +316,17 @@ class GenerationEngine:
                 while self.waiting and len(self.running) + len(admitted) < self.max_batch:
                     admitted.append(self.waiting.popleft())
             try:
-                for seq in admitted:
-                    self._admit(seq)
-                self._compact()  # a prompt may finish at its first token
-                if self.running:
-                    self._step()
+                with torch.inference_mode():
+                    for seq in admitted:
+                        self._admit(seq)
+                    self._compact()  # a prompt may finish at its first token
+                    if self.running:
+                        self._step()
             except Exception:  # keep serving: fail what was running, not the engine
                 logger.exception("generation step failed")
-                for seq in self.running:
-                    self._finish(seq, "error", "")
+                for seq in [*self.running, *admitted]:
+                    if seq.finish_reason is None:
+                        self._finish(seq, "error", "")
                 self.running = []
 
     def _admit(self, seq: GenerationRequest) -> None:

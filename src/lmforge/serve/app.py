@@ -32,6 +32,7 @@ from lmforge.serve.keys import ApiKey, KeyStore, hash_key
 from lmforge.serve.limits import ApiError, BodyLimitMiddleware, RateLimiter, error_body
 from lmforge.serve.metrics import MetricsMiddleware, ServeMetrics
 from lmforge.serve.models import ModelChoiceError, ModelPool, background_priority
+from lmforge.serve.openai_api import add_generation_routes
 from lmforge.serve.predlog import LoggedPrediction, PredictionLog
 from lmforge.settings import Settings, get_settings
 
@@ -218,7 +219,7 @@ def create_app(config: ServeConfig | None = None, settings: Settings | None = No
     app = FastAPI(
         title="lmforge",
         version="0.1.0",
-        summary="Classify, embed and manage registered models over HTTP.",
+        summary="Classify, embed, generate and manage registered models over HTTP.",
         lifespan=lifespan,
         responses=_ERRORS,
     )
@@ -316,6 +317,8 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
             return await caller(request, scope)
 
         return Depends(check)
+
+    add_generation_routes(app, state.pool, config, state.metrics, scoped)
 
     def check_inputs(inputs: list[str]) -> None:
         limits = config.limits
@@ -432,12 +435,24 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
 
     @app.get("/v1/models", tags=["models"])
     async def list_models(_: Annotated[ApiKey | None, scoped("predict")]) -> dict[str, Any]:
-        """Every registered model with its versions, stages and test metrics."""
+        """Every registered model with its versions, stages and test metrics, and the decoders
+        served for generation (OpenAI's list shape: each entry has id and object)."""
         versions = await asyncio.to_thread(state.registry.list)
         names = sorted({v.name for v in versions})
-        return {
-            "data": [_model_json(state, n, [v for v in versions if v.name == n]) for n in names]
-        }
+        decoders = [
+            {
+                "id": d.name,
+                "object": "model",
+                "created": d.created,
+                "owned_by": "lmforge",
+                "kind": "decoder",
+                "weights": d.weights,
+                "context": d.context,
+            }
+            for d in state.pool.decoders.values()
+        ]
+        registered = [_model_json(state, n, [v for v in versions if v.name == n]) for n in names]
+        return {"object": "list", "data": registered + decoders}
 
     @app.get("/v1/models/{name}", tags=["models"])
     async def show_model(
@@ -478,6 +493,7 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
         """Prometheus text exposition."""
         for key, depth in state.pool.queue_depths().items():
             state.metrics.queue_depth.labels(key).set(depth)
+        state.pool.publish_generation_load()
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
@@ -525,6 +541,11 @@ async def _verify(state: ServeState, secret: str) -> ApiKey | None:
 def _model_json(state: ServeState, name: str, versions: list[Any]) -> dict[str, Any]:
     loaded = set(state.pool.loaded)
     return {
+        "id": name,
+        "object": "model",
+        "created": int(min(v.created_at for v in versions).timestamp()),
+        "owned_by": "lmforge",
+        "kind": "registered",
         "name": name,
         "serving": state.pool.aliases.get(name),
         "versions": [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, ModelNotFoundError
 from lmforge.serve.config import ServeConfig
 from lmforge.settings import Settings
 
@@ -20,8 +20,8 @@ def is_loopback(host: str) -> bool:
 
 
 def check_bind(config: ServeConfig) -> None:
-    """Auth off is for local use only; the assistant's FAQ must be readable; and say so now
-    if the port is taken — all before anything listens."""
+    """Auth off is for local use only; the assistant's FAQ must be readable, the decoders must
+    exist; and say so now if the port is taken — all before anything listens."""
     if not config.auth.enabled and not is_loopback(config.host):
         raise LmforgeError(
             f"authentication can be turned off only on a loopback host, not {config.host}",
@@ -31,6 +31,8 @@ def check_bind(config: ServeConfig) -> None:
         from lmforge.assistant.faq import load_faq
 
         load_faq(config.assistant.faq)  # a missing, empty or malformed FAQ: one line, now
+    for ref in config.generation.models:
+        check_decoder_ref(ref)
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -41,6 +43,27 @@ def check_bind(config: ServeConfig) -> None:
                 f"cannot listen on {config.host}:{config.port} ({exc.strerror})",
                 "choose another --port, or stop what is using it",
             ) from exc
+
+
+def check_decoder_ref(ref: str) -> None:
+    """A catalogue decoder or a local Hugging Face folder; anything else fails before start."""
+    from pathlib import Path
+
+    from lmforge.models.catalogue import CATALOGUE
+
+    entry = CATALOGUE.get(ref)
+    if entry is not None and entry.kind == "decoder":
+        return
+    decoders = ", ".join(e.name for e in CATALOGUE.values() if e.kind == "decoder")
+    if entry is not None:
+        raise ModelNotFoundError(
+            f"{ref} is an {entry.kind}, not a decoder", f"generate with one of: {decoders}"
+        )
+    if not (Path(ref).expanduser() / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"unknown decoder '{ref}': neither a catalogue decoder nor a Hugging Face folder",
+            f"use one of: {decoders}, or a folder with config.json",
+        )
 
 
 def run_server(config: ServeConfig, settings: Settings | None = None) -> None:

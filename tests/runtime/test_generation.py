@@ -1,0 +1,225 @@
+"""The decoding runtime on a tiny random Llama: parity with transformers, batching, sampling,
+limits and cancellation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import CHAT_TEMPLATE
+from lmforge.errors import CheckpointError, ModelNotFoundError
+from lmforge.runtime.decoder import load_decoder
+from lmforge.runtime.generation import (
+    EngineFull,
+    GenerationEngine,
+    GenerationError,
+    SamplingParams,
+    TextDecoder,
+)
+
+GREEDY = SamplingParams(max_tokens=24, temperature=0)
+PROMPTS = ["hello world", "a wonderful, moving film", "i hated every minute of it, how are you?"]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_decoder_dir: Path) -> Iterator[GenerationEngine]:
+    eng = GenerationEngine.from_folder(tiny_decoder_dir, max_batch=3)
+    yield eng
+    eng.close()
+
+
+def hf_generate(folder: Path, prompt: list[int], **kwargs: object) -> list[int]:
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    out = model.generate(torch.tensor([prompt]), do_sample=False, **kwargs)
+    tokens: list[int] = out[0, len(prompt) :].tolist()
+    eos = model.config.eos_token_id
+    return tokens[: tokens.index(eos)] if eos in tokens else tokens
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_greedy_equals_transformers_generate(
+    engine: GenerationEngine, tiny_decoder_dir: Path, penalty: float
+) -> None:
+    for text in PROMPTS:
+        prompt = engine.encode(text)
+        params = SamplingParams(max_tokens=24, temperature=0, repetition_penalty=penalty)
+        ours = engine.generate(prompt, params).tokens
+        theirs = hf_generate(
+            tiny_decoder_dir, prompt, max_new_tokens=24, repetition_penalty=penalty
+        )
+        assert ours == theirs
+        assert len(ours) > 3  # the comparison covers real decoding steps
+
+
+def test_batched_decoding_gives_one_at_a_time_tokens(engine: GenerationEngine) -> None:
+    prompts = [engine.encode(t) for t in [*PROMPTS, "brilliant and funny", "awful"]]
+    alone = [engine.generate(p, GREEDY).tokens for p in prompts]
+    sampled = SamplingParams(max_tokens=16, temperature=0.9, top_p=0.9, top_k=20, seed=7)
+    alone_sampled = [engine.generate(p, sampled).tokens for p in prompts]
+    results: dict[tuple[int, bool], list[int]] = {}
+
+    def run(i: int, sample: bool) -> None:
+        results[(i, sample)] = engine.generate(prompts[i], sampled if sample else GREEDY).tokens
+
+    # ten requests on three slots: they join and leave the running batch between steps
+    threads = [
+        threading.Thread(target=run, args=(i, s)) for i in range(len(prompts)) for s in (0, 1)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [results[(i, False)] for i in range(len(prompts))] == alone
+    assert [results[(i, True)] for i in range(len(prompts))] == alone_sampled
+    assert engine.steps > 0
+
+
+def test_chat_template_and_stop_reasons(engine: GenerationEngine) -> None:
+    prompt = engine.encode_chat([{"role": "user", "content": "hello"}])
+    assert engine.tokenizer.decode(prompt).endswith("<|im_start|>assistant\n")
+    short = engine.generate(prompt, SamplingParams(max_tokens=2, temperature=0))
+    assert short.finish_reason == "length" and len(short.tokens) == 2
+    assert short.prompt_tokens == len(prompt) and short.first_token_s > 0
+
+
+def test_stop_string_ends_and_is_left_out(engine: GenerationEngine) -> None:
+    prompt = engine.encode("hello world")
+    full = engine.generate(prompt, SamplingParams(max_tokens=24, temperature=0))
+    assert len(full.text) > 4
+    stop = full.text[2:4]
+    cut = engine.generate(prompt, SamplingParams(max_tokens=24, temperature=0, stop=(stop,)))
+    assert cut.finish_reason == "stop"
+    assert cut.text == full.text[: full.text.index(stop)]
+
+
+def test_text_decoder_holds_back_partial_characters_and_stops() -> None:
+    texts = {1: "ab", 2: "abc\ufffd", 3: "abcé", 4: "abcé wor", 5: "abcé world END more"}
+
+    class Tokenizer:
+        def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+            return texts[len(ids)]
+
+    dec = TextDecoder(Tokenizer(), ("END",))
+    deltas = [dec.push([0] * n, final=False) for n in range(1, 6)]
+    # two characters stay back (they could begin "END"), and so does a half-decoded character
+    assert deltas[:4] == [("", False), ("a", False), ("b", False), ("cé w", False)]
+    assert deltas[4] == ("orld ", True)
+    assert dec.text == "abcé world "
+
+
+def test_sampling_is_reproducible_with_a_seed(engine: GenerationEngine) -> None:
+    prompt = engine.encode("hello world")
+    params = SamplingParams(max_tokens=12, temperature=1.0, seed=3)
+    assert engine.generate(prompt, params).tokens == engine.generate(prompt, params).tokens
+    other = SamplingParams(max_tokens=12, temperature=1.0, seed=4)
+    runs = {tuple(engine.generate(prompt, other).tokens) for _ in range(2)}
+    assert len(runs) == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        (SamplingParams(max_tokens=0), "max_tokens"),
+        (SamplingParams(temperature=-1), "temperature"),
+        (SamplingParams(top_p=0), "top_p"),
+        (SamplingParams(top_k=-1), "top_k"),
+        (SamplingParams(repetition_penalty=0), "repetition_penalty"),
+        (SamplingParams(stop=("",)), "stop"),
+        (SamplingParams(max_tokens=256), "no room"),
+    ],
+)
+def test_bad_values_are_refused(
+    engine: GenerationEngine, params: SamplingParams, fragment: str
+) -> None:
+    with pytest.raises(GenerationError, match=fragment):
+        engine.submit([1, 2, 3], params, lambda *_: None)
+
+
+def test_prompt_over_the_context_is_refused_or_truncated(engine: GenerationEngine) -> None:
+    long = engine.encode("hello world " * 200)
+    assert len(long) > 256
+    with pytest.raises(GenerationError, match="256-token context"):
+        engine.submit(long, GREEDY, lambda *_: None)
+    done = engine.generate(long, GREEDY, truncate=True)
+    assert done.prompt_tokens == 256 - GREEDY.max_tokens
+    with pytest.raises(GenerationError, match="empty"):
+        engine.submit([], GREEDY, lambda *_: None)
+
+
+def test_cancel_frees_the_slot(tiny_decoder_dir: Path) -> None:
+    eng = GenerationEngine.from_folder(tiny_decoder_dir, max_batch=1, max_waiting=1)
+    try:
+        endless = SamplingParams(max_tokens=200, temperature=1.0, seed=1)
+        reasons: list[str | None] = []
+        seq = eng.submit(eng.encode("hello"), endless, lambda _d, r: reasons.append(r))
+        waiting = eng.submit(eng.encode("hello"), endless, lambda *_: None)
+        with pytest.raises(EngineFull):  # one running, one waiting: the line is full
+            eng.submit(eng.encode("hello"), endless, lambda *_: None)
+        seq.cancel()
+        waiting.cancel()
+        deadline = time.monotonic() + 10
+        while eng.load()["running"] + eng.load()["waiting"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert eng.load() == {"running": 0, "waiting": 0}
+        assert reasons[-1] == "cancelled" and len(seq.generated) < 200
+        assert eng.generate(eng.encode("hello"), GREEDY).finish_reason in ("stop", "length")
+    finally:
+        eng.close()
+
+
+def test_a_failing_step_fails_only_the_running_requests(
+    tiny_decoder_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    eng = GenerationEngine.from_folder(tiny_decoder_dir)
+    try:
+        real = eng.model.decode
+        calls = {"n": 0}
+
+        def flaky(*args: object) -> torch.Tensor:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise RuntimeError("boom")
+            return real(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(eng.model, "decode", flaky)
+        broken = eng.generate(eng.encode("hello"), GREEDY)
+        assert broken.finish_reason == "error"
+        assert eng.generate(eng.encode("hello"), GREEDY).finish_reason in ("stop", "length")
+    finally:
+        eng.close()
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "int8"])
+def test_reduced_weight_formats_keep_the_next_token_distribution(
+    tiny_decoder_dir: Path, fmt: str
+) -> None:
+    exact, tokenizer = load_decoder(tiny_decoder_dir, "fp32")
+    reduced, _ = load_decoder(tiny_decoder_dir, fmt)  # type: ignore[arg-type]
+    prompt = tokenizer("a wonderful, moving film")["input_ids"]
+    a = exact.prefill(exact.new_cache(1), 0, prompt)
+    b = reduced.prefill(reduced.new_cache(1), 0, prompt)
+    assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.99
+    assert int(a.argmax()) == int(b.argmax())
+
+
+def test_unloadable_folders_get_one_line_errors(tmp_path: Path, tiny_base: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="config.json"):
+        load_decoder(tmp_path)
+    with pytest.raises(ModelNotFoundError, match="architecture 'bert'"):
+        load_decoder(tiny_base)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama"}')
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="cannot load the decoder"):
+        load_decoder(broken)
+
+
+def test_chat_template_is_the_tokenizers(engine: GenerationEngine) -> None:
+    assert engine.tokenizer.chat_template == CHAT_TEMPLATE

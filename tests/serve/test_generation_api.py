@@ -1,0 +1,259 @@
+"""The OpenAI-compatible routes through the official `openai` client and raw HTTP, against the
+real app under uvicorn serving a tiny random Llama."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from conftest import LiveServer, serve_config
+from lmforge.errors import ModelNotFoundError
+from lmforge.registry import Registry
+from lmforge.runtime.generation import GenerationEngine, SamplingParams
+from lmforge.serve import KeyStore
+from lmforge.serve.server import check_decoder_ref
+from lmforge.settings import Settings
+
+GREEDY: dict[str, Any] = {"temperature": 0, "max_tokens": 12}
+
+
+@pytest.fixture(scope="module")
+def site(tiny_decoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    settings = Settings(home=tmp_path_factory.mktemp("generate-home"), database_url=None)
+    store = KeyStore(Registry(settings).engine)
+    config = serve_config(
+        models=[],
+        limits={"max_chars": 2000, "rate_per_second": None},
+        generation={
+            "models": [str(tiny_decoder_dir)],
+            "weights": "fp32",
+            "max_batch": 2,
+            "max_waiting": 2,
+            "max_tokens": 200,
+            "default_max_tokens": 16,
+        },
+    )
+    with LiveServer(config, settings) as server:
+        server.key = store.create("gen", ["predict"])[1]
+        server.admin_only = store.create("ops", ["feedback"])[1]
+        server.name = str(tiny_decoder_dir)
+        server.engine = server.state.pool.decoders[server.name].engine
+        yield server
+
+
+@pytest.fixture
+def client(site: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=site.url + "/v1", api_key=site.key, max_retries=0)
+
+
+def wait_idle(engine: GenerationEngine) -> dict[str, int]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        load = engine.load()
+        if load == {"running": 0, "waiting": 0}:
+            break
+        time.sleep(0.02)
+    return engine.load()
+
+
+def test_models_list_names_the_decoder(site: Any, client: openai.OpenAI) -> None:
+    listed = {m.id: m for m in client.models.list().data}
+    assert site.name in listed
+    assert listed[site.name].object == "model"
+    assert (listed[site.name].model_extra or {})["kind"] == "decoder"
+
+
+def test_chat_completion_equals_the_engines_greedy_answer(site: Any, client: openai.OpenAI) -> None:
+    messages: list[Any] = [{"role": "user", "content": "hello world"}]
+    answer = client.chat.completions.create(model=site.name, messages=messages, **GREEDY)
+    prompt = site.engine.encode_chat(messages)
+    expected = site.engine.generate(prompt, SamplingParams(max_tokens=12, temperature=0))
+    choice = answer.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content == expected.text
+    assert choice.finish_reason == ("length" if expected.finish_reason == "length" else "stop")
+    assert answer.usage is not None
+    assert answer.usage.prompt_tokens == len(prompt)
+    assert answer.usage.completion_tokens == len(expected.tokens)
+    assert answer.id.startswith("chatcmpl-") and answer.model == site.name
+
+
+def test_streamed_chat_parses_and_adds_up_to_the_whole_answer(
+    site: Any, client: openai.OpenAI
+) -> None:
+    messages: list[Any] = [{"role": "user", "content": "a wonderful, moving film"}]
+    whole = client.chat.completions.create(model=site.name, messages=messages, **GREEDY)
+    chunks = list(
+        client.chat.completions.create(
+            model=site.name,
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+            **GREEDY,
+        )
+    )
+    parts = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert "".join(parts) == whole.choices[0].message.content
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finals = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finals[-1] in ("stop", "length") and all(f is None for f in finals[:-1])
+    assert chunks[-1].usage is not None and chunks[-1].choices == []
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
+
+
+def test_completions_plain_and_streamed(site: Any, client: openai.OpenAI) -> None:
+    whole = client.completions.create(model=site.name, prompt="hello", **GREEDY)
+    streamed = client.completions.create(model=site.name, prompt="hello", stream=True, **GREEDY)
+    assert "".join(c.choices[0].text for c in streamed) == whole.choices[0].text
+    assert whole.object == "text_completion"
+    assert whole.usage is not None and whole.usage.total_tokens > whole.usage.prompt_tokens
+
+
+def test_seed_repeats_and_stop_cuts(site: Any, client: openai.OpenAI) -> None:
+    sampled = {"temperature": 1.0, "top_p": 0.9, "max_tokens": 12, "seed": 11}
+    first = client.completions.create(model=site.name, prompt="hello", **sampled)
+    again = client.completions.create(model=site.name, prompt="hello", **sampled)
+    assert first.choices[0].text == again.choices[0].text
+    text = client.completions.create(model=site.name, prompt="hello", **GREEDY).choices[0].text
+    stop = text[3:5]
+    cut = client.completions.create(model=site.name, prompt="hello", stop=[stop], **GREEDY)
+    assert cut.choices[0].text == text[: text.index(stop)]
+    assert cut.choices[0].finish_reason == "stop"
+
+
+def test_default_model_when_the_server_has_one_decoder(site: Any) -> None:
+    r = httpx.post(
+        site.url + "/v1/completions",
+        json={"prompt": "hello", "temperature": 0},
+        headers={"Authorization": f"Bearer {site.key}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] <= 16  # generation.default_max_tokens
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"model": "nope"}, 404, "no decoder 'nope'"),
+        ({"max_tokens": 500}, 422, "generation.max_tokens"),
+        ({"max_tokens": 0}, 422, "max_tokens"),
+        ({"temperature": 3}, 422, "temperature"),
+        ({"top_p": 0}, 422, "top_p"),
+        ({"n": 2}, 422, "n"),
+        ({"frequency_penalty": 0.5}, 422, "frequency_penalty"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, 422, "stop"),
+        ({"logit_bias": {}}, 422, "unknown field 'logit_bias'"),
+        ({"messages": []}, 422, "messages"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, 422, "role"),
+        ({"messages": [{"role": "user", "content": "hello " * 600}]}, 422, "limits.max_chars"),
+    ],
+)
+def test_bad_requests_get_one_line_4xx(
+    site: Any, body: dict[str, Any], status: int, fragment: str
+) -> None:
+    payload = {"model": site.name, "messages": [{"role": "user", "content": "hi"}], **body}
+    r = httpx.post(
+        site.url + "/v1/chat/completions",
+        json=payload,
+        headers={"Authorization": f"Bearer {site.key}"},
+        timeout=30,
+    )
+    assert r.status_code == status, r.text
+    message = r.json()["error"]["message"]
+    assert fragment in message and "\n" not in message
+
+
+def test_prompt_over_the_context_names_the_limit_or_is_truncated(
+    site: Any, client: openai.OpenAI
+) -> None:
+    long = "hello world " * 150  # > 256 tokens, the tiny model's window
+    with pytest.raises(openai.UnprocessableEntityError, match="256-token context"):
+        client.completions.create(model=site.name, prompt=long, **GREEDY)
+    cut = client.completions.create(
+        model=site.name, prompt=long, extra_body={"truncate_prompt": True}, **GREEDY
+    )
+    assert cut.usage is not None and cut.usage.prompt_tokens == 256 - 12
+
+
+def test_keys_and_scopes_apply(site: Any) -> None:
+    nobody = openai.OpenAI(base_url=site.url + "/v1", api_key="lmf_wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        nobody.completions.create(model=site.name, prompt="hi")
+    wrong_scope = openai.OpenAI(base_url=site.url + "/v1", api_key=site.admin_only, max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError, match="predict"):
+        wrong_scope.completions.create(model=site.name, prompt="hi")
+
+
+def test_a_client_leaving_mid_stream_frees_its_slot(site: Any, client: openai.OpenAI) -> None:
+    body = {
+        "model": site.name,
+        "prompt": "hello",
+        "max_tokens": 200,
+        "temperature": 1.0,
+        "seed": 5,
+        "stream": True,
+    }
+    headers = {"Authorization": f"Bearer {site.key}"}
+    with httpx.stream(
+        "POST", site.url + "/v1/completions", json=body, headers=headers, timeout=30
+    ) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        assert json.loads(first[6:])["object"] == "text_completion"
+        assert site.engine.load()["running"] == 1
+    # the connection is closed after one event: the slot must be free at once
+    assert wait_idle(site.engine) == {"running": 0, "waiting": 0}
+    done = client.completions.create(model=site.name, prompt="hello", **GREEDY)
+    assert done.choices[0].finish_reason in ("stop", "length")
+
+
+def test_full_waiting_line_answers_429_with_retry_after(site: Any) -> None:
+    headers = {"Authorization": f"Bearer {site.key}"}
+    long = {"model": site.name, "prompt": "hello", "max_tokens": 200, "temperature": 1.0}
+    streams = []
+    try:
+        for _ in range(4):  # two slots and two places in line
+            s = httpx.stream(
+                "POST",
+                site.url + "/v1/completions",
+                json={**long, "stream": True},
+                headers=headers,
+                timeout=30,
+            )
+            s.__enter__()
+            streams.append(s)
+        deadline = time.monotonic() + 10
+        while sum(site.engine.load().values()) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        r = httpx.post(site.url + "/v1/completions", json=long, headers=headers, timeout=30)
+        assert r.status_code == 429, r.text
+        assert int(r.headers["Retry-After"]) >= 1
+    finally:
+        for s in streams:
+            s.__exit__(None, None, None)
+    assert wait_idle(site.engine) == {"running": 0, "waiting": 0}
+
+
+def test_metrics_count_generated_tokens(site: Any, client: openai.OpenAI) -> None:
+    client.completions.create(model=site.name, prompt="hello", **GREEDY)
+    text = httpx.get(site.url + "/metrics", timeout=10).text
+    assert "lmforge_generated_tokens_total" in text
+    assert "lmforge_time_to_first_token_seconds_count" in text
+    assert 'lmforge_generation_sequences{model="' in text
+
+
+def test_unknown_decoders_are_refused_before_start(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="not a decoder"):
+        check_decoder_ref("minilm-l6")
+    with pytest.raises(ModelNotFoundError, match="unknown decoder"):
+        check_decoder_ref(str(tmp_path / "missing"))
+    check_decoder_ref("smollm2-135m-instruct")

@@ -65,6 +65,7 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False  # run to max_tokens regardless (benchmarks: a fixed length)
 
     def check(self) -> None:
         """Raise GenerationError naming the first value out of range."""
@@ -359,7 +360,7 @@ class GenerationEngine:
         if seq.first_token_s is None:
             seq.first_token_s = time.perf_counter() - seq.submitted
         self.tokens_out += 1
-        if token in self.eos_ids:
+        if token in self.eos_ids and not seq.params.ignore_eos:
             delta, _ = seq.decoder.push(seq.generated, final=True)
             self._finish(seq, "stop", delta)
             return

@@ -1,0 +1,274 @@
+"""Text generation with SmolLM2-135M-Instruct: our decoder beside transformers, and the server.
+
+One run measures, on this machine:
+
+1. batch-1 decoding in this process: transformers ``generate()`` (fp32, eager attention, its
+   KV cache) beside lmforge's runtime in fp32, bf16 and int8, the variants taking turns in
+   ``--rounds`` rounds on the same chat prompts (so the shared machine's noise hits all alike).
+   Every variant generates exactly ``--tokens`` tokens (EOS ignored); tokens/s counts the
+   whole call, prompt included, for every variant alike. Time to first token is reported.
+2. quality of the reduced formats against fp32: how many greedy tokens agree before the first
+   difference, and perplexity on real held-out text (Debian FAQ answers) scored by each format.
+3. the server: ``lmforge serve`` in a subprocess (int8, up to 8 sequences per batch), 1 client
+   streaming, then 8 concurrent clients streaming (closed loop: each sends its next request
+   when its stream ends); windows alternate for ``--rounds`` rounds. Reports the aggregate
+   tokens/s ratio and time to first token at each load.
+
+    .venv/bin/python benchmarks/generation.py --json /tmp/generation.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from lmforge.data.sources import load_builtin  # noqa: E402
+from lmforge.models.catalogue import resolve_base  # noqa: E402
+from lmforge.runtime.backends import cpu_threads  # noqa: E402
+from lmforge.runtime.generation import GenerationEngine, SamplingParams  # noqa: E402
+from lmforge.settings import get_settings  # noqa: E402
+from serve_load import free_port, stop, wait_ready  # noqa: E402
+
+QUESTIONS = [
+    "Write a short story about a lighthouse keeper.",
+    "Explain how a bicycle works.",
+    "Give me some tips for learning to cook.",
+    "Describe the water cycle.",
+    "What should I pack for a week of hiking?",
+    "Why is the sky blue?",
+    "How do I write a good cover letter?",
+    "Tell me about the history of the printing press.",
+]
+
+
+def batch_one(folder: Path, tokens: int, rounds: int) -> dict[str, Any]:
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(cpu_threads())
+    hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    engines = {fmt: GenerationEngine.from_folder(folder, fmt) for fmt in ("fp32", "bf16", "int8")}
+    prompts = [engines["fp32"].encode_chat([{"role": "user", "content": q}]) for q in QUESTIONS]
+    params = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
+    first = SamplingParams(max_tokens=1, temperature=0)
+    rates: dict[str, list[float]] = {name: [] for name in ("transformers", *engines)}
+    ttft: dict[str, list[float]] = {name: [] for name in rates}
+
+    def hf_run(prompt: list[int], n: int) -> float:
+        ids = torch.tensor([prompt])
+        start = time.perf_counter()
+        with torch.inference_mode():
+            hf.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+        return time.perf_counter() - start
+
+    hf_run(prompts[0], 4)  # warm-up
+    for eng in engines.values():
+        eng.generate(prompts[0], SamplingParams(max_tokens=4, temperature=0))
+    for r in range(rounds):
+        prompt = prompts[r % len(prompts)]
+        rates["transformers"].append(tokens / hf_run(prompt, tokens))
+        ttft["transformers"].append(hf_run(prompt, 1))
+        for fmt, eng in engines.items():
+            start = time.perf_counter()
+            done = eng.generate(prompt, params)
+            rates[fmt].append(len(done.tokens) / (time.perf_counter() - start))
+            ttft[fmt].append(eng.generate(prompt, first).first_token_s)
+        print(
+            f"  round {r + 1}: "
+            + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items())
+            + " tok/s",
+            file=sys.stderr,
+        )
+    quality = reduced_quality(engines, prompts)
+    for eng in engines.values():
+        eng.close()
+    base = rates["transformers"]
+    return {
+        "tokens": tokens,
+        "rounds": rounds,
+        "tokens_per_s": {k: statistics.median(v) for k, v in rates.items()},
+        "speedup_vs_transformers": {
+            k: statistics.median(a / b for a, b in zip(v, base, strict=True))
+            for k, v in rates.items()
+        },
+        "ttft_ms": {k: 1000 * statistics.median(v) for k, v in ttft.items()},
+        "prompt_tokens": statistics.mean(len(p) for p in prompts),
+        "quality": quality,
+    }
+
+
+def reduced_quality(engines: dict[str, GenerationEngine], prompts: list[list[int]]) -> Any:
+    """Greedy agreement with fp32, and perplexity on real held-out text, per format."""
+    greedy = SamplingParams(max_tokens=32, temperature=0, ignore_eos=True)
+    reference = [engines["fp32"].generate(p, greedy).tokens for p in prompts]
+    faq = load_builtin("debian_faq")
+    texts = [t for t in faq[faq["lang"] == "en"]["answer"].tolist() if len(t) > 200][:24]
+    out: dict[str, Any] = {}
+    for fmt, eng in engines.items():
+        agree = []
+        for prompt, ref in zip(prompts, reference, strict=True):
+            ours = eng.generate(prompt, greedy).tokens
+            agree.append(
+                next(
+                    (i for i, (a, b) in enumerate(zip(ours, ref, strict=True)) if a != b), len(ref)
+                )
+            )
+        nll, count = 0.0, 0
+        for text in texts:
+            ids = eng.encode(text)[:256]
+            logits = eng.model.prefill(eng.model.new_cache(1), 0, ids, every_position=True)
+            target = torch.tensor(ids[1:])
+            nll += float(torch.nn.functional.cross_entropy(logits[:-1], target, reduction="sum"))
+            count += len(ids) - 1
+        out[fmt] = {
+            "greedy_tokens_agreeing_of_32": statistics.mean(agree),
+            "perplexity": math.exp(nll / count),
+        }
+    out["texts"] = {"source": "debian_faq en answers over 200 chars", "count": len(texts)}
+    return out
+
+
+async def stream_one(client: httpx.AsyncClient, url: str, question: str, tokens: int) -> Any:
+    body = {
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": tokens,
+        "temperature": 0.7,
+        "seed": 1,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    start = time.perf_counter()
+    first: float | None = None
+    usage = None
+    async with client.stream("POST", url, json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                usage = event["usage"]
+            elif first is None and event["choices"][0]["delta"].get("content"):
+                first = time.perf_counter() - start
+    assert usage is not None
+    return usage["completion_tokens"], first or 0.0
+
+
+async def closed_loop(url: str, clients: int, seconds: float, tokens: int) -> dict[str, Any]:
+    generated, ttfts = 0, []
+    stop_at = time.perf_counter() + seconds
+    start = time.perf_counter()
+
+    async def client_loop(i: int) -> None:
+        nonlocal generated
+        async with httpx.AsyncClient(timeout=120) as client:
+            n = i
+            while time.perf_counter() < stop_at:
+                count, ttft = await stream_one(client, url, QUESTIONS[n % len(QUESTIONS)], tokens)
+                generated += count
+                ttfts.append(ttft)
+                n += clients
+
+    await asyncio.gather(*(client_loop(i) for i in range(clients)))
+    elapsed = time.perf_counter() - start
+    return {
+        "tokens_per_s": generated / elapsed,
+        "ttft_p50_ms": 1000 * statistics.median(ttfts),
+        "requests": len(ttfts),
+    }
+
+
+def server_streams(folder: Path, tokens: int, rounds: int, seconds: float) -> dict[str, Any]:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as home:
+        models = Path(home) / "cache" / "models"
+        models.mkdir(parents=True)
+        (models / folder.name).symlink_to(folder)
+        config = Path(home) / "serve.yaml"
+        config.write_text(
+            "models: []\nlimits: {rate_per_second: null}\n"
+            "generation: {models: [smollm2-135m-instruct], weights: int8, max_batch: 8}\n"
+        )
+        env = {**os.environ, "LMFORGE_HOME": home}
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "lmforge.cli", "serve", "--no-auth"),
+                *("--port", str(port), "--config", str(config)),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_ready(port, process, "/readyz", 300)
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            asyncio.run(closed_loop(url, 1, 5, tokens))  # warm-up
+            runs: dict[int, list[dict[str, Any]]] = {1: [], 8: []}
+            for r in range(rounds):
+                for clients in (1, 8):
+                    runs[clients].append(asyncio.run(closed_loop(url, clients, seconds, tokens)))
+                one, eight = runs[1][-1], runs[8][-1]
+                print(
+                    f"  server round {r + 1}: 1 stream {one['tokens_per_s']:.1f} tok/s, "
+                    f"8 streams {eight['tokens_per_s']:.1f} tok/s",
+                    file=sys.stderr,
+                )
+        finally:
+            stop(process)
+    ratios = [b["tokens_per_s"] / a["tokens_per_s"] for a, b in zip(runs[1], runs[8], strict=True)]
+    return {
+        "max_tokens": tokens,
+        "seconds_per_window": seconds,
+        "rounds": rounds,
+        "one_stream": {
+            "tokens_per_s": statistics.median(x["tokens_per_s"] for x in runs[1]),
+            "ttft_p50_ms": statistics.median(x["ttft_p50_ms"] for x in runs[1]),
+        },
+        "eight_streams": {
+            "tokens_per_s": statistics.median(x["tokens_per_s"] for x in runs[8]),
+            "ttft_p50_ms": statistics.median(x["ttft_p50_ms"] for x in runs[8]),
+            "per_stream_tokens_per_s": statistics.median(x["tokens_per_s"] for x in runs[8]) / 8,
+        },
+        "aggregate_ratio_8_vs_1": statistics.median(ratios),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--server-seconds", type=float, default=20)
+    parser.add_argument("--skip-server", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    folder = resolve_base("smollm2-135m-instruct", get_settings().cache_dir).path
+    result: dict[str, Any] = {"model": "smollm2-135m-instruct", "threads": cpu_threads()}
+    print("batch 1, in process:", file=sys.stderr)
+    result["batch_one"] = batch_one(folder, args.tokens, args.rounds)
+    if not args.skip_server:
+        print("server, streaming:", file=sys.stderr)
+        result["server"] = server_streams(folder, args.tokens, args.rounds, args.server_seconds)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -250,7 +250,7 @@ def server_streams(folder: Path, tokens: int, rounds: int, seconds: float) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--server-seconds", type=float, default=20)
     parser.add_argument("--skip-server", action="store_true")

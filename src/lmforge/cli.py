@@ -130,8 +130,28 @@ def _run(recipe_path: Path, resume: Path | None, json_output: bool, register: bo
     recipe = load_recipe(recipe_path)  # before the heavy imports: a bad recipe fails at once
     if resume is not None and not resume.is_dir():
         raise LmforgeError(f"run folder {resume} not found", "give a folder under ~/.lmforge/runs")
-    from lmforge.pipeline import run_recipe
+    from lmforge.pipeline import run_recipe, run_similarity
 
+    if recipe.task == "similarity":
+        if resume is not None:
+            raise LmforgeError(
+                "--resume is for classification runs", "run the similarity recipe again"
+            )
+        similar = run_similarity(recipe, register=register, progress=RichProgress())
+        if json_output:
+            _print_json(similar.summary())
+            return
+        table = Table(title=f"{recipe.name}: test pairs, each text → its partner")
+        for column in ("model", "hit@1", "hit@5", "MRR"):
+            table.add_column(column, justify="left" if column == "model" else "right")
+        for name, m in [("fine-tuned", similar.metrics), *similar.baselines.items()]:
+            table.add_row(name, percent(m["hit@1"]), percent(m["hit@5"]), f"{m['mrr']:.3f}")
+        out.print(table)
+        out.print(f"trained {similar.fit.steps} steps; run folder {similar.run_dir}")
+        if similar.version is not None:
+            v = similar.version
+            out.print(f"registered [bold]{v.ref}[/bold] ({v.stage}); embed with POST /v1/embed")
+        return
     result = run_recipe(recipe, register=register, resume=resume, progress=RichProgress())
     if json_output:
         _print_json(result.summary())
@@ -223,6 +243,79 @@ def predict(
     for p in predictions:
         table.add_row(p.label, f"{p.score:.3f}", p.text)
     out.print(table)
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="The message (chat) or text to continue.")],
+    model: Annotated[
+        str,
+        typer.Option("--model", "-m", help="A catalogue decoder or a local causal-LM folder."),
+    ] = "smollm2-135m-instruct",
+    system: Annotated[str | None, typer.Option(help="A system message (chat only).")] = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Continue the text as is, without the chat template.")
+    ] = False,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate at most.")] = 256,
+    temperature: Annotated[float, typer.Option(min=0, help="0 is greedy.")] = 0.7,
+    top_p: Annotated[float, typer.Option(min=0, max=1)] = 0.9,
+    top_k: Annotated[int, typer.Option(min=0, help="0: off.")] = 0,
+    repetition_penalty: Annotated[float, typer.Option(min=0)] = 1.1,
+    stop: Annotated[
+        list[str] | None, typer.Option(help="Stop at this string (repeatable).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Same seed, same text.")] = None,
+    weights: Annotated[str, typer.Option(help="int8, bf16 or fp32.")] = "int8",
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON when done.")] = False,
+) -> None:
+    """Generate text with a decoder, streamed to the terminal as it is produced."""
+    from lmforge.models.catalogue import resolve_base
+    from lmforge.runtime.generation import GenerationEngine, SamplingParams
+    from lmforge.serve.server import check_decoder_ref
+    from lmforge.settings import get_settings
+
+    if weights not in ("int8", "bf16", "fp32"):
+        raise LmforgeError(f"unknown weight format '{weights}'", "use int8, bf16 or fp32")
+    check_decoder_ref(model)
+    params = SamplingParams(
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        repetition_penalty=repetition_penalty,
+        stop=tuple(stop or ()),
+        seed=seed,
+    )
+    params.check()
+    folder = resolve_base(model, get_settings().cache_dir).path
+    engine = GenerationEngine.from_folder(folder, weights, max_batch=1)  # type: ignore[arg-type]
+    try:
+        if raw:
+            ids = engine.encode(prompt)
+        else:
+            messages = [{"role": "system", "content": system}] if system else []
+            ids = engine.encode_chat([*messages, {"role": "user", "content": prompt}])
+
+        def show(delta: str, _: object) -> None:
+            out.file.write(delta)
+            out.file.flush()
+
+        done = engine.generate(ids, params, on_text=None if json_output else show)
+    finally:
+        engine.close()
+    if json_output:
+        _print_json(
+            {
+                "model": model,
+                "text": done.text,
+                "finish_reason": done.finish_reason,
+                "prompt_tokens": done.prompt_tokens,
+                "completion_tokens": len(done.tokens),
+                "time_to_first_token_s": round(done.first_token_s, 4),
+            }
+        )
+    else:
+        out.file.write("\n")
 
 
 @app.command()
@@ -575,12 +668,25 @@ def app_assistant(
         float | None, typer.Option(help="Answer only at or above this cosine similarity.")
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=20)] = 3,
+    generate: Annotated[
+        bool,
+        typer.Option(
+            "--generate",
+            help="Also write an answer from the top entries with --decoder (questions in a "
+            "language it covers).",
+        ),
+    ] = False,
+    decoder: Annotated[str, typer.Option(help="Decoder for --generate.")] = "smollm2-135m-instruct",
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Answer questions from an FAQ with the cited entry, or refuse (questions from the
     arguments, else one per line of stdin). To serve it: `assistant: {faq: ...}` in the
     `lmforge serve` config."""
-    from lmforge.assistant.assistant import DEFAULT_THRESHOLD, build_assistant
+    import dataclasses
+
+    from lmforge.assistant.assistant import DEFAULT_THRESHOLD, build_assistant, grounded_messages
+    from lmforge.models.catalogue import covers_language, resolve_base
+    from lmforge.serve.server import check_decoder_ref
 
     asked = list(questions or []) or [line.strip() for line in sys.stdin if line.strip()]
     if not asked:
@@ -589,6 +695,22 @@ def app_assistant(
         faq, encoder=encoder, threshold=DEFAULT_THRESHOLD if threshold is None else threshold
     )
     answers = assistant.ask(asked, top_k)
+    if generate:
+        from lmforge.runtime.generation import GenerationEngine, SamplingParams
+        from lmforge.settings import get_settings
+
+        check_decoder_ref(decoder)
+        folder = resolve_base(decoder, get_settings().cache_dir).path
+        engine = GenerationEngine.from_folder(folder, "int8")
+        params = SamplingParams(max_tokens=160, temperature=0, repetition_penalty=1.1)
+        try:
+            for i, a in enumerate(answers):
+                if a.answered and covers_language(decoder, a.language):
+                    prompt = engine.encode_chat(grounded_messages(a))
+                    text = engine.generate(prompt, params, truncate=True).text.strip()
+                    answers[i] = dataclasses.replace(a, generated=text)
+        finally:
+            engine.close()
     if json_output:
         _print_json([a.to_json() for a in answers])
         return
@@ -598,6 +720,8 @@ def app_assistant(
             best = a.hits[0]
             out.print(f"[bold]A:[/bold] {a.text}", highlight=False)
             out.print(f"   — {best.entry.citation} (score {best.score:.3f})", highlight=False)
+            if a.generated:
+                out.print(f"[bold]Written answer:[/bold] {a.generated}", highlight=False)
         else:
             out.print(f"[bold]A:[/bold] {a.text}", highlight=False)
             out.print(

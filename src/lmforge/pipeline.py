@@ -7,6 +7,7 @@ writes the run folder. Everything a user could get wrong is checked before train
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from typing import Any
 
 from lmforge.compress.stage import CompressResult, check_compress_config, compress_version
 from lmforge.data import PreparedData, data_card_markdown, prepare_data
+from lmforge.data.prepare import PairData, prepare_pairs
 from lmforge.errors import RecipeError
 from lmforge.evaluate import evaluate_classifier, score_baselines
 from lmforge.evaluate.baselines import check_baselines
@@ -26,6 +28,7 @@ from lmforge.recipe import Recipe, dump_recipe
 from lmforge.registry import ModelVersion, Registry
 from lmforge.registry.card import model_card
 from lmforge.settings import Settings, get_settings
+from lmforge.train.contrastive import EmbeddingFit
 from lmforge.train.loop import TrainOutcome, fine_tune, read_checkpoint_state
 
 
@@ -65,6 +68,132 @@ def training_summary(outcome: TrainOutcome) -> dict[str, Any]:
     }
 
 
+@dataclass
+class SimilarityResult:
+    """A similarity run: retrieval on the test split (each text → its partner among all test
+    partners) for the fine-tuned encoder, beside the untuned one and BM25."""
+
+    recipe: Recipe
+    run_dir: Path
+    data: PairData
+    fit: EmbeddingFit
+    metrics: dict[str, Any]
+    baselines: dict[str, dict[str, Any]]
+    version: ModelVersion | None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "version": self.version.to_json() if self.version else None,
+            "test_metrics": self.metrics,
+            "baseline_metrics": self.baselines,
+            "training": {
+                "steps": self.fit.steps,
+                "train_seconds": round(self.fit.seconds, 1),
+                "first_loss": round(self.fit.losses[0], 4) if self.fit.losses else None,
+                "last_loss": round(self.fit.losses[-1], 4) if self.fit.losses else None,
+            },
+            "data": {k: self.data.card[k] for k in ("rows_raw", "rows_used", "removed")},
+        }
+
+
+def run_similarity(
+    recipe: Recipe,
+    settings: Settings | None = None,
+    register: bool | None = None,
+    progress: ProgressReporter | None = None,
+) -> SimilarityResult:
+    """Fine-tune an encoder into a sentence-embedding model on positive pairs (contrastive,
+    in-batch negatives), evaluate retrieval beside the untuned encoder and BM25, register it."""
+    from lmforge.assistant.retrieval import Bm25Retriever, DenseRetriever, evaluate_retrieval
+    from lmforge.runtime.embedder import Embedder
+    from lmforge.train.contrastive import fit_embeddings, save_encoder
+
+    settings = settings or get_settings()
+    progress = progress or SilentProgress()
+    register = recipe.registry.enabled if register is None else register
+    _check_encoder_base(recipe)
+    data = prepare_pairs(recipe.data)
+    base = resolve_base(recipe.model.base, settings.cache_dir)
+    query_prefix = (
+        base.text_prefix if recipe.model.text_prefix is None else recipe.model.text_prefix
+    )
+    passage_prefix = "passage: " if query_prefix == "query: " else query_prefix
+    max_length = recipe.training.max_length
+    progress.note(
+        f"data: {len(data.train)} train / {len(data.validation)} validation / "
+        f"{len(data.test)} test pairs"
+    )
+    run_dir = _new_run_dir(settings, recipe.name)
+    run_dir.mkdir(parents=True)
+    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
+    _write_data_card(run_dir, data.card)
+    queries, partners = data.test["text"].tolist(), data.test["pair"].tolist()
+    gold = list(range(len(queries)))
+
+    def retrieval(folder: Path) -> dict[str, Any]:
+        embed = Embedder(folder, max_length=max_length).embed
+        dense = DenseRetriever(
+            partners, embed, query_prefix=query_prefix, passage_prefix=passage_prefix
+        )
+        return evaluate_retrieval(dense, queries, gold).to_json()
+
+    progress.note("scoring the untuned encoder and BM25 on the test pairs")
+    baselines = {
+        "untuned": retrieval(base.path),
+        "bm25": evaluate_retrieval(Bm25Retriever(partners), queries, gold).to_json(),
+    }
+    fit = fit_embeddings(
+        base.path,
+        PairData.pairs(data.train),
+        query_prefix=query_prefix,
+        passage_prefix=passage_prefix,
+        epochs=max(1, math.ceil(recipe.training.epochs)),
+        batch_size=recipe.training.batch_size,
+        learning_rate=recipe.training.learning_rate,
+        max_length=max_length,
+        seed=recipe.training.seed,
+        progress=progress,
+    )
+    model_dir = save_encoder(fit.model, base.path, run_dir / "model")
+    meta = {
+        "task": "similarity",
+        "labels": [],
+        "base_model": base.name,
+        "text_prefix": query_prefix,
+        "passage_prefix": passage_prefix,
+        "max_length": max_length,
+        "cleaning": recipe.data.cleaning.model_dump(),
+    }
+    (model_dir / "lmforge.json").write_text(json.dumps(meta, indent=1))
+    progress.note("scoring the fine-tuned encoder on the test pairs")
+    metrics = retrieval(model_dir)
+    report = {"test": metrics, "baselines": baselines, "losses": fit.losses}
+    (run_dir / "metrics.json").write_text(json.dumps(report, indent=1))
+    version = None
+    if register:
+        registry = Registry(settings)
+        staging = registry.new_staging_dir()
+        try:
+            shutil.copytree(model_dir, staging, dirs_exist_ok=True)
+            for name in ("recipe.yaml", "metrics.json", "data_card.json", "data_card.md"):
+                shutil.copy2(run_dir / name, staging / name)
+            version = registry.register(
+                recipe.model_name,
+                staging,
+                task="similarity",
+                base_model=base.name,
+                labels=[],
+                metrics=metrics,
+                baselines=baselines,
+                stage=recipe.registry.stage,
+            )
+        except BaseException:
+            registry.discard_staging(staging)
+            raise
+    return SimilarityResult(recipe, run_dir, data, fit, metrics, baselines, version)
+
+
 def run_recipe(
     recipe: Recipe,
     *,
@@ -77,12 +206,7 @@ def run_recipe(
     progress = progress or SilentProgress()
     register = recipe.registry.enabled if register is None else register
 
-    entry = CATALOGUE.get(recipe.model.base)
-    if entry is not None and entry.kind != "encoder":
-        raise RecipeError(
-            f"model.base '{entry.name}' is a {entry.kind}, and {recipe.task} needs an encoder",
-            "use minilm-l6 or multilingual-e5-small (see `lmforge models catalogue`)",
-        )
+    _check_encoder_base(recipe)
     data = prepare_data(recipe.data)
     check_baselines(recipe.evaluation.baselines, data.labels)
     base = resolve_base(recipe.model.base, settings.cache_dir)
@@ -130,6 +254,15 @@ def run_recipe(
             version.ref, recipe.compress, settings=settings, progress=progress
         )
     return RunResult(recipe, run_dir, data, outcome, metrics, baselines, version, compression)
+
+
+def _check_encoder_base(recipe: Recipe) -> None:
+    entry = CATALOGUE.get(recipe.model.base)
+    if entry is not None and entry.kind != "encoder":
+        raise RecipeError(
+            f"model.base '{entry.name}' is a {entry.kind}, and {recipe.task} needs an encoder",
+            "use minilm-l6 or multilingual-e5-small (see `lmforge models catalogue`)",
+        )
 
 
 def _new_run_dir(settings: Settings, name: str) -> Path:

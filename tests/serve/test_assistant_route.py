@@ -10,7 +10,10 @@ import httpx
 import pytest
 
 from conftest import LiveServer, serve_config
+from lmforge.assistant.assistant import Answer, Hit, grounded_messages
+from lmforge.assistant.faq import load_faq
 from lmforge.errors import DataError
+from lmforge.runtime.generation import GenerationEngine, SamplingParams
 from lmforge.serve.server import check_bind
 from lmforge.settings import Settings
 
@@ -72,3 +75,40 @@ def test_an_unusable_faq_is_refused_before_listening(tmp_path: Path) -> None:
     empty.write_text("question,answer\n")
     with pytest.raises(DataError, match="has no entries"):
         check_bind(serve_config(assistant={"faq": str(empty)}))
+
+
+def test_retrieval_augmented_answers_come_from_the_decoder(
+    tmp_path: Path, tiny_decoder_dir: Path
+) -> None:
+    faq = tmp_path / "faq.csv"
+    faq.write_text(FAQ)
+    config = serve_config(
+        models=[],
+        auth={"enabled": False},
+        assistant={"faq": str(faq), "encoder": "minilm-l6", "threshold": 0.5, "generate": True},
+        generation={"models": [str(tiny_decoder_dir)], "weights": "fp32"},
+    )
+    with LiveServer(config, Settings(home=tmp_path, database_url=None)) as live:
+        answered = ask(live, {"question": "I forgot my password, how do I change it?"}).json()
+        refused = ask(live, {"question": "Who won the football world cup in 1998?"}).json()
+    assert answered["answered"] and not refused["answered"]
+    assert refused["generated_answer"] is None  # nothing relevant: no text is made up
+    # the written answer is what the decoder says to the prompt built from the top entries
+    entries = {e.question: e for e in load_faq(str(faq))}
+    hits = [Hit(entries[s["question"]], s["score"]) for s in answered["sources"]]
+    answer = Answer(answered["question"], True, answered["answer"], hits, 0.5)
+    messages = grounded_messages(answer)
+    assert "Open Settings > Account" in messages[1]["content"]
+    assert messages[1]["content"].endswith("Question: I forgot my password, how do I change it?")
+    engine = GenerationEngine.from_folder(tiny_decoder_dir)
+    try:
+        params = SamplingParams(max_tokens=160, temperature=0, repetition_penalty=1.1)
+        expected = engine.generate(engine.encode_chat(messages), params, truncate=True)
+    finally:
+        engine.close()
+    assert answered["generated_answer"] == expected.text.strip()
+
+
+def test_generating_answers_needs_a_decoder() -> None:
+    with pytest.raises(ValueError, match=r"assistant\.generate needs a decoder"):
+        serve_config(assistant={"faq": "debian_faq", "generate": True})

@@ -58,6 +58,11 @@ class Answer:
     text: str  # the entry's answer, or the refusal
     hits: list[Hit]  # best first
     threshold: float
+    generated: str | None = None  # an answer written by a decoder from the top entries
+
+    @property
+    def language(self) -> str:
+        return question_language(self.question)
 
     def to_json(self) -> dict[str, Any]:
         best = self.hits[0] if self.hits else None
@@ -69,7 +74,28 @@ class Answer:
             "score": round(best.score, 4) if best else None,
             "threshold": self.threshold,
             "sources": [h.to_json() for h in self.hits],
+            "generated_answer": self.generated,
         }
+
+
+GROUNDING = (
+    "You are a customer-service assistant. Answer the customer's question in two or three "
+    "sentences, using only the FAQ entries below. If they do not contain the answer, say that "
+    "you do not know."
+)
+
+
+def grounded_messages(answer: Answer, entries: int = 2, chars: int = 1200) -> list[dict[str, str]]:
+    """The chat for a retrieval-augmented answer: the best entries, then the question. Entries
+    are cut to `chars` characters so that the prompt fits a small model's context."""
+    context = "\n\n".join(
+        f"[{i}] Q: {hit.entry.question}\nA: {hit.entry.answer[:chars]}"
+        for i, hit in enumerate(answer.hits[:entries], 1)
+    )
+    return [
+        {"role": "system", "content": GROUNDING},
+        {"role": "user", "content": f"FAQ entries:\n{context}\n\nQuestion: {answer.question}"},
+    ]
 
 
 class Assistant:

@@ -149,6 +149,84 @@ def prepare_data(cfg: DataConfig, *, require_labels: bool = True) -> PreparedDat
     return PreparedData(train, validation, test, labels, card)
 
 
+MIN_PAIRS = 20  # fewer cannot train in-batch negatives and still leave a test set
+
+
+@dataclass
+class PairData:
+    """Positive pairs (text, pair) for a similarity model, e.g. a question and its answer."""
+
+    train: pd.DataFrame  # columns: text, pair
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def pairs(frame: pd.DataFrame) -> list[tuple[str, str]]:
+        return list(zip(frame["text"], frame["pair"], strict=True))
+
+
+def prepare_pairs(cfg: DataConfig) -> PairData:
+    """Clean, deduplicated, leakage-free random splits of (text, pair) rows."""
+    src = cfg.source
+    name = src.builtin or str(src.path)
+    if src.pair_column is None:
+        raise DataError(
+            "a similarity recipe needs data.source.pair_column",
+            "name the column holding each text's partner (e.g. answer)",
+        )
+    raw = load_source(src)
+    missing = [c for c in (src.text_column, src.pair_column) if c not in raw.columns]
+    if missing:
+        raise DataError(
+            f"column '{missing[0]}' not in {name} "
+            f"(columns there: {', '.join(map(str, raw.columns))})",
+            "set data.source.text_column / pair_column",
+        )
+    df = pd.DataFrame({"text": raw[src.text_column], "pair": raw[src.pair_column]}).dropna()
+    rows_raw = len(raw)
+    df = df.assign(
+        text=[clean_text(str(t), cfg.cleaning) for t in df["text"]],
+        pair=[clean_text(str(t), cfg.cleaning) for t in df["pair"]],
+    )
+    lower, upper = max(cfg.cleaning.min_chars, 1), cfg.cleaning.max_chars
+    for column in ("text", "pair"):
+        lengths = df[column].str.len()
+        df = df[(lengths >= lower) & (lengths <= upper)]
+    if cfg.cleaning.dedupe:
+        df = df.drop_duplicates(subset=["text", "pair"])
+    df = df.reset_index(drop=True)
+    if src.limit is not None and len(df) > src.limit:
+        df = df.sample(n=src.limit, random_state=cfg.split.seed).reset_index(drop=True)
+    if len(df) < MIN_PAIRS:
+        raise DataError(
+            f"{name} has {len(df)} usable pairs after cleaning (from {rows_raw})",
+            f"give at least {MIN_PAIRS} (text, {src.pair_column}) rows",
+        )
+    train, validation, test = _split(df, cfg, stratify=False)
+    train, validation, test, leaks = _remove_leakage(train, validation, test)
+    card = {
+        "source": name,
+        "text_column": src.text_column,
+        "pair_column": src.pair_column,
+        "rows_raw": rows_raw,
+        "rows_used": len(train) + len(validation) + len(test),
+        "removed": {"cleaning_or_duplicates": rows_raw - len(df), **leaks},
+        "cleaning": cfg.cleaning.model_dump(),
+        "split": cfg.split.model_dump(),
+        "labels": [],
+        "splits": {
+            split_name: {
+                "rows": len(part),
+                "labels": {},
+                "mean_chars": round(float(part["text"].str.len().mean()), 1) if len(part) else 0.0,
+            }
+            for split_name, part in (("train", train), ("validation", validation), ("test", test))
+        },
+    }
+    return PairData(train, validation, test, card)
+
+
 def _label_column(labels: pd.Series) -> pd.Series:
     """Labels as strings; integer labels read as floats (because of a gap) keep their names."""
     if pd.api.types.is_float_dtype(labels):

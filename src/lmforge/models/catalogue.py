@@ -101,6 +101,13 @@ CATALOGUE: dict[str, CatalogueEntry] = {
 }
 
 
+def covers_language(name: str, language: str) -> bool:
+    """Whether a model is meant for a language: a catalogue model lists its languages; a local
+    folder is trusted with any."""
+    entry = CATALOGUE.get(name)
+    return entry is None or language in entry.languages or "multilingual" in entry.languages
+
+
 def resolve_base(name: str, cache_dir: Path) -> ResolvedBase:
     """A catalogue name or a local HF folder → the folder to load weights from."""
     entry = CATALOGUE.get(name)

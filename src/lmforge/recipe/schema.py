@@ -13,9 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-TaskName = Literal[
-    "classification"
-]  # multi-label, token classification, similarity, generation follow
+TaskName = Literal["classification", "similarity"]  # generation follows
 Precision = Literal["auto", "fp32", "bf16"]
 Stage = Literal["candidate", "production", "archived"]
 BaselineName = Literal["majority", "tfidf_lr", "snownlp"]
@@ -44,6 +42,11 @@ class SourceConfig(Section):
     )
     text_column: str = Field(default="text", description="Column holding the input text.")
     label_column: str = Field(default="label", description="Column holding the class label.")
+    pair_column: str | None = Field(
+        default=None,
+        description="similarity: the column holding each text's positive partner (e.g. the "
+        "answer to a question); every other row's partner is a negative.",
+    )
     limit: Annotated[int, Field(gt=0)] | None = Field(
         default=None,
         description="Keep a seeded, stratified sample of at most this many rows (quick runs).",
@@ -283,6 +286,11 @@ class Recipe(Section):
             raise ValueError(
                 f"name {self.name!r} must be lower-case letters, digits, '.', '_' or '-' "
                 "(at most 64, starting with a letter or digit)"
+            )
+        if self.task == "similarity" and self.data.source.pair_column is None:
+            raise ValueError(
+                "task similarity needs data.source.pair_column (the column of each text's "
+                "positive partner)"
             )
         if self.registry.name is not None and not MODEL_NAME.match(self.registry.name):
             raise ValueError(f"registry.name {self.registry.name!r} is not a valid model name")

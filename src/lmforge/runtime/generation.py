@@ -271,15 +271,24 @@ class GenerationEngine:
             self._lock.notify()
         return seq
 
-    def generate(self, prompt: list[int], params: SamplingParams, **kwargs: Any) -> Completion:
-        """Blocking convenience for one request (it still shares the batch with others)."""
+    def generate(
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        on_text: Callable[[str, FinishReason | None], None] | None = None,
+        **kwargs: Any,
+    ) -> Completion:
+        """Blocking convenience for one request (it still shares the batch with others);
+        `on_text` sees the text as it is produced."""
         done = threading.Event()
 
-        def on_text(_: str, reason: FinishReason | None) -> None:
+        def deliver(delta: str, reason: FinishReason | None) -> None:
+            if on_text is not None:
+                on_text(delta, reason)
             if reason is not None:
                 done.set()
 
-        seq = self.submit(prompt, params, on_text, **kwargs)
+        seq = self.submit(prompt, params, deliver, **kwargs)
         done.wait()
         assert seq.finish_reason is not None
         return Completion(

@@ -8,6 +8,7 @@ cannot load.
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time,
 # and the dependencies they name are closures over the app's state.
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -24,15 +25,17 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lmforge.assistant.assistant import grounded_messages
 from lmforge.errors import LmforgeError, ModelNotFoundError
 from lmforge.registry import Registry
+from lmforge.runtime.generation import SamplingParams
 from lmforge.serve.batcher import BatcherClosed, DeadlineExceeded, DynamicBatcher, QueueFull
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.keys import ApiKey, KeyStore, hash_key
 from lmforge.serve.limits import ApiError, BodyLimitMiddleware, RateLimiter, error_body
 from lmforge.serve.metrics import MetricsMiddleware, ServeMetrics
 from lmforge.serve.models import ModelChoiceError, ModelPool, background_priority
-from lmforge.serve.openai_api import add_generation_routes
+from lmforge.serve.openai_api import add_generation_routes, chat_reply
 from lmforge.serve.predlog import LoggedPrediction, PredictionLog
 from lmforge.settings import Settings, get_settings
 
@@ -107,6 +110,11 @@ class AskResponse(BaseModel):
     score: float | None = Field(description="cosine similarity of the best entry")
     threshold: float
     sources: list[AskSource]
+    generated_answer: str | None = Field(
+        None,
+        description="with assistant.generate: an answer written by the decoder from the top "
+        "entries (answered questions in a language the decoder covers), else null",
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -430,6 +438,21 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
             )
         check_inputs([body.question])
         (answer,) = await run_batch(served.batcher, [body.question])
+        assistant = config.assistant
+        assert assistant is not None
+        decoder = state.pool.assistant_decoder(answer.language)
+        if assistant.generate and answer.answered and decoder is not None:
+            params = SamplingParams(
+                max_tokens=assistant.generate_max_tokens, temperature=0, repetition_penalty=1.1
+            )
+            generated = await chat_reply(
+                decoder,
+                grounded_messages(answer),
+                params,
+                state.metrics,
+                config.generation.timeout_s,
+            )
+            answer = dataclasses.replace(answer, generated=generated.strip())
         result: dict[str, Any] = answer.to_json()
         return result
 

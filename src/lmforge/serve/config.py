@@ -70,6 +70,12 @@ class AssistantConfig(_Section):
         0.81, ge=-1, le=1, description="answer only when the best entry's cosine is at least this"
     )
     top_k: int = Field(3, ge=1, le=20, description="entries returned as sources")
+    generate: bool = Field(
+        False,
+        description="also write an answer from the top entries (retrieval-augmented) with the "
+        "first decoder in generation.models, for questions in a language it covers",
+    )
+    generate_max_tokens: int = Field(160, ge=1, le=1024, description="length of that answer")
 
 
 class GenerationConfig(_Section):
@@ -128,6 +134,11 @@ class ServeConfig(_Section):
     def _queue_holds_a_batch(self) -> ServeConfig:
         if self.batching.max_queue < self.batching.max_batch:
             raise ValueError("batching.max_queue must be at least batching.max_batch")
+        if self.assistant is not None and self.assistant.generate and not self.generation.models:
+            raise ValueError(
+                "assistant.generate needs a decoder: add one to generation.models "
+                "(e.g. smollm2-135m-instruct)"
+            )
         if self.generation.default_max_tokens > self.generation.max_tokens:
             raise ValueError("generation.default_max_tokens must be at most generation.max_tokens")
         return self

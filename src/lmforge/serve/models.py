@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from lmforge.errors import LmforgeError, ModelNotFoundError
-from lmforge.models.catalogue import CATALOGUE, resolve_base
+from lmforge.models.catalogue import CATALOGUE, covers_language, resolve_base
 from lmforge.registry import ModelVersion, Registry
 from lmforge.registry.store import parse_ref
 from lmforge.runtime.generation import GenerationEngine
@@ -123,7 +123,8 @@ class ModelPool:
         refs = self.config.models
         if refs is None:
             versions = await asyncio.to_thread(self.registry.list)
-            refs = sorted({v.name for v in versions})
+            # similarity models answer /v1/embed, loaded on first use
+            refs = sorted({v.name for v in versions if v.task == "classification"})
         for ref in refs:
             try:
                 await self.classifier(ref)
@@ -207,6 +208,13 @@ class ModelPool:
                 f"set model to a served decoder: {served}",
             )
         return found
+
+    def assistant_decoder(self, language: str) -> ServedDecoder | None:
+        """The decoder that writes the assistant's answers, if it covers the language."""
+        if not self.config.generation.models:
+            return None
+        ref = self.config.generation.models[0]
+        return self.decoders.get(ref) if covers_language(ref, language) else None
 
     async def _start_decoder(self, ref: str) -> None:
         generation = self.config.generation
@@ -318,6 +326,11 @@ class ModelPool:
         )
 
     def _load_classifier(self, version: ModelVersion) -> _Loaded:
+        if version.task != "classification":
+            raise ModelChoiceError(
+                f"{version.ref} is a {version.task} model, not a classifier",
+                "embed with it through POST /v1/embed",
+            )
         meta = read_model_meta(version.path)
         backend = self.config.backend or default_backend(meta)
         predictor = Predictor(

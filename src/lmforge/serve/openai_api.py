@@ -34,7 +34,7 @@ from lmforge.serve.limits import ApiError, error_body
 from lmforge.serve.metrics import ServeMetrics
 from lmforge.serve.models import ModelPool, ServedDecoder
 
-__all__ = ["add_generation_routes"]
+__all__ = ["add_generation_routes", "chat_reply", "collect", "submit"]
 
 
 class _Body(BaseModel):
@@ -105,6 +105,89 @@ def _usage(seq: GenerationRequest) -> dict[str, int]:
     }
 
 
+Events = asyncio.Queue[tuple[str, FinishReason | None]]
+
+
+def submit(
+    served: ServedDecoder,
+    prompt: list[int],
+    params: SamplingParams,
+    metrics: ServeMetrics,
+    truncate: bool = False,
+) -> tuple[GenerationRequest, Events]:
+    """Queue a generation on the served decoder; its text arrives on the returned queue."""
+    loop = asyncio.get_running_loop()
+    queue: Events = asyncio.Queue()
+
+    def on_text(delta: str, reason: FinishReason | None) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, (delta, reason))
+
+    try:
+        seq = served.engine.submit(prompt, params, on_text, truncate=truncate)
+    except GenerationError as exc:
+        raise ApiError(422, exc.message, "invalid_generation_request") from None
+    except EngineFull as exc:
+        raise ApiError(
+            429,
+            "every generation slot is busy and the waiting line is full — retry after the "
+            "Retry-After seconds",
+            "queue_full",
+            {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))},
+        ) from None
+    except EngineClosed:
+        raise ApiError(
+            503, "the server is shutting down — retry on another replica", "shutting_down"
+        ) from None
+    metrics.prompt_tokens.labels(served.name).inc(len(seq.prompt))
+    return seq, queue
+
+
+async def collect(
+    request: Request | None, seq: GenerationRequest, queue: Events, timeout_s: float
+) -> tuple[str, FinishReason]:
+    """The whole text; gives up (and frees the slot) on disconnect or the deadline."""
+    deadline = time.monotonic() + timeout_s
+    parts: list[str] = []
+    try:
+        while True:
+            try:
+                delta, reason = await asyncio.wait_for(queue.get(), 1.0)
+            except TimeoutError:
+                if request is not None and await request.is_disconnected():
+                    raise ApiError(499, "client went away", "client_closed") from None
+                if time.monotonic() > deadline:
+                    raise ApiError(
+                        504,
+                        f"no complete answer within {timeout_s:g} s (generation.timeout_s) — "
+                        "ask for fewer tokens or stream",
+                        "deadline_exceeded",
+                    ) from None
+                continue
+            parts.append(delta)
+            if reason is not None:
+                break
+    finally:
+        seq.cancel()  # a no-op once finished; frees the slot on any early exit
+    if reason == "error":
+        raise ApiError(503, "generation failed on the server — retry", "generation_failed")
+    return "".join(parts), reason
+
+
+async def chat_reply(
+    served: ServedDecoder,
+    messages: list[dict[str, str]],
+    params: SamplingParams,
+    metrics: ServeMetrics,
+    timeout_s: float,
+) -> str:
+    """A whole chat answer (the assistant's retrieval-augmented answers use it)."""
+    prompt = await asyncio.to_thread(served.engine.encode_chat, messages)
+    seq, queue = submit(served, prompt, params, metrics, truncate=True)
+    text, _ = await collect(None, seq, queue, timeout_s)
+    metrics.generated_tokens.labels(served.name).inc(len(seq.generated))
+    return text
+
+
 def add_generation_routes(
     app: FastAPI,
     pool: ModelPool,
@@ -148,78 +231,15 @@ def add_generation_routes(
                 "input_too_long",
             )
 
-    def submit(
-        served: ServedDecoder,
-        prompt: list[int],
-        params: SamplingParams,
-        truncate: bool,
-    ) -> tuple[GenerationRequest, asyncio.Queue[tuple[str, FinishReason | None]]]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, FinishReason | None]] = asyncio.Queue()
-
-        def on_text(delta: str, reason: FinishReason | None) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, (delta, reason))
-
-        try:
-            seq = served.engine.submit(prompt, params, on_text, truncate=truncate)
-        except GenerationError as exc:
-            raise ApiError(422, exc.message, "invalid_generation_request") from None
-        except EngineFull as exc:
-            raise ApiError(
-                429,
-                "every generation slot is busy and the waiting line is full — retry after the "
-                "Retry-After seconds",
-                "queue_full",
-                {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))},
-            ) from None
-        except EngineClosed:
-            raise ApiError(
-                503, "the server is shutting down — retry on another replica", "shutting_down"
-            ) from None
-        metrics.prompt_tokens.labels(served.name).inc(len(seq.prompt))
-        return seq, queue
-
     def finished(served: ServedDecoder, seq: GenerationRequest) -> None:
         metrics.generated_tokens.labels(served.name).inc(len(seq.generated))
         if seq.first_token_s is not None:
             metrics.time_to_first_token.labels(served.name).observe(seq.first_token_s)
 
-    async def collect(
-        request: Request,
-        seq: GenerationRequest,
-        queue: asyncio.Queue[tuple[str, FinishReason | None]],
-    ) -> tuple[str, FinishReason]:
-        """The whole text; gives up (and frees the slot) on disconnect or the deadline."""
-        deadline = time.monotonic() + generation.timeout_s
-        parts: list[str] = []
-        try:
-            while True:
-                try:
-                    delta, reason = await asyncio.wait_for(queue.get(), 1.0)
-                except TimeoutError:
-                    if await request.is_disconnected():
-                        raise ApiError(499, "client went away", "client_closed") from None
-                    if time.monotonic() > deadline:
-                        raise ApiError(
-                            504,
-                            f"no complete answer within {generation.timeout_s:g} s "
-                            "(generation.timeout_s) — ask for fewer tokens or stream",
-                            "deadline_exceeded",
-                        ) from None
-                    continue
-                parts.append(delta)
-                if reason is not None:
-                    break
-        finally:
-            seq.cancel()  # a no-op once finished; frees the slot on any early exit
-        if reason == "error":
-            raise ApiError(503, "generation failed on the server — retry", "generation_failed")
-        return "".join(parts), reason
-
     def stream(
         served: ServedDecoder,
         seq: GenerationRequest,
-        queue: asyncio.Queue[tuple[str, FinishReason | None]],
+        queue: Events,
         chunk: Callable[[str, str | None], dict[str, Any]],
         include_usage: bool,
     ) -> StreamingResponse:
@@ -270,7 +290,7 @@ def add_generation_routes(
             prompt = await asyncio.to_thread(served.engine.encode_chat, messages)
         except GenerationError as exc:
             raise ApiError(422, exc.message, "no_chat_template") from None
-        seq, queue = submit(served, prompt, params, body.truncate_prompt)
+        seq, queue = submit(served, prompt, params, metrics, body.truncate_prompt)
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
             first = True
@@ -292,7 +312,7 @@ def add_generation_routes(
 
             include = bool(body.stream_options and body.stream_options.include_usage)
             return stream(served, seq, queue, chunk, include)
-        text, reason = await collect(request, seq, queue)
+        text, reason = await collect(request, seq, queue, generation.timeout_s)
         finished(served, seq)
         return JSONResponse(
             {
@@ -323,7 +343,7 @@ def add_generation_routes(
         params = sampling(body, body.max_tokens)
         check_chars([body.prompt])
         prompt = await asyncio.to_thread(served.engine.encode, body.prompt)
-        seq, queue = submit(served, prompt, params, body.truncate_prompt)
+        seq, queue = submit(served, prompt, params, metrics, body.truncate_prompt)
         ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
 
         def chunk(delta: str, reason: str | None) -> dict[str, Any]:
@@ -338,7 +358,7 @@ def add_generation_routes(
         if body.stream:
             include = bool(body.stream_options and body.stream_options.include_usage)
             return stream(served, seq, queue, chunk, include)
-        text, reason = await collect(request, seq, queue)
+        text, reason = await collect(request, seq, queue, generation.timeout_s)
         finished(served, seq)
         return JSONResponse({**chunk(text, _public_reason(reason)), "usage": _usage(seq)})
 

@@ -3,6 +3,9 @@ limits and cancellation."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -223,3 +226,37 @@ def test_unloadable_folders_get_one_line_errors(tmp_path: Path, tiny_base: Path)
 
 def test_chat_template_is_the_tokenizers(engine: GenerationEngine) -> None:
     assert engine.tokenizer.chat_template == CHAT_TEMPLATE
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lmforge.cli", "generate", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_generate(tiny_decoder_dir: Path, engine: GenerationEngine) -> None:
+    model = ("--model", str(tiny_decoder_dir), "--max-tokens", "20")
+    seeded = (*model, "--weights", "fp32", "--seed", "3", "--json")
+    done = run_cli("hello", *seeded)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["finish_reason"] in ("stop", "length") and report["completion_tokens"] <= 20
+    chat = engine.encode_chat([{"role": "user", "content": "hello"}])
+    assert report["prompt_tokens"] == len(chat)
+    again = json.loads(
+        run_cli("hello", *model, "--weights", "fp32", "--seed", "3", "--json").stdout
+    )
+    assert again["text"] == report["text"]  # same seed, same text
+    streamed = run_cli("hello", *model, "--raw", "--temperature", "0")
+    assert streamed.returncode == 0 and streamed.stdout.endswith("\n")
+    for args, needle in (
+        (("--model", str(tiny_decoder_dir), "--weights", "int4"), "unknown weight format"),
+        (("--model", "minilm-l6"), "not a decoder"),
+        (("--model", str(tiny_decoder_dir), "--max-tokens", "300"), "256-token context"),
+    ):
+        bad = run_cli("hello", *args)
+        assert bad.returncode == 2, bad.stderr
+        assert needle in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

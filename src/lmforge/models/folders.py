@@ -7,13 +7,16 @@ folder as long as it is complete, so a reader never sees a half-written model.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["write_folder_atomically"]
+from lmforge.errors import ModelNotFoundError
+
+__all__ = ["packaged_file", "write_folder_atomically"]
 
 
 def write_folder_atomically(
@@ -41,3 +44,12 @@ def write_folder_atomically(
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return dest
+
+
+def packaged_file(package: str, filename: str, what: str, install: str) -> Path:
+    """A data file shipped inside an installed package, found without importing the package
+    (their own code may need heavy dependencies we never install)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(f"{what} needs the package {package}, not installed", install)
+    return Path(next(iter(spec.submodule_search_locations))) / filename

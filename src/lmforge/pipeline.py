@@ -30,6 +30,7 @@ from lmforge.registry.card import model_card
 from lmforge.settings import Settings, get_settings
 from lmforge.train.contrastive import EmbeddingFit
 from lmforge.train.loop import TrainOutcome, fine_tune, read_checkpoint_state
+from lmforge.train.sft import SftOutcome
 
 
 @dataclass
@@ -192,6 +193,161 @@ def run_similarity(
             registry.discard_staging(staging)
             raise
     return SimilarityResult(recipe, run_dir, data, fit, metrics, baselines, version)
+
+
+@dataclass
+class GenerationResult:
+    """An instruction-tuning run: held-out response loss of the tuned decoder beside the base
+    one, and a few held-out prompts answered by both."""
+
+    recipe: Recipe
+    run_dir: Path
+    data: PairData
+    outcome: SftOutcome
+    metrics: dict[str, Any]
+    baselines: dict[str, dict[str, Any]]
+    samples: list[dict[str, str]]
+    version: ModelVersion | None
+
+    def summary(self) -> dict[str, Any]:
+        o = self.outcome
+        return {
+            "run_dir": str(self.run_dir),
+            "version": self.version.to_json() if self.version else None,
+            "test_metrics": self.metrics,
+            "baseline_metrics": self.baselines,
+            "training": {
+                "steps": o.steps,
+                "train_seconds": round(o.seconds, 1),
+                "first_loss": round(o.losses[0], 4),
+                "last_loss": round(o.losses[-1], 4),
+                "trainable_parameters": o.trainable_parameters,
+                "total_parameters": o.total_parameters,
+            },
+            "samples": self.samples,
+            "data": {k: self.data.card[k] for k in ("rows_raw", "rows_used", "removed")},
+        }
+
+
+SAMPLE_PROMPTS = 3  # held-out prompts answered by the base and the tuned model in the report
+
+
+def run_generation(
+    recipe: Recipe,
+    settings: Settings | None = None,
+    register: bool | None = None,
+    progress: ProgressReporter | None = None,
+) -> GenerationResult:
+    """Instruction-tune a decoder on prompt/response pairs (loss on the responses only), score
+    the held-out responses' loss/perplexity beside the base model, answer a few held-out prompts
+    with both, and register the merged model (served by /v1/chat/completions)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lmforge.models.classifier import quiet_transformers
+    from lmforge.runtime.generation import GenerationEngine, SamplingParams
+    from lmforge.train.sft import chat_examples, fine_tune_decoder, response_loss
+
+    settings = settings or get_settings()
+    progress = progress or SilentProgress()
+    register = recipe.registry.enabled if register is None else register
+    entry = CATALOGUE.get(recipe.model.base)
+    if entry is not None and entry.kind != "decoder":
+        raise RecipeError(
+            f"model.base '{entry.name}' is an {entry.kind}, and generation needs a decoder",
+            "use smollm2-135m-instruct or a local causal-LM folder",
+        )
+    data = prepare_pairs(recipe.data)
+    base = resolve_base(recipe.model.base, settings.cache_dir)
+    max_length = recipe.training.max_length
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(base.path)
+        base_model = AutoModelForCausalLM.from_pretrained(base.path, use_safetensors=True)
+    train = chat_examples(tokenizer, PairData.pairs(data.train), max_length)
+    test = chat_examples(tokenizer, PairData.pairs(data.test), max_length)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    progress.note(f"data: {len(train)} train / {len(test)} test prompt-response pairs")
+    run_dir = _new_run_dir(settings, recipe.name)
+    run_dir.mkdir(parents=True)
+    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
+    _write_data_card(run_dir, data.card)
+
+    def scores(loss: float) -> dict[str, Any]:
+        return {"response_loss": round(loss, 4), "perplexity": round(math.exp(loss), 3)}
+
+    progress.note("scoring the base model on the held-out responses")
+    baselines = {"base": {**scores(response_loss(base_model, test, pad_id)), "n": len(test)}}
+    del base_model
+    t = recipe.training
+    outcome = fine_tune_decoder(
+        base.path,
+        train,
+        method=recipe.adaptation.method,
+        lora=recipe.adaptation.lora,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        learning_rate=t.learning_rate,
+        warmup_ratio=t.warmup_ratio,
+        seed=t.seed,
+        progress=progress,
+    )
+    metrics = {**scores(response_loss(outcome.model, test, pad_id)), "n": len(test)}
+    model_dir = run_dir / "model"
+    with quiet_transformers():
+        outcome.model.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+    meta = {"task": "generation", "labels": [], "base_model": base.name, "max_length": max_length}
+    (model_dir / "lmforge.json").write_text(json.dumps(meta, indent=1))
+
+    progress.note("answering held-out prompts with the base and the tuned model")
+    greedy = SamplingParams(max_tokens=96, temperature=0, repetition_penalty=1.1)
+    prompts = data.test.head(SAMPLE_PROMPTS)
+    samples = [
+        {"prompt": p, "reference": r} for p, r in zip(prompts["text"], prompts["pair"], strict=True)
+    ]
+    for label, folder in (("base", base.path), ("tuned", model_dir)):
+        engine = GenerationEngine.from_folder(folder, "fp32")
+        try:
+            for sample in samples:
+                chat = engine.encode_chat([{"role": "user", "content": sample["prompt"]}])
+                sample[label] = engine.generate(chat, greedy, truncate=True).text
+        finally:
+            engine.close()
+    report = {"test": metrics, "baselines": baselines, "losses": outcome.losses, "samples": samples}
+    (run_dir / "metrics.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    (run_dir / "samples.md").write_text(_samples_markdown(samples), encoding="utf-8")
+
+    version = None
+    if register:
+        registry = Registry(settings)
+        staging = registry.new_staging_dir()
+        try:
+            shutil.copytree(model_dir, staging, dirs_exist_ok=True)
+            for name in ("recipe.yaml", "metrics.json", "data_card.json", "samples.md"):
+                shutil.copy2(run_dir / name, staging / name)
+            version = registry.register(
+                recipe.model_name,
+                staging,
+                task="generation",
+                base_model=base.name,
+                labels=[],
+                metrics=metrics,
+                baselines=baselines,
+                stage=recipe.registry.stage,
+            )
+        except BaseException:
+            registry.discard_staging(staging)
+            raise
+    return GenerationResult(recipe, run_dir, data, outcome, metrics, baselines, samples, version)
+
+
+def _samples_markdown(samples: list[dict[str, str]]) -> str:
+    parts = ["# Held-out prompts, answered before and after fine-tuning\n"]
+    for i, s in enumerate(samples, 1):
+        parts.append(
+            f"## {i}. {s['prompt']}\n\n**Reference:** {s['reference']}\n\n"
+            f"**Base model:** {s['base']}\n\n**Fine-tuned:** {s['tuned']}\n"
+        )
+    return "\n".join(parts)
 
 
 def run_recipe(

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-TaskName = Literal["classification", "similarity"]  # generation follows
+TaskName = Literal["classification", "similarity", "generation"]
 Precision = Literal["auto", "fp32", "bf16"]
 Stage = Literal["candidate", "production", "archived"]
 BaselineName = Literal["majority", "tfidf_lr", "snownlp"]
@@ -45,7 +45,8 @@ class SourceConfig(Section):
     pair_column: str | None = Field(
         default=None,
         description="similarity: the column holding each text's positive partner (e.g. the "
-        "answer to a question); every other row's partner is a negative.",
+        "answer to a question; every other row's partner is a negative); generation: the "
+        "response to learn for each prompt (the text column).",
     )
     limit: Annotated[int, Field(gt=0)] | None = Field(
         default=None,
@@ -287,10 +288,10 @@ class Recipe(Section):
                 f"name {self.name!r} must be lower-case letters, digits, '.', '_' or '-' "
                 "(at most 64, starting with a letter or digit)"
             )
-        if self.task == "similarity" and self.data.source.pair_column is None:
+        if self.task != "classification" and self.data.source.pair_column is None:
             raise ValueError(
-                "task similarity needs data.source.pair_column (the column of each text's "
-                "positive partner)"
+                f"task {self.task} needs data.source.pair_column (the column of each text's "
+                "partner: the answer, or the response to learn)"
             )
         if self.registry.name is not None and not MODEL_NAME.match(self.registry.name):
             raise ValueError(f"registry.name {self.registry.name!r} is not a valid model name")

@@ -226,9 +226,10 @@ class ModelPool:
             )
 
         def build() -> GenerationEngine:
-            base = resolve_base(ref, self.settings.cache_dir)
+            from lmforge.serve.server import decoder_folder
+
             return GenerationEngine.from_folder(
-                base.path,
+                decoder_folder(ref, self.settings),
                 generation.weights,
                 max_batch=generation.max_batch,
                 max_waiting=generation.max_waiting,

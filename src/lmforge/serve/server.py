@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from pathlib import Path
 
 from lmforge.errors import LmforgeError, ModelNotFoundError
 from lmforge.serve.config import ServeConfig
@@ -45,25 +46,49 @@ def check_bind(config: ServeConfig) -> None:
             ) from exc
 
 
-def check_decoder_ref(ref: str) -> None:
-    """A catalogue decoder or a local Hugging Face folder; anything else fails before start."""
-    from pathlib import Path
-
+def check_decoder_ref(ref: str, settings: Settings | None = None) -> Path:
+    """The folder of a decoder: a catalogue decoder (without converting it), a local Hugging
+    Face folder, or a registered generation model; anything else fails before start."""
     from lmforge.models.catalogue import CATALOGUE
+    from lmforge.registry import Registry
 
     entry = CATALOGUE.get(ref)
-    if entry is not None and entry.kind == "decoder":
-        return
     decoders = ", ".join(e.name for e in CATALOGUE.values() if e.kind == "decoder")
     if entry is not None:
+        if entry.kind != "decoder":
+            raise ModelNotFoundError(
+                f"{ref} is an {entry.kind}, not a decoder", f"generate with one of: {decoders}"
+            )
+        return Path(ref)
+    folder = Path(ref).expanduser()
+    if (folder / "config.json").is_file():
+        return folder
+    try:
+        version = Registry(settings).get(ref)
+    except ModelNotFoundError:
         raise ModelNotFoundError(
-            f"{ref} is an {entry.kind}, not a decoder", f"generate with one of: {decoders}"
-        )
-    if not (Path(ref).expanduser() / "config.json").is_file():
+            f"unknown decoder '{ref}': not a catalogue decoder, a Hugging Face folder or a "
+            "registered generation model",
+            f"use one of: {decoders}, a folder with config.json, or a NAME from `lmforge run` "
+            "of a generation recipe",
+        ) from None
+    if version.task != "generation":
         raise ModelNotFoundError(
-            f"unknown decoder '{ref}': neither a catalogue decoder nor a Hugging Face folder",
-            f"use one of: {decoders}, or a folder with config.json",
+            f"{version.ref} is a {version.task} model, not a decoder",
+            "serve a version registered by a generation recipe",
         )
+    return version.path
+
+
+def decoder_folder(ref: str, settings: Settings | None = None) -> Path:
+    """The ready-to-load folder of a decoder reference (a catalogue one is converted once)."""
+    from lmforge.models.catalogue import CATALOGUE, resolve_base
+    from lmforge.settings import get_settings
+
+    found = check_decoder_ref(ref, settings)
+    if ref in CATALOGUE:
+        return resolve_base(ref, (settings or get_settings()).cache_dir).path
+    return found
 
 
 def run_server(config: ServeConfig, settings: Settings | None = None) -> None:

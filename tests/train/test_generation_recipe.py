@@ -1,0 +1,136 @@
+"""Instruction tuning end to end on a tiny Llama: chat-formatted pairs with the loss on the
+responses only → held-out loss beside the base model → a registered decoder the chat API serves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from transformers import AutoTokenizer
+
+from conftest import LiveServer, serve_config
+from lmforge.errors import DataError, ModelNotFoundError, RecipeError
+from lmforge.pipeline import run_generation
+from lmforge.recipe import load_recipe
+from lmforge.registry import Registry
+from lmforge.runtime.generation import GenerationEngine, SamplingParams
+from lmforge.serve.server import check_decoder_ref
+from lmforge.settings import Settings
+from lmforge.train.sft import IGNORE, chat_examples
+
+PAIRS = [
+    (f"how are you {name}?", f"i loved every minute of it, {name}.")
+    for name in (
+        "anna",
+        "ben",
+        "carl",
+        "dora",
+        "emil",
+        "fay",
+        "gus",
+        "hana",
+        "ivo",
+        "jan",
+        "kai",
+        "lea",
+        "max",
+        "nia",
+        "otto",
+        "pia",
+        "quin",
+        "rosa",
+        "sam",
+        "tea",
+        "uwe",
+        "vera",
+        "will",
+        "xena",
+    )
+]
+
+
+def recipe_file(folder: Path, base: Path, **overrides: object) -> Path:
+    csv = folder / "chat.csv"
+    csv.write_text("prompt,response\n" + "".join(f'"{p}","{r}"\n' for p, r in PAIRS))
+    recipe = {
+        "name": "tiny-chat",
+        "task": "generation",
+        "data": {
+            "source": {"path": str(csv), "text_column": "prompt", "pair_column": "response"},
+            "split": {"validation": 0.125, "test": 0.25},
+        },
+        "model": {"base": str(base)},
+        "adaptation": {"method": "lora", "lora": {"r": 8, "alpha": 16}},
+        "training": {"epochs": 8, "batch_size": 4, "learning_rate": 3e-3, "max_length": 64},
+        **overrides,
+    }
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_labels_cover_the_response_only(tiny_decoder_dir: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_decoder_dir)
+    (example,) = chat_examples(tokenizer, [PAIRS[0], PAIRS[1]], 64)[:1]
+    head = tokenizer.apply_chat_template(
+        [{"role": "user", "content": PAIRS[0][0]}], add_generation_prompt=True, return_dict=False
+    )
+    assert example.labels[: len(head)] == [IGNORE] * len(head)
+    learned = [t for t in example.labels if t != IGNORE]
+    assert tokenizer.decode(learned).startswith(PAIRS[0][1])
+    assert learned[-2:][0] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    with pytest.raises(DataError, match="fit in 8 tokens"):
+        chat_examples(tokenizer, PAIRS[:4], 8)
+
+
+def test_generation_run_learns_registers_and_serves(
+    home: Settings, tmp_path: Path, tiny_decoder_dir: Path, one_thread: None
+) -> None:
+    result = run_generation(load_recipe(recipe_file(tmp_path, tiny_decoder_dir)), settings=home)
+    assert result.metrics["response_loss"] < result.baselines["base"]["response_loss"]
+    assert result.outcome.losses[-1] < result.outcome.losses[0]
+    assert result.outcome.trainable_parameters < result.outcome.total_parameters
+    assert len(result.samples) == 3 and all({"base", "tuned"} <= s.keys() for s in result.samples)
+    assert (result.run_dir / "samples.md").read_text().count("**Fine-tuned:**") == 3
+    version = result.version
+    assert version is not None and version.task == "generation"
+    assert check_decoder_ref("tiny-chat", home) == version.path
+
+    config = serve_config(
+        models=None, auth={"enabled": False}, generation={"models": ["tiny-chat"]}
+    )
+    with LiveServer(config, home) as live:
+        assert "tiny-chat" not in live.state.pool.aliases  # not loaded as a classifier
+        r = httpx.post(
+            live.url + "/v1/chat/completions",
+            json={
+                "model": "tiny-chat",
+                "messages": [{"role": "user", "content": "how are you zoe?"}],
+                "temperature": 0,
+                "max_tokens": 16,
+            },
+            timeout=60,
+        )
+    assert r.status_code == 200, r.text
+    # the served model is the registered, tuned one
+    engine = GenerationEngine.from_folder(version.path)
+    try:
+        chat = engine.encode_chat([{"role": "user", "content": "how are you zoe?"}])
+        expected = engine.generate(chat, SamplingParams(max_tokens=16, temperature=0))
+    finally:
+        engine.close()
+    assert r.json()["choices"][0]["message"]["content"] == expected.text
+
+
+def test_bad_generation_recipes(home: Settings, tmp_path: Path, tiny_base: Path) -> None:
+    encoder = load_recipe(recipe_file(tmp_path, Path("minilm-l6")))
+    with pytest.raises(RecipeError, match="needs a decoder"):
+        run_generation(encoder, settings=home)
+    no_template = load_recipe(recipe_file(tmp_path, tiny_base))
+    with pytest.raises((DataError, ModelNotFoundError, RecipeError)):
+        run_generation(no_template, settings=home)
+    with pytest.raises(ModelNotFoundError, match="unknown decoder"):
+        check_decoder_ref("no-such-model", home)
+    assert Registry(home).list() == []

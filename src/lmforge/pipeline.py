@@ -173,25 +173,9 @@ def run_similarity(
     (run_dir / "metrics.json").write_text(json.dumps(report, indent=1))
     version = None
     if register:
-        registry = Registry(settings)
-        staging = registry.new_staging_dir()
-        try:
-            shutil.copytree(model_dir, staging, dirs_exist_ok=True)
-            for name in ("recipe.yaml", "metrics.json", "data_card.json", "data_card.md"):
-                shutil.copy2(run_dir / name, staging / name)
-            version = registry.register(
-                recipe.model_name,
-                staging,
-                task="similarity",
-                base_model=base.name,
-                labels=[],
-                metrics=metrics,
-                baselines=baselines,
-                stage=recipe.registry.stage,
-            )
-        except BaseException:
-            registry.discard_staging(staging)
-            raise
+        version = _register_folder(
+            recipe, run_dir, model_dir, base.name, metrics, baselines, settings, "data_card.md"
+        )
     return SimilarityResult(recipe, run_dir, data, fit, metrics, baselines, version)
 
 
@@ -318,25 +302,17 @@ def run_generation(
 
     version = None
     if register:
-        registry = Registry(settings)
-        staging = registry.new_staging_dir()
-        try:
-            shutil.copytree(model_dir, staging, dirs_exist_ok=True)
-            for name in ("recipe.yaml", "metrics.json", "data_card.json", "samples.md"):
-                shutil.copy2(run_dir / name, staging / name)
-            version = registry.register(
-                recipe.model_name,
-                staging,
-                task="generation",
-                base_model=base.name,
-                labels=[],
-                metrics=metrics,
-                baselines=baselines,
-                stage=recipe.registry.stage,
-            )
-        except BaseException:
-            registry.discard_staging(staging)
-            raise
+        version = _register_folder(
+            recipe,
+            run_dir,
+            model_dir,
+            base.name,
+            metrics,
+            baselines,
+            settings,
+            "data_card.md",
+            "samples.md",
+        )
     return GenerationResult(recipe, run_dir, data, outcome, metrics, baselines, samples, version)
 
 
@@ -410,6 +386,39 @@ def run_recipe(
             version.ref, recipe.compress, settings=settings, progress=progress
         )
     return RunResult(recipe, run_dir, data, outcome, metrics, baselines, version, compression)
+
+
+def _register_folder(
+    recipe: Recipe,
+    run_dir: Path,
+    model_dir: Path,
+    base_name: str,
+    metrics: dict[str, Any],
+    baselines: dict[str, Any],
+    settings: Settings,
+    *reports: str,
+) -> ModelVersion:
+    """Register a run's finished model folder with its recipe, metrics, data card and reports
+    (a similarity or generation run; classification has its own card and checkpoints)."""
+    registry = Registry(settings)
+    staging = registry.new_staging_dir()
+    try:
+        shutil.copytree(model_dir, staging, dirs_exist_ok=True)
+        for name in ("recipe.yaml", "metrics.json", "data_card.json", *reports):
+            shutil.copy2(run_dir / name, staging / name)
+        return registry.register(
+            recipe.model_name,
+            staging,
+            task=recipe.task,
+            base_model=base_name,
+            labels=[],
+            metrics=metrics,
+            baselines=baselines,
+            stage=recipe.registry.stage,
+        )
+    except BaseException:
+        registry.discard_staging(staging)
+        raise
 
 
 def _check_encoder_base(recipe: Recipe) -> None:

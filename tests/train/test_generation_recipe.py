@@ -3,6 +3,9 @@ responses only → held-out loss beside the base model → a registered decoder 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -88,14 +91,28 @@ def test_labels_cover_the_response_only(tiny_decoder_dir: Path) -> None:
 def test_generation_run_learns_registers_and_serves(
     home: Settings, tmp_path: Path, tiny_decoder_dir: Path, one_thread: None
 ) -> None:
-    result = run_generation(load_recipe(recipe_file(tmp_path, tiny_decoder_dir)), settings=home)
-    assert result.metrics["response_loss"] < result.baselines["base"]["response_loss"]
-    assert result.outcome.losses[-1] < result.outcome.losses[0]
-    assert result.outcome.trainable_parameters < result.outcome.total_parameters
-    assert len(result.samples) == 3 and all({"base", "tuned"} <= s.keys() for s in result.samples)
-    assert (result.run_dir / "samples.md").read_text().count("**Fine-tuned:**") == 3
-    version = result.version
-    assert version is not None and version.task == "generation"
+    # in a fresh process, as a user runs it (models loaded earlier in this one stay out of it)
+    recipe = recipe_file(tmp_path, tiny_decoder_dir)
+    done = subprocess.run(
+        [sys.executable, "-m", "lmforge.cli", "run", str(recipe), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (
+        report["test_metrics"]["response_loss"]
+        < report["baseline_metrics"]["base"]["response_loss"]
+    )
+    training = report["training"]
+    assert training["last_loss"] < training["first_loss"]
+    assert training["trainable_parameters"] < training["total_parameters"]
+    assert len(report["samples"]) == 3
+    assert all({"base", "tuned"} <= s.keys() for s in report["samples"])
+    assert (Path(report["run_dir"]) / "samples.md").read_text().count("**Fine-tuned:**") == 3
+    version = Registry(home).get("tiny-chat")
+    assert version.task == "generation"
     assert check_decoder_ref("tiny-chat", home) == version.path
 
     config = serve_config(

@@ -27,8 +27,8 @@ def _is_complete(folder: Path) -> bool:
 
 
 def _write_folder(folder: Path, gguf_file: Path) -> None:
-    # In a child process: transformers' GGUF loading leaves global state behind that corrupts
-    # later from_pretrained() calls in the same process (weights left uninitialised).
+    # In a child process: GGUF loading patches transformers' loading machinery, and the parent
+    # (a server, a test run) goes on loading other models; the child keeps that out of it.
     done = subprocess.run(
         [sys.executable, "-m", "lmforge.models.gguf_convert", str(gguf_file), str(folder)],
         capture_output=True,

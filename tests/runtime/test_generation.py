@@ -158,9 +158,12 @@ def test_prompt_over_the_context_is_refused_or_truncated(engine: GenerationEngin
 def test_cancel_frees_the_slot(tiny_decoder_dir: Path) -> None:
     eng = GenerationEngine.from_folder(tiny_decoder_dir, max_batch=1, max_waiting=1)
     try:
-        endless = SamplingParams(max_tokens=200, temperature=1.0, seed=1)
+        endless = SamplingParams(max_tokens=200, temperature=1.0, seed=1, ignore_eos=True)
         reasons: list[str | None] = []
         seq = eng.submit(eng.encode("hello"), endless, lambda _d, r: reasons.append(r))
+        deadline = time.monotonic() + 10  # the engine thread moves it from waiting to running
+        while eng.load()["running"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
         waiting = eng.submit(eng.encode("hello"), endless, lambda *_: None)
         with pytest.raises(EngineFull):  # one running, one waiting: the line is full
             eng.submit(eng.encode("hello"), endless, lambda *_: None)

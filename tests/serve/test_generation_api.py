@@ -192,7 +192,22 @@ def test_keys_and_scopes_apply(site: Any) -> None:
         wrong_scope.completions.create(model=site.name, prompt="hi")
 
 
-def test_a_client_leaving_mid_stream_frees_its_slot(site: Any, client: openai.OpenAI) -> None:
+@pytest.fixture
+def endless(site: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long answers stay running while a test looks: no end-of-text, and steps of >= 10 ms."""
+    real = site.engine.model.decode
+
+    def slow(*args: Any) -> Any:
+        time.sleep(0.01)
+        return real(*args)
+
+    monkeypatch.setattr(site.engine, "eos_ids", set())
+    monkeypatch.setattr(site.engine.model, "decode", slow)
+
+
+def test_a_client_leaving_mid_stream_frees_its_slot(
+    site: Any, client: openai.OpenAI, endless: None
+) -> None:
     body = {
         "model": site.name,
         "prompt": "hello",
@@ -216,7 +231,7 @@ def test_a_client_leaving_mid_stream_frees_its_slot(site: Any, client: openai.Op
     assert done.choices[0].finish_reason in ("stop", "length")
 
 
-def test_full_waiting_line_answers_429_with_retry_after(site: Any) -> None:
+def test_full_waiting_line_answers_429_with_retry_after(site: Any, endless: None) -> None:
     headers = {"Authorization": f"Bearer {site.key}"}
     long = {"model": site.name, "prompt": "hello", "max_tokens": 200, "temperature": 1.0}
     streams = []

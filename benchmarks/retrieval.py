@@ -19,8 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from lmforge.assistant import (
     Bm25Retriever,
     DenseRetriever,
@@ -33,8 +31,7 @@ from lmforge.assistant import (
     load_faq,
     support_task,
 )
-from lmforge.assistant.assistant import Assistant, choose_threshold, evaluate_threshold
-from lmforge.assistant.faq import off_topic_questions
+from lmforge.assistant.evaluation import evaluate_assistant
 from lmforge.models.catalogue import resolve_base
 from lmforge.runtime.embedder import Embedder
 from lmforge.settings import get_settings
@@ -89,45 +86,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def tune_refusal(e5: Embedder) -> dict[str, Any]:
-    """The answer-or-refuse threshold, tuned on one half of the questions and measured on the
-    other. In-domain questions are the Debian FAQ's questions asked of the FAQ in the *other*
-    language (so no indexed text repeats them); off-topic ones are chatterbot-corpus small talk
-    in both languages."""
-    entries = load_faq("debian_faq")
-    in_domain: list[float] = []
-    correct: list[bool] = []
-    for index_lang, ask_lang in (("en", "zh"), ("zh", "en")):
-        assistant = Assistant([e for e in entries if e.lang == index_lang], e5.embed)
-        asked = [e for e in entries if e.lang == ask_lang]
-        hits = assistant.search([e.question for e in asked], k=1)
-        in_domain += [h[0].score for h in hits]
-        correct += [h[0].entry.key == e.key for h, e in zip(hits, asked, strict=True)]
-    off_topic: list[float] = []
-    for index_lang in ("en", "zh"):
-        assistant = Assistant([e for e in entries if e.lang == index_lang], e5.embed)
-        questions = off_topic_questions("en") + off_topic_questions("zh")
-        off_topic += [h[0].score for h in assistant.search(questions, k=1)]
-    rng = np.random.default_rng(0)
-    a, b = rng.permutation(len(in_domain)), rng.permutation(len(off_topic))
-    ins, offs = np.asarray(in_domain), np.asarray(off_topic)
-    tuned = choose_threshold(ins[a[::2]].tolist(), offs[b[::2]].tolist())
-    held = evaluate_threshold(tuned.threshold, ins[a[1::2]].tolist(), offs[b[1::2]].tolist())
-    right = np.asarray(correct)[a[1::2]]
-    answered = ins[a[1::2]] >= tuned.threshold
-    result = {
-        "threshold": round(tuned.threshold, 4),
-        "tuned_on": {"in_domain": len(a[::2]), "off_topic": len(b[::2])},
-        "held_out": {"in_domain": len(a[1::2]), "off_topic": len(b[1::2])},
-        "held_out_answered_in_domain": held.answered_in_domain,
-        "held_out_refused_off_topic": held.refused_off_topic,
-        "held_out_balanced_accuracy": held.balanced_accuracy,
-        "held_out_answered_and_right_entry": float(np.mean(right & answered)),
-    }
+    """The answer-or-refuse threshold, as an assistant recipe tunes it (lmforge.assistant.
+    evaluation): in-domain questions are the Debian FAQ's questions asked of the FAQ in the
+    *other* language (so no indexed text repeats them), off-topic ones chatterbot-corpus small
+    talk in both languages; tuned on one half, measured on the other."""
+    evaluation = evaluate_assistant(
+        load_faq("debian_faq"), e5.embed, query_prefix="query: ", passage_prefix="passage: "
+    )
+    result: dict[str, Any] = evaluation.to_json()["refusal"]
     print(
-        f"\nrefusal threshold {tuned.threshold:.3f} (tuned on half): held out, in-domain answered "
-        f"{held.answered_in_domain:.1%} ({result['held_out_answered_and_right_entry']:.1%} with "
-        f"the right entry), off-topic refused {held.refused_off_topic:.1%}, balanced accuracy "
-        f"{held.balanced_accuracy:.1%}"
+        f"\nrefusal threshold {result['threshold']:.3f} (tuned on half): held out, in-domain "
+        f"answered {result['held_out_answered_in_domain']:.1%} "
+        f"({result['held_out_answered_with_right_entry']:.1%} with the right entry), off-topic "
+        f"refused {result['held_out_refused_off_topic']:.1%}, balanced accuracy "
+        f"{result['held_out_balanced_accuracy']:.1%}"
     )
     return result
 

@@ -130,10 +130,41 @@ def _run(recipe_path: Path, resume: Path | None, json_output: bool, register: bo
     recipe = load_recipe(recipe_path)  # before the heavy imports: a bad recipe fails at once
     if resume is not None and not resume.is_dir():
         raise LmforgeError(f"run folder {resume} not found", "give a folder under ~/.lmforge/runs")
-    from lmforge.pipeline import run_generation, run_recipe, run_similarity
+    from lmforge.pipeline import run_assistant, run_generation, run_recipe, run_similarity
 
     if recipe.task != "classification" and resume is not None:
         raise LmforgeError("--resume is for classification runs", "run the recipe again")
+    if recipe.task == "assistant":
+        built = run_assistant(recipe, register=register, progress=RichProgress())
+        if json_output:
+            _print_json(built.summary())
+            return
+        table = Table(title=f"{recipe.name}: the FAQ's questions, asked as a customer would")
+        for column in ("questions → entries", "retriever", "n", "hit@1", "hit@5", "MRR"):
+            table.add_column(column, justify="left" if column[0] in "qr" else "right")
+        for row in built.evaluation.retrieval:
+            table.add_row(
+                row["probe"],
+                row["retriever"],
+                str(row["queries"]),
+                percent(row["hit@1"]),
+                percent(row["hit@5"]),
+                f"{row['mrr']:.3f}",
+            )
+        out.print(table)
+        r = built.evaluation.to_json()["refusal"]
+        out.print(
+            f"refusal threshold {r['threshold']:.3f} ({'tuned on half' if r['tuned'] else 'given'}"
+            f"); held out: FAQ questions answered {percent(r['held_out_answered_in_domain'])} "
+            f"({percent(r['held_out_answered_with_right_entry'])} with the right entry), "
+            f"off-topic refused {percent(r['held_out_refused_off_topic'])}; "
+            f"run folder {built.run_dir}",
+            highlight=False,
+        )
+        if built.version is not None:
+            v = built.version
+            out.print(f"registered [bold]{v.ref}[/bold]; serve with --assistant {v.name}")
+        return
     if recipe.task == "generation":
         tuned = run_generation(recipe, register=register, progress=RichProgress())
         if json_output:
@@ -586,6 +617,14 @@ def serve(
             "(repeatable; adds to generation.models).",
         ),
     ] = None,
+    assistant: Annotated[
+        str | None,
+        typer.Option(
+            "--assistant",
+            help="Serve this registered assistant (from an assistant recipe) on "
+            "/v1/assistant/ask, in place of the config's FAQ.",
+        ),
+    ] = None,
 ) -> None:
     """Serve registered models over HTTP until Ctrl-C / SIGTERM (then finish queued requests)."""
     import logging
@@ -601,6 +640,16 @@ def serve(
         models = [*settings.generation.models, *decoder]
         generation = settings.generation.model_copy(update={"models": models})
         settings = settings.model_copy(update={"generation": generation})
+    if assistant is not None:
+        from lmforge.serve.config import AssistantConfig
+
+        kept = settings.assistant  # its generation settings stay; its FAQ gives way
+        section = AssistantConfig(
+            model=assistant,
+            generate=kept.generate if kept else False,
+            generate_max_tokens=kept.generate_max_tokens if kept else 160,
+        )
+        settings = settings.model_copy(update={"assistant": section})
     check_bind(settings)  # before the banner: a refused start prints only its error
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     err.print(
@@ -677,13 +726,25 @@ def keys_revoke(
 def app_assistant(
     questions: Annotated[list[str] | None, typer.Argument(help="Questions to answer.")] = None,
     faq: Annotated[
-        str, typer.Option("--faq", help="debian_faq, chatterbot_support or a CSV/JSON/JSONL file.")
-    ] = "debian_faq",
-    encoder: Annotated[str, typer.Option(help="Catalogue encoder.")] = "multilingual-e5-small",
+        str | None,
+        typer.Option(
+            "--faq",
+            help="debian_faq, chatterbot_support or a CSV/JSON/JSONL file [default: debian_faq].",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="A registered assistant (from an assistant recipe) instead of --faq."
+        ),
+    ] = None,
+    encoder: Annotated[
+        str, typer.Option(help="Encoder for --faq: catalogue, folder or similarity model.")
+    ] = "multilingual-e5-small",
     threshold: Annotated[
         float | None, typer.Option(help="Answer only at or above this cosine similarity.")
     ] = None,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, max=20)] = 3,
+    top_k: Annotated[int | None, typer.Option("--top-k", min=1, max=20)] = None,
     generate: Annotated[
         bool,
         typer.Option(
@@ -700,19 +761,34 @@ def app_assistant(
     `lmforge serve` config."""
     import dataclasses
 
-    from lmforge.assistant.assistant import DEFAULT_THRESHOLD, build_assistant, grounded_messages
+    from lmforge.assistant.assistant import (
+        DEFAULT_THRESHOLD,
+        build_assistant,
+        grounded_messages,
+        open_assistant,
+    )
     from lmforge.models.catalogue import covers_language
-    from lmforge.serve.server import check_decoder_ref, decoder_folder
+    from lmforge.serve.server import check_assistant_ref, check_decoder_ref, decoder_folder
+    from lmforge.settings import get_settings
 
+    if model is not None and faq is not None:
+        raise LmforgeError("give --faq or --model, not both", "drop one of them")
+    version = check_assistant_ref(model) if model is not None else None
     if generate:
         check_decoder_ref(decoder)  # before the FAQ is indexed
     asked = list(questions or []) or [line.strip() for line in sys.stdin if line.strip()]
     if not asked:
         raise LmforgeError("no question to answer", "pass questions as arguments or on stdin")
-    assistant = build_assistant(
-        faq, encoder=encoder, threshold=DEFAULT_THRESHOLD if threshold is None else threshold
-    )
-    answers = assistant.ask(asked, top_k)
+    if version is not None:
+        opened = open_assistant(version.path, get_settings().cache_dir, threshold, top_k)
+        assistant, top_k = opened.assistant, opened.top_k
+    else:
+        assistant = build_assistant(
+            faq or "debian_faq",
+            encoder=encoder,
+            threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+        )
+    answers = assistant.ask(asked, top_k or 3)
     if generate:
         from lmforge.runtime.generation import GenerationEngine, SamplingParams
 

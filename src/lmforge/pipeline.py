@@ -6,6 +6,7 @@ writes the run folder. Everything a user could get wrong is checked before train
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lmforge.assistant.evaluation import AssistantEvaluation
 from lmforge.compress.stage import CompressResult, check_compress_config, compress_version
 from lmforge.data import PreparedData, data_card_markdown, prepare_data
 from lmforge.data.prepare import PairData, prepare_pairs
@@ -324,6 +326,155 @@ def _samples_markdown(samples: list[dict[str, str]]) -> str:
             f"**Base model:** {s['base']}\n\n**Fine-tuned:** {s['tuned']}\n"
         )
     return "\n".join(parts)
+
+
+@dataclass
+class AssistantResult:
+    """An assistant run: retrieval on the FAQ's own questions beside BM25 and TF-IDF, and the
+    refusal threshold measured on held-out in-domain and off-topic questions."""
+
+    recipe: Recipe
+    run_dir: Path
+    entries: int
+    evaluation: AssistantEvaluation
+    metrics: dict[str, Any]
+    baselines: dict[str, dict[str, Any]]
+    version: ModelVersion | None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "version": self.version.to_json() if self.version else None,
+            "entries": self.entries,
+            "test_metrics": self.metrics,
+            "baseline_metrics": self.baselines,
+            **self.evaluation.to_json(),
+        }
+
+
+def run_assistant(
+    recipe: Recipe,
+    settings: Settings | None = None,
+    register: bool | None = None,
+    progress: ProgressReporter | None = None,
+) -> AssistantResult:
+    """Index an FAQ, measure retrieval on its own questions beside BM25 and TF-IDF, tune (or
+    check) the answer-or-refuse threshold against real off-topic questions, and register the
+    assistant (served by POST /v1/assistant/ask with `assistant: {model: NAME}`)."""
+    from lmforge.assistant.assistant import resolve_encoder, save_assistant
+    from lmforge.assistant.evaluation import evaluate_assistant
+    from lmforge.assistant.faq import load_faq
+    from lmforge.evaluate.plots import plot_refusal_scores
+    from lmforge.runtime.embedder import Embedder
+
+    settings = settings or get_settings()
+    progress = progress or SilentProgress()
+    register = recipe.registry.enabled if register is None else register
+    _check_encoder_base(recipe)
+    source = recipe.data.source
+    faq = source.builtin or str(source.path)
+    entries = load_faq(faq, source.text_column, source.pair_column or "answer")
+    encoder = resolve_encoder(recipe.model.base, settings.cache_dir, Registry(settings))
+    if recipe.model.text_prefix is not None:
+        query = recipe.model.text_prefix
+        passage = "passage: " if query == "query: " else query
+        encoder = dataclasses.replace(encoder, query_prefix=query, passage_prefix=passage)
+    languages = sorted({e.lang for e in entries})
+    progress.note(f"FAQ: {len(entries)} entries ({', '.join(languages)}) from {faq}")
+    run_dir = _new_run_dir(settings, recipe.name)
+    run_dir.mkdir(parents=True)
+    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
+    card = _faq_card(faq, entries)
+    (run_dir / "data_card.json").write_text(json.dumps(card, indent=1, ensure_ascii=False))
+    (run_dir / "data_card.md").write_text(_faq_card_markdown(card), encoding="utf-8")
+    progress.note("asking the FAQ its own questions and off-topic ones")
+    evaluation = evaluate_assistant(
+        entries,
+        Embedder(encoder.path).embed,
+        query_prefix=encoder.query_prefix,
+        passage_prefix=encoder.passage_prefix,
+        threshold=recipe.assistant.threshold,
+    )
+    plot_refusal_scores(
+        evaluation.in_domain,
+        evaluation.off_topic,
+        evaluation.threshold,
+        run_dir / "refusal_scores.png",
+    )
+    metrics, baselines = _assistant_metrics(evaluation)
+    report = {"test": metrics, "baselines": baselines, **evaluation.to_json()}
+    (run_dir / "metrics.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    model_dir = run_dir / "assistant"
+    save_assistant(model_dir, entries, encoder, evaluation.threshold, recipe.assistant.top_k)
+    meta = {"task": "assistant", "labels": [], "base_model": encoder.ref}
+    (model_dir / "lmforge.json").write_text(json.dumps(meta, indent=1))
+    version = None
+    if register:
+        version = _register_folder(
+            recipe,
+            run_dir,
+            model_dir,
+            encoder.ref,
+            metrics,
+            baselines,
+            settings,
+            "data_card.md",
+            "refusal_scores.png",
+        )
+    return AssistantResult(recipe, run_dir, len(entries), evaluation, metrics, baselines, version)
+
+
+def _assistant_metrics(
+    evaluation: AssistantEvaluation,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Retrieval averaged over the probe sets, per retriever; the assistant's row also carries
+    the refusal figures."""
+    by_retriever: dict[str, list[dict[str, Any]]] = {}
+    for row in evaluation.retrieval:
+        by_retriever.setdefault(row["retriever"], []).append(row)
+    averaged = {
+        name: {k: round(sum(r[k] for r in rows) / len(rows), 4) for k in ("hit@1", "hit@5", "mrr")}
+        for name, rows in by_retriever.items()
+    }
+    refusal = evaluation.to_json()["refusal"]
+    metrics = {
+        **averaged.pop("assistant"),
+        "threshold": refusal["threshold"],
+        "balanced_accuracy": refusal["held_out_balanced_accuracy"],
+        "answered_in_domain": refusal["held_out_answered_in_domain"],
+        "refused_off_topic": refusal["held_out_refused_off_topic"],
+    }
+    return metrics, {name.lower().replace("-", ""): m for name, m in averaged.items()}
+
+
+def _faq_card(source: str, entries: list[Any]) -> dict[str, Any]:
+    languages: dict[str, dict[str, Any]] = {}
+    for lang in sorted({e.lang for e in entries}):
+        group = [e for e in entries if e.lang == lang]
+        languages[lang] = {
+            "entries": len(group),
+            "mean_question_chars": round(sum(len(e.question) for e in group) / len(group)),
+            "mean_answer_chars": round(sum(len(e.answer) for e in group) / len(group)),
+        }
+    n = len(entries)
+    return {"source": source, "rows_raw": n, "rows_used": n, "removed": {}, "languages": languages}
+
+
+def _faq_card_markdown(card: dict[str, Any]) -> str:
+    lines = [
+        f"# FAQ card — {card['source']}",
+        "",
+        f"{card['rows_used']} entries, each indexed as its question and answer together.",
+        "",
+        "| language | entries | mean question chars | mean answer chars |",
+        "|---|---:|---:|---:|",
+    ]
+    for lang, info in card["languages"].items():
+        lines.append(
+            f"| {lang} | {info['entries']} | {info['mean_question_chars']} | "
+            f"{info['mean_answer_chars']} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def run_recipe(

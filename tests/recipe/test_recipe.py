@@ -349,3 +349,37 @@ def test_examples_load() -> None:
 def test_every_example_loads(path: Path) -> None:
     recipe = load_recipe(path)
     assert recipe.name
+
+
+def _assistant(**overrides: Any) -> dict[str, Any]:
+    raw = _raw(task="assistant", data={"source": {"builtin": "debian_faq"}})
+    return {**raw, **overrides}
+
+
+def test_an_assistant_recipe_needs_only_its_faq() -> None:
+    recipe = parse_recipe(_assistant(model={"base": "multilingual-e5-small"}))
+    assert recipe.task == "assistant" and recipe.assistant.threshold is None
+    assert recipe.assistant.top_k == 3
+    assert parse_recipe(yaml.safe_load(dump_recipe(recipe))) == recipe  # round trip
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"training": {"epochs": 1}}, "training do not apply to task assistant"),
+        ({"compress": {"enabled": True}}, "compress do not apply to task assistant"),
+        ({"data": {"source": {"builtin": "rotten_tomatoes"}}}, "FAQ cannot be rotten_tomatoes"),
+        ({"data": {"source": {"path": "faq.csv"}}}, "needs data.source.pair_column"),
+        (
+            {"data": {"source": {"builtin": "debian_faq", "limit": 10}}},
+            "data.source.limit, data.cleaning and data.split do not apply",
+        ),
+        ({"assistant": {"threshold": 2}}, "assistant.threshold"),
+    ],
+)
+def test_assistant_recipe_mistakes_are_named(overrides: dict[str, Any], needle: str) -> None:
+    assert needle in _error(_assistant(**overrides))
+
+
+def test_the_assistant_section_is_refused_for_other_tasks() -> None:
+    assert "assistant do not apply to task classification" in _error(_raw(assistant={"top_k": 5}))

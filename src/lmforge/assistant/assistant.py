@@ -10,17 +10,22 @@ similarity against a threshold tuned on real in-domain and off-topic questions.
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lmforge.assistant.faq import FaqEntry
 from lmforge.assistant.retrieval import Bm25Retriever, DenseRetriever, Embed, reciprocal_ranks
-from lmforge.errors import DataError
+from lmforge.errors import CheckpointError, DataError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    from lmforge.registry import Registry
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 REFUSALS = {
@@ -121,20 +126,29 @@ class Assistant:
             members = np.array([i for i, e in enumerate(self.entries) if e.lang == lang])
             self._by_lang[lang] = (members, Bm25Retriever([passages[i] for i in members]))
 
-    def search(self, questions: Sequence[str], k: int = 3) -> list[list[Hit]]:
-        """The ``k`` best entries per question, best first, each with its cosine similarity."""
+    def scores(self, questions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(ranking scores, cosines), each of shape (questions, entries). A question in a
+        language the FAQ holds ranks only that language's entries (fused dense + BM25; the
+        others at -inf); otherwise every entry by cosine."""
         cosines = self._dense.scores(questions)
-        out = []
-        for question, row in zip(questions, cosines, strict=True):
+        ranking = np.full(cosines.shape, -np.inf, dtype=np.float64)
+        for i, (question, row) in enumerate(zip(questions, cosines, strict=True)):
             lang = question_language(question)
             if lang in self._by_lang:
                 members, bm25 = self._by_lang[lang]
                 lexical = bm25.scores([question])[0]
-                fused = reciprocal_ranks(row[members]) + reciprocal_ranks(lexical)
-                order = members[np.argsort(-fused, kind="stable")]
+                ranking[i, members] = reciprocal_ranks(row[members]) + reciprocal_ranks(lexical)
             else:
-                order = np.argsort(-row, kind="stable")
-            out.append([Hit(self.entries[i], float(row[i])) for i in order[:k]])
+                ranking[i] = row
+        return ranking, cosines
+
+    def search(self, questions: Sequence[str], k: int = 3) -> list[list[Hit]]:
+        """The ``k`` best entries per question, best first, each with its cosine similarity."""
+        ranking, cosines = self.scores(questions)
+        out = []
+        for row, cos in zip(ranking, cosines, strict=True):
+            order = np.argsort(-row, kind="stable")[: min(k, int(np.isfinite(row).sum()))]
+            out.append([Hit(self.entries[i], float(cos[i])) for i in order])
         return out
 
     def ask(self, questions: Sequence[str], k: int = 3) -> list[Answer]:
@@ -187,6 +201,57 @@ def evaluate_threshold(
     )
 
 
+@dataclass(frozen=True)
+class EncoderChoice:
+    """The encoder an assistant retrieves with, and the prefixes it was trained to see."""
+
+    ref: str  # a catalogue name, a folder, or a registered similarity model's NAME:vN
+    path: Path
+    query_prefix: str
+    passage_prefix: str
+    in_catalogue: bool  # stored by name in a registered assistant; else copied into it
+
+
+def resolve_encoder(ref: str, cache_dir: Path, registry: Registry | None = None) -> EncoderChoice:
+    """A catalogue encoder, a local Hugging Face encoder folder, or a registered similarity
+    model (from a similarity recipe), with the query/passage prefixes it expects."""
+    from lmforge.models.catalogue import CATALOGUE, resolve_base
+
+    entry = CATALOGUE.get(ref)
+    if entry is not None:
+        if entry.kind != "encoder":
+            raise ModelNotFoundError(
+                f"{ref} is a {entry.kind}; the assistant retrieves with an encoder",
+                "use multilingual-e5-small, minilm-l6 or a registered similarity model",
+            )
+        base = resolve_base(ref, cache_dir)
+        passage = "passage: " if base.text_prefix == "query: " else base.text_prefix
+        return EncoderChoice(ref, base.path, base.text_prefix, passage, True)
+    folder = Path(ref).expanduser()
+    if not (folder / "config.json").is_file() and registry is not None:
+        try:
+            version = registry.get(ref)
+        except ModelNotFoundError:
+            version = None
+        if version is not None:
+            if version.task != "similarity":
+                raise ModelNotFoundError(
+                    f"{version.ref} (task {version.task}) is not a similarity model",
+                    "use a version registered by a similarity recipe, or a catalogue encoder",
+                )
+            folder, ref = version.path, version.ref
+    if not (folder / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"unknown encoder '{ref}'",
+            "use multilingual-e5-small, minilm-l6, a Hugging Face folder or a registered "
+            "similarity model",
+        )
+    meta_file = folder / "lmforge.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    query = str(meta.get("text_prefix", ""))
+    return EncoderChoice(ref, folder, query, str(meta.get("passage_prefix", query)), False)
+
+
 def build_assistant(
     faq: str,
     *,
@@ -194,20 +259,84 @@ def build_assistant(
     threshold: float = DEFAULT_THRESHOLD,
     cache_dir: Path | None = None,
 ) -> Assistant:
-    """An assistant over an FAQ source (built-in name or file) with a catalogue encoder."""
+    """An assistant over an FAQ source (built-in name or file) with an encoder (see
+    :func:`resolve_encoder`)."""
     from lmforge.assistant.faq import load_faq
-    from lmforge.models.catalogue import resolve_base
+    from lmforge.registry import Registry
     from lmforge.runtime.embedder import Embedder
     from lmforge.settings import get_settings
 
     entries = load_faq(faq)
-    base = resolve_base(encoder, cache_dir or get_settings().cache_dir)
-    embedder = Embedder(base.path)
-    e5 = base.entry is not None and base.entry.text_prefix == "query: "
+    choice = resolve_encoder(encoder, cache_dir or get_settings().cache_dir, Registry())
     return Assistant(
         entries,
-        embedder.embed,
-        query_prefix="query: " if e5 else "",
-        passage_prefix="passage: " if e5 else "",
+        Embedder(choice.path).embed,
+        query_prefix=choice.query_prefix,
+        passage_prefix=choice.passage_prefix,
         threshold=threshold,
     )
+
+
+ASSISTANT_FILE = "assistant.json"  # what a registered assistant's folder is read from
+
+
+def save_assistant(
+    folder: Path,
+    entries: list[FaqEntry],
+    encoder: EncoderChoice,
+    threshold: float,
+    top_k: int,
+) -> None:
+    """A self-contained assistant: its FAQ snapshot, its settings and, unless the encoder is a
+    catalogue one, a copy of the encoder."""
+    from lmforge.assistant.faq import save_faq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_faq(entries, folder / "faq.jsonl")
+    if not encoder.in_catalogue:
+        shutil.copytree(encoder.path, folder / "encoder")
+    spec = {
+        "encoder": encoder.ref if encoder.in_catalogue else "encoder",
+        "encoder_source": encoder.ref,
+        "query_prefix": encoder.query_prefix,
+        "passage_prefix": encoder.passage_prefix,
+        "threshold": threshold,
+        "top_k": top_k,
+    }
+    (folder / ASSISTANT_FILE).write_text(json.dumps(spec, indent=1, ensure_ascii=False))
+
+
+@dataclass(frozen=True)
+class OpenedAssistant:
+    assistant: Assistant
+    top_k: int
+    encoder: str
+
+
+def open_assistant(
+    folder: Path, cache_dir: Path, threshold: float | None = None, top_k: int | None = None
+) -> OpenedAssistant:
+    """A registered assistant's folder, ready to answer (``threshold`` and ``top_k`` override
+    the registered values)."""
+    from lmforge.assistant.faq import load_faq
+    from lmforge.models.catalogue import resolve_base
+    from lmforge.runtime.embedder import Embedder
+
+    try:
+        spec = json.loads((folder / ASSISTANT_FILE).read_text())
+        encoder = spec["encoder"]
+        path = folder / "encoder" if encoder == "encoder" else resolve_base(encoder, cache_dir).path
+        entries = load_faq(folder / "faq.jsonl")
+        assistant = Assistant(
+            entries,
+            Embedder(path).embed,
+            query_prefix=str(spec["query_prefix"]),
+            passage_prefix=str(spec["passage_prefix"]),
+            threshold=float(spec["threshold"] if threshold is None else threshold),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"the assistant in {folder} cannot be opened ({type(exc).__name__}: {exc})",
+            "register it again with `lmforge run` of its recipe",
+        ) from exc
+    return OpenedAssistant(assistant, int(top_k or spec["top_k"]), str(spec["encoder_source"]))

@@ -9,6 +9,7 @@ Built in: ``debian_faq`` (English and Simplified Chinese, matched by section num
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,14 +30,19 @@ class FaqEntry:
         return f"{self.question}\n{self.answer}"
 
 
-def load_faq(source: str) -> list[FaqEntry]:
+BUILTIN_FAQS = ("debian_faq", "chatterbot_support")
+
+
+def load_faq(
+    source: str | Path, question_column: str = "question", answer_column: str = "answer"
+) -> list[FaqEntry]:
     """Entries of a built-in source or of a file; a one-line error if there are none."""
     if source == "debian_faq":
         entries = _debian_faq()
     elif source == "chatterbot_support":
         entries = _chatterbot_support()
     else:
-        entries = _faq_file(Path(source))
+        entries = _faq_file(Path(source), question_column, answer_column)
     if not entries:
         raise DataError(f"the FAQ {source} has no entries", "give a file with question/answer rows")
     return entries
@@ -69,42 +75,62 @@ def _chatterbot_support() -> list[FaqEntry]:
     ]
 
 
-def _faq_file(path: Path) -> list[FaqEntry]:
+def _faq_file(path: Path, question: str, answer: str) -> list[FaqEntry]:
     import pandas as pd
 
     if not path.is_file():
         raise DataError(
             f"FAQ source '{path}' is neither a built-in source nor a file",
-            "give debian_faq, chatterbot_support or a CSV/JSON/JSONL file",
+            f"give {' or '.join(BUILTIN_FAQS)} or a CSV/JSON/JSONL/Parquet file",
         )
     try:
         if path.suffix == ".csv":
             frame = pd.read_csv(path)
         elif path.suffix in (".json", ".jsonl"):
-            frame = pd.read_json(path, lines=path.suffix == ".jsonl")
+            frame = pd.read_json(path, lines=path.suffix == ".jsonl", dtype=False)
+        elif path.suffix == ".parquet":
+            frame = pd.read_parquet(path)
         else:
-            raise DataError(f"cannot read {path.name}", "use a .csv, .json or .jsonl file")
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read {path.name}", "use a .csv, .json, .jsonl or .parquet")
+    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot parse {path} ({type(exc).__name__})", "fix the file") from exc
-    missing = [c for c in ("question", "answer") if c not in frame.columns]
+    missing = [c for c in (question, answer) if c not in frame.columns]
     if missing:
         raise DataError(
             f"{path.name} lacks the column(s) {', '.join(missing)} "
             f"(it has {', '.join(map(str, frame.columns)) or 'none'})",
-            "name the columns question and answer",
+            "name the question and answer columns (question_column/pair_column in a recipe)",
         )
-    frame = frame.dropna(subset=["question", "answer"])
-    return [
-        FaqEntry(
-            question=str(row["question"]).strip(),
-            answer=str(row["answer"]).strip(),
-            citation=str(row.get("citation") or f"{path.name} row {i + 1}"),
-            lang=str(row.get("lang") or "en"),
-            key=str(i),
-        )
-        for i, (_, row) in enumerate(frame.iterrows())
-        if str(row["question"]).strip() and str(row["answer"]).strip()
-    ]
+    frame = frame.dropna(subset=[question, answer])
+    entries = []
+    for i, (_, row) in enumerate(frame.iterrows()):
+        q, a = str(row[question]).strip(), str(row[answer]).strip()
+        if q and a:
+            entries.append(
+                FaqEntry(
+                    question=q,
+                    answer=a,
+                    citation=str(_optional(row, "citation") or f"{path.name} row {i + 1}"),
+                    lang=str(_optional(row, "lang") or "en"),
+                    key=str(_optional(row, "key") or i),
+                )
+            )
+    return entries
+
+
+def _optional(row: object, column: str) -> object:
+    """A row's value in an optional column, None where the column is absent or empty."""
+    value = getattr(row, "get", lambda _c: None)(column)
+    return None if value is None or value != value else value  # NaN != NaN
+
+
+def save_faq(entries: list[FaqEntry], path: Path) -> None:
+    """The entries as JSONL that `load_faq` reads back unchanged (a registered assistant's
+    snapshot of its FAQ)."""
+    with path.open("w", encoding="utf-8") as f:
+        for e in entries:
+            row = {"question": e.question, "answer": e.answer, "citation": e.citation}
+            f.write(json.dumps({**row, "lang": e.lang, "key": e.key}, ensure_ascii=False) + "\n")
 
 
 @dataclass(frozen=True)

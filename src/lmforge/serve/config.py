@@ -61,9 +61,15 @@ class LogConfig(_Section):
 
 
 class AssistantConfig(_Section):
-    faq: str = Field(
-        description="FAQ source: debian_faq, chatterbot_support, or a CSV/JSON/JSONL file with "
-        "question and answer columns"
+    model: str | None = Field(
+        None,
+        description="a registered assistant (NAME[:VERSION], from an assistant recipe): its FAQ, "
+        "encoder, tuned threshold and top_k; encoder/threshold/top_k given here override them",
+    )
+    faq: str | None = Field(
+        None,
+        description="or an FAQ source: debian_faq, chatterbot_support, or a CSV/JSON/JSONL file "
+        "with question and answer columns",
     )
     encoder: str = Field("multilingual-e5-small", description="catalogue encoder to retrieve with")
     threshold: float = Field(
@@ -76,6 +82,20 @@ class AssistantConfig(_Section):
         "first decoder in generation.models, for questions in a language it covers",
     )
     generate_max_tokens: int = Field(160, ge=1, le=1024, description="length of that answer")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AssistantConfig:
+        if (self.model is None) == (self.faq is None):
+            raise ValueError(
+                "assistant needs exactly one of 'model' (a registered assistant) or 'faq' "
+                "(an FAQ source)"
+            )
+        if self.model is not None and "encoder" in self.model_fields_set:
+            raise ValueError(
+                "assistant.encoder cannot change a registered assistant's encoder (its threshold "
+                "was tuned for it): run its recipe with another model.base"
+            )
+        return self
 
 
 class GenerationConfig(_Section):

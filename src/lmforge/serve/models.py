@@ -252,29 +252,46 @@ class ModelPool:
         )
 
     async def _start_assistant(self) -> None:
-        """The FAQ assistant, batched like a model (its questions are embedded together)."""
-        from lmforge.assistant.assistant import build_assistant
+        """The FAQ assistant, batched like a model (its questions are embedded together): a
+        registered one, or one built over an FAQ source at start."""
+        from lmforge.assistant.assistant import build_assistant, open_assistant
+        from lmforge.serve.server import check_assistant_ref
 
         config = self.config.assistant
         assert config is not None
+        version = None
+        if config.model is not None:
+            version = await asyncio.to_thread(check_assistant_ref, config.model, self.settings)
+        given = config.model_fields_set
 
         def build() -> _Loaded:
-            assistant = build_assistant(
-                config.faq,
-                encoder=config.encoder,
-                threshold=config.threshold,
-                cache_dir=self.settings.cache_dir,
-            )
+            if version is not None:
+                opened = open_assistant(
+                    version.path,
+                    self.settings.cache_dir,
+                    threshold=config.threshold if "threshold" in given else None,
+                    top_k=config.top_k if "top_k" in given else None,
+                )
+                assistant, top_k, encoder = opened.assistant, opened.top_k, opened.encoder
+            else:
+                assert config.faq is not None
+                assistant = build_assistant(
+                    config.faq,
+                    encoder=config.encoder,
+                    threshold=config.threshold,
+                    cache_dir=self.settings.cache_dir,
+                )
+                top_k, encoder = config.top_k, config.encoder
             return _Loaded(
                 "assistant",
-                None,
-                config.encoder,
-                lambda questions: assistant.ask(questions, config.top_k),
+                version.version if version else None,
+                encoder,
+                lambda questions: assistant.ask(questions, top_k),
                 "assistant",
             )
 
         self.assistant = await self._serve(build, "assistant")
-        logger.info("assistant ready over %s", config.faq)
+        logger.info("assistant ready over %s", version.ref if version else config.faq)
 
     def _touch(self, key: str) -> ServedModel:
         self.loaded.move_to_end(key)

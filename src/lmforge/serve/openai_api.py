@@ -188,6 +188,40 @@ async def chat_reply(
     return text
 
 
+async def ask_events(
+    answer: dict[str, Any],
+    writing: tuple[ServedDecoder, GenerationRequest, Events] | None,
+    metrics: ServeMetrics,
+) -> AsyncIterator[str]:
+    """The assistant's stream: the retrieved answer, the written answer's deltas (when one is
+    being written), then the end with the whole written text."""
+
+    def event(body: dict[str, Any]) -> str:
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    yield event({"type": "answer", **answer})
+    parts: list[str] = []
+    reason: FinishReason | None = None
+    if writing is not None:
+        served, seq, queue = writing
+        try:
+            while reason is None:
+                delta, reason = await queue.get()
+                if reason == "error":
+                    yield event(error_body("generation failed on the server — retry", "failed"))
+                    return
+                if delta:
+                    parts.append(delta)
+                    yield event({"type": "delta", "text": delta})
+        finally:
+            seq.cancel()  # the client went away: free the slot
+        metrics.generated_tokens.labels(served.name).inc(len(seq.generated))
+    written = "".join(parts).strip() if writing is not None else None
+    finish = _public_reason(reason)
+    yield event({"type": "done", "generated_answer": written, "finish_reason": finish})
+    yield "data: [DONE]\n\n"
+
+
 def add_generation_routes(
     app: FastAPI,
     pool: ModelPool,

@@ -5,10 +5,14 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lmforge.errors import LmforgeError, ModelNotFoundError
 from lmforge.serve.config import ServeConfig
 from lmforge.settings import Settings
+
+if TYPE_CHECKING:
+    from lmforge.registry import ModelVersion
 
 
 def is_loopback(host: str) -> bool:
@@ -28,7 +32,9 @@ def check_bind(config: ServeConfig) -> None:
             f"authentication can be turned off only on a loopback host, not {config.host}",
             "drop --no-auth and create a key with `lmforge keys create`, or bind 127.0.0.1",
         )
-    if config.assistant is not None:
+    if config.assistant is not None and config.assistant.model is not None:
+        check_assistant_ref(config.assistant.model)
+    elif config.assistant is not None and config.assistant.faq is not None:
         from lmforge.assistant.faq import load_faq
 
         load_faq(config.assistant.faq)  # a missing, empty or malformed FAQ: one line, now
@@ -78,6 +84,19 @@ def check_decoder_ref(ref: str, settings: Settings | None = None) -> Path:
             "serve a version registered by a generation recipe",
         )
     return version.path
+
+
+def check_assistant_ref(ref: str, settings: Settings | None = None) -> ModelVersion:
+    """A version registered by an assistant recipe; anything else fails before start."""
+    from lmforge.registry import Registry
+
+    version = Registry(settings).get(ref)
+    if version.task != "assistant":
+        raise ModelNotFoundError(
+            f"{version.ref} is a {version.task} model, not an assistant",
+            "name a version registered by an assistant recipe (task: assistant)",
+        )
+    return version
 
 
 def decoder_folder(ref: str, settings: Settings | None = None) -> Path:

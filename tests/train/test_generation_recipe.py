@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 import yaml
 from transformers import AutoTokenizer
 
@@ -145,3 +146,22 @@ def test_bad_generation_recipes(home: Settings, tmp_path: Path, tiny_base: Path)
     with pytest.raises(ModelNotFoundError, match="unknown decoder"):
         check_decoder_ref("no-such-model", home)
     assert Registry(home).list() == []
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_response_loss_equals_the_models_own_loss(tiny_decoder_dir: Path, method: str) -> None:
+    """Logits only where a response token is predicted give the loss transformers computes from
+    full logits with the same labels (also through a LoRA wrapper)."""
+    from transformers import AutoModelForCausalLM
+
+    from lmforge.recipe.schema import LoraConfig
+    from lmforge.train.sft import _adapt, _batch, response_loss
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_decoder_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_decoder_dir, use_safetensors=True)
+    model = _adapt(model, method, LoraConfig())
+    examples = chat_examples(tokenizer, PAIRS[:6], 64)
+    pad = tokenizer.pad_token_id or 0
+    with torch.no_grad():
+        expected = float(model(**_batch(examples, pad)).loss)
+    assert response_loss(model, examples, pad, batch_size=6) == pytest.approx(expected, rel=1e-5)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
+from lmforge.models.loading import MODEL_BUILD_LOCK
 from lmforge.settings import Settings
 
 POSITIVE = [
@@ -67,7 +68,8 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
         max_position_embeddings=128,
     )
     torch.manual_seed(1234)  # the same random base every session: rankings in tests repeat
-    BertModel(config).save_pretrained(str(folder))
+    with MODEL_BUILD_LOCK:  # not while a server thread loads (see lmforge.models.loading)
+        BertModel(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
 
@@ -117,7 +119,8 @@ def tiny_decoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(4321)
-    model = LlamaForCausalLM(config)
+    with MODEL_BUILD_LOCK:  # not while a server thread loads (see lmforge.models.loading)
+        model = LlamaForCausalLM(config)
     with torch.no_grad():  # larger logits than the default init: fewer near-ties in argmax
         model.lm_head.weight.mul_(8)
     model.save_pretrained(str(folder))

@@ -25,6 +25,7 @@ from lmforge.evaluate.baselines import check_baselines
 from lmforge.evaluate.plots import plot_confusion_matrix, plot_training_curve
 from lmforge.models.catalogue import CATALOGUE, resolve_base
 from lmforge.models.classifier import quiet_transformers
+from lmforge.models.loading import from_pretrained
 from lmforge.progress import ProgressReporter, SilentProgress
 from lmforge.recipe import Recipe, dump_recipe
 from lmforge.registry import ModelVersion, Registry
@@ -247,7 +248,7 @@ def run_generation(
     max_length = recipe.training.max_length
     with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(base.path)
-        base_model = AutoModelForCausalLM.from_pretrained(base.path, use_safetensors=True)
+        base_model = from_pretrained(AutoModelForCausalLM, base.path, use_safetensors=True)
     train = chat_examples(tokenizer, PairData.pairs(data.train), max_length)
     test = chat_examples(tokenizer, PairData.pairs(data.test), max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -525,11 +526,31 @@ def run_recipe(
         metrics["confusion_matrix"], data.labels, run_dir / "confusion_matrix.png"
     )
 
+    model_dir = run_dir / "model"
+    _save_model(model_dir, recipe, outcome, base.name, data.labels)
+    if outcome.adapter_dir is not None:
+        shutil.copytree(outcome.adapter_dir, model_dir / "adapter", dirs_exist_ok=True)
+    (model_dir / "README.md").write_text(
+        model_card(recipe, data.card, metrics, baselines, training_summary(outcome), base.name),
+        encoding="utf-8",
+    )
     version = None
     if register:
-        version = _register(recipe, run_dir, data, outcome, base.name, metrics, baselines, settings)
-    else:
-        _save_model(run_dir / "model", recipe, outcome, base.name, data.labels)
+        plots = [
+            n for n in ("training_curve.png", "confusion_matrix.png") if (run_dir / n).exists()
+        ]
+        version = _register_folder(
+            recipe,
+            run_dir,
+            model_dir,
+            base.name,
+            metrics,
+            baselines,
+            settings,
+            "data_card.md",
+            *plots,
+            labels=data.labels,
+        )
     compression = None
     if version is not None and recipe.compress.enabled:
         progress.note(f"compressing {version.ref}")
@@ -548,27 +569,34 @@ def _register_folder(
     baselines: dict[str, Any],
     settings: Settings,
     *reports: str,
+    labels: list[str] | None = None,
 ) -> ModelVersion:
-    """Register a run's finished model folder with its recipe, metrics, data card and reports
-    (a similarity or generation run; classification has its own card and checkpoints)."""
+    """Register a run's finished model folder with the run's recipe, metrics, data card and the
+    named reports. The folder moves into the registry (no second copy on disk); if registering
+    fails it moves back, so the run folder keeps it."""
     registry = Registry(settings)
     staging = registry.new_staging_dir()
+    staging.rmdir()
+    shutil.move(model_dir, staging)
+    added = ["recipe.yaml", "metrics.json", "data_card.json", *reports]
     try:
-        shutil.copytree(model_dir, staging, dirs_exist_ok=True)
-        for name in ("recipe.yaml", "metrics.json", "data_card.json", *reports):
+        for name in added:
             shutil.copy2(run_dir / name, staging / name)
         return registry.register(
             recipe.model_name,
             staging,
             task=recipe.task,
             base_model=base_name,
-            labels=[],
+            labels=labels or [],
             metrics=metrics,
             baselines=baselines,
             stage=recipe.registry.stage,
         )
     except BaseException:
-        registry.discard_staging(staging)
+        if staging.exists():
+            for name in added:
+                (staging / name).unlink(missing_ok=True)
+            shutil.move(staging, model_dir)
         raise
 
 
@@ -608,43 +636,3 @@ def _save_model(
         "precision": outcome.precision,
     }
     (folder / "lmforge.json").write_text(json.dumps(meta, indent=1))
-
-
-def _register(
-    recipe: Recipe,
-    run_dir: Path,
-    data: PreparedData,
-    outcome: TrainOutcome,
-    base_name: str,
-    metrics: dict[str, Any],
-    baselines: dict[str, Any],
-    settings: Settings,
-) -> ModelVersion:
-    registry = Registry(settings)
-    staging = registry.new_staging_dir()
-    try:
-        _save_model(staging, recipe, outcome, base_name, data.labels)
-        for name in ("recipe.yaml", "metrics.json", "data_card.json", "data_card.md"):
-            shutil.copy2(run_dir / name, staging / name)
-        for name in ("training_curve.png", "confusion_matrix.png"):
-            if (run_dir / name).exists():
-                shutil.copy2(run_dir / name, staging / name)
-        if outcome.adapter_dir is not None:
-            shutil.copytree(outcome.adapter_dir, staging / "adapter")
-        (staging / "README.md").write_text(
-            model_card(recipe, data.card, metrics, baselines, training_summary(outcome), base_name),
-            encoding="utf-8",
-        )
-        return registry.register(
-            recipe.model_name,
-            staging,
-            task=recipe.task,
-            base_model=base_name,
-            labels=data.labels,
-            metrics=metrics,
-            baselines=baselines,
-            stage=recipe.registry.stage,
-        )
-    except BaseException:
-        registry.discard_staging(staging)
-        raise

@@ -22,6 +22,7 @@ from lmforge.compress._finetune import (
     fit_classifier,
 )
 from lmforge.models.classifier import predict_logits
+from lmforge.models.loading import MODEL_BUILD_LOCK
 from lmforge.progress import ProgressReporter
 
 __all__ = ["CompressionError", "DistillReport", "distill", "make_student", "student_layers"]
@@ -52,7 +53,7 @@ def make_student(teacher: PreTrainedModel, layers: int) -> PreTrainedModel:
         )
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = layers
-    with torch.device(next(teacher.parameters()).device):
+    with MODEL_BUILD_LOCK, torch.device(next(teacher.parameters()).device):
         student: PreTrainedModel = type(teacher)(config)
     prefix = next(name for name, mod in teacher.named_modules() if mod is teacher_layers)
     prefix += "."

@@ -21,6 +21,7 @@ from transformers import AutoModelForSequenceClassification
 
 from lmforge.errors import LmforgeError, first_line
 from lmforge.models.classifier import quiet_transformers
+from lmforge.models.loading import from_pretrained
 
 OPSET = 17
 INPUTS = ("input_ids", "attention_mask")
@@ -30,8 +31,8 @@ MIN_CALIBRATION_ROWS = 32
 def export_onnx(model_dir: Path, out_path: Path) -> Path:
     """Export the classifier in ``model_dir`` to ``out_path`` (logits output, dynamic shapes)."""
     with quiet_transformers():
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(model_dir), attn_implementation="eager"
+        model = from_pretrained(
+            AutoModelForSequenceClassification, str(model_dir), attn_implementation="eager"
         )
     model.eval()
     example = {

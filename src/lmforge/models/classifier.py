@@ -21,6 +21,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from lmforge.models.loading import from_pretrained
+
 PAD_MULTIPLE = 8  # padded lengths in multiples of 8 keep the matmul kernels on their fast paths
 
 
@@ -47,15 +49,15 @@ def build_classifier(
         config.classifier_dropout = dropout
     # The base folders carry no head; transformers reports the fresh head loudly — expected here.
     with quiet_transformers():
-        model: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(
-            str(base_path), config=config
+        model: PreTrainedModel = from_pretrained(
+            AutoModelForSequenceClassification, str(base_path), config=config
         )
     return model
 
 
 def load_classifier(path: Path) -> PreTrainedModel:
     with quiet_transformers():
-        model: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(str(path))
+        model: PreTrainedModel = from_pretrained(AutoModelForSequenceClassification, str(path))
     return model
 
 

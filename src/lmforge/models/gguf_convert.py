@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lmforge.errors import ModelNotFoundError
 from lmforge.models.folders import packaged_file, write_folder_atomically
+from lmforge.models.loading import from_pretrained
 
 __all__ = ["SMOLLM2_FOLDER", "convert_gguf", "ensure_smollm2_folder"]
 
@@ -50,10 +51,10 @@ def _convert_here(gguf_file: Path, folder: Path) -> None:
 
     with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+        model = from_pretrained(AutoModelForCausalLM, gguf_file.parent, gguf_file=gguf_file.name)
         # the weights are dequantised to float32 now; saved with the GGUF quantiser still
         # attached, transformers would expect the GGUF file again on the next load
-        model.hf_quantizer = None  # type: ignore[assignment]
+        model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.config.name_or_path = gguf_file.stem

@@ -23,6 +23,7 @@ import numpy as np
 
 from lmforge.data.text import clean_text
 from lmforge.errors import LmforgeError, describe_exception
+from lmforge.models.loading import from_pretrained
 from lmforge.progress import ProgressReporter, SilentProgress
 from lmforge.recipe.schema import CleaningConfig
 from lmforge.runtime.backends import (
@@ -399,7 +400,8 @@ class _TorchEager:
 
         torch.set_num_threads(threads)
         with quiet_transformers():
-            self.model = AutoModelForSequenceClassification.from_pretrained(
+            self.model = from_pretrained(
+                AutoModelForSequenceClassification,
                 str(folder),
                 dtype=torch.float32,  # transformers 5 defaults to the saved dtype
             )

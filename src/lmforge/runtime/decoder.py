@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import CheckpointError, ModelNotFoundError, first_line
+from lmforge.models.loading import from_pretrained
 
 __all__ = ["SUPPORTED_ARCHITECTURES", "DecoderModel", "KVCache", "WeightFormat", "load_decoder"]
 
@@ -389,8 +390,8 @@ def load_decoder(folder: Path, fmt: WeightFormat = "fp32") -> tuple[DecoderModel
         )
     try:
         with quiet_transformers():
-            hf_model = AutoModelForCausalLM.from_pretrained(
-                folder, use_safetensors=True, dtype=torch.float32
+            hf_model = from_pretrained(
+                AutoModelForCausalLM, folder, use_safetensors=True, dtype=torch.float32
             ).eval()
             tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from lmforge.errors import CheckpointError, first_line
+from lmforge.models.loading import from_pretrained
 from lmforge.runtime.backends import cpu_threads
 from lmforge.runtime.predictor import length_buckets
 from lmforge.runtime.tokenizer import TextTokenizer
@@ -43,7 +44,7 @@ class Embedder:
         torch.set_num_threads(threads or cpu_threads())
         try:
             with quiet_transformers():
-                self.model = AutoModel.from_pretrained(folder, use_safetensors=True).eval()
+                self.model = from_pretrained(AutoModel, folder, use_safetensors=True).eval()
         except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
             raise CheckpointError(
                 f"cannot load the encoder in {folder}: {first_line(exc, 160)}",

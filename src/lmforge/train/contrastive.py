@@ -24,6 +24,7 @@ from transformers import AutoModel, PreTrainedModel, get_linear_schedule_with_wa
 from lmforge.errors import DataError
 from lmforge.models.classifier import collate, quiet_transformers
 from lmforge.models.encoder import mean_pooled
+from lmforge.models.loading import from_pretrained
 from lmforge.progress import ProgressReporter, SilentProgress
 from lmforge.runtime.tokenizer import TextTokenizer
 
@@ -73,7 +74,7 @@ def fit_embeddings(
     progress = progress or SilentProgress()
     torch.manual_seed(seed)
     with quiet_transformers():
-        model = AutoModel.from_pretrained(folder, use_safetensors=True)
+        model = from_pretrained(AutoModel, folder, use_safetensors=True)
     tokenizer = TextTokenizer(folder, max_length)
     queries = tokenizer([query_prefix + q for q, _ in pairs])
     passages = tokenizer([passage_prefix + p for _, p in pairs])

@@ -38,6 +38,7 @@ from lmforge.models.classifier import (
     predict_logits,
     tokenize,
 )
+from lmforge.models.loading import MODEL_BUILD_LOCK
 from lmforge.progress import ProgressReporter, SilentProgress
 from lmforge.recipe.schema import Recipe
 
@@ -303,7 +304,8 @@ def _adapt(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel:
         target_modules=list(adaptation.lora.target_modules),
         modules_to_save=extra or None,
     )
-    return get_peft_model(model, lora)  # type: ignore[return-value]
+    with MODEL_BUILD_LOCK:  # LoRA's init must not meet another thread's load
+        return get_peft_model(model, lora)  # type: ignore[return-value]
 
 
 def _tensorboard(run_dir: Path) -> Any:

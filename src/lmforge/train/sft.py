@@ -19,6 +19,7 @@ import torch
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from lmforge.errors import DataError, RecipeError
+from lmforge.models.loading import MODEL_BUILD_LOCK, from_pretrained
 from lmforge.progress import ProgressReporter, SilentProgress
 
 IGNORE = -100  # label of a token the loss skips
@@ -147,7 +148,8 @@ def _adapt(model: Any, method: str, lora: Any) -> Any:
         lora_dropout=lora.dropout,
         target_modules=targets,
     )
-    return get_peft_model(model, config)
+    with MODEL_BUILD_LOCK:  # LoRA's init must not meet another thread's load
+        return get_peft_model(model, config)
 
 
 def fine_tune_decoder(
@@ -172,7 +174,7 @@ def fine_tune_decoder(
     torch.manual_seed(seed)
     with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
+        model = from_pretrained(AutoModelForCausalLM, folder, use_safetensors=True)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model = _adapt(model, method, lora)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -192,7 +194,7 @@ def fine_tune_decoder(
         idx, order = order[:batch_size], order[batch_size:]
         summed, n = _response_loss_sum(model, _batch([train[i] for i in idx], pad_id))
         loss = summed / max(n, 1)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         scheduler.step()

@@ -254,12 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--server-seconds", type=float, default=20)
     parser.add_argument("--skip-server", action="store_true")
+    parser.add_argument("--only-server", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     folder = resolve_base("smollm2-135m-instruct", get_settings().cache_dir).path
     result: dict[str, Any] = {"model": "smollm2-135m-instruct", "threads": cpu_threads()}
-    print("batch 1, in process:", file=sys.stderr)
-    result["batch_one"] = batch_one(folder, args.tokens, args.rounds)
+    if not args.only_server:
+        print("batch 1, in process:", file=sys.stderr)
+        result["batch_one"] = batch_one(folder, args.tokens, args.rounds)
     if not args.skip_server:
         print("server, streaming:", file=sys.stderr)
         result["server"] = server_streams(folder, args.tokens, args.rounds, args.server_seconds)

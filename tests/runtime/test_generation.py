@@ -83,6 +83,45 @@ def test_batched_decoding_gives_one_at_a_time_tokens(engine: GenerationEngine) -
     assert engine.steps > 0
 
 
+def test_prompts_prefilled_together_match_one_at_a_time(engine: GenerationEngine) -> None:
+    model = engine.model
+    prompts = [engine.encode(p) for p in PROMPTS]  # different lengths: padded on the right
+    alone, together = model.new_cache(3), model.new_cache(3)
+    expected = torch.stack([model.prefill(alone, i, p) for i, p in enumerate(prompts)])
+    logits = model.prefill_batch(together, [0, 1, 2], prompts)
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+    for layer in range(len(model.layers)):
+        for slot, prompt in enumerate(prompts):
+            n = len(prompt)
+            torch.testing.assert_close(
+                together.keys[layer][slot, :, :n], alone.keys[layer][slot, :, :n]
+            )
+            torch.testing.assert_close(
+                together.values[layer][slot, :, :n], alone.values[layer][slot, :, :n]
+            )
+
+
+def test_sampling_follows_the_softmax_and_its_cuts() -> None:
+    from lmforge.runtime.generation import GenerationRequest, _sample
+
+    logits = torch.full((2, 1000), float("-inf"))
+    logits[:, :4] = torch.tensor([2.0, 1.0, 0.0, -1.0])
+
+    def draws(params: SamplingParams, n: int = 4000) -> torch.Tensor:
+        seq = GenerationRequest([1], params, lambda *_: None, None)  # type: ignore[arg-type]
+        seq.generator = torch.Generator().manual_seed(7)
+        other = GenerationRequest([1], GREEDY, lambda *_: None, None)  # type: ignore[arg-type]
+        tokens = [_sample(logits, [seq, other]) for _ in range(n)]
+        assert all(t[1] == 0 for t in tokens)  # a greedy row beside it stays greedy
+        return torch.bincount(torch.tensor([t[0] for t in tokens]), minlength=1000) / n
+
+    freq = draws(SamplingParams(temperature=1.0))
+    assert freq[4:].sum() == 0  # a token of probability 0 is never drawn
+    torch.testing.assert_close(freq[:4], logits[0, :4].softmax(-1), atol=0.03, rtol=0)
+    assert draws(SamplingParams(temperature=1.0, top_k=2))[2:].sum() == 0
+    assert draws(SamplingParams(temperature=1.0, top_p=0.5))[1:].sum() == 0  # p(0) = 0.64
+
+
 def test_chat_template_and_stop_reasons(engine: GenerationEngine) -> None:
     prompt = engine.encode_chat([{"role": "user", "content": "hello"}])
     assert engine.tokenizer.decode(prompt).endswith("<|im_start|>assistant\n")

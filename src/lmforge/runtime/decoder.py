@@ -350,6 +350,37 @@ class DecoderModel:
         return self._logits(hidden[0, -1:])[0]
 
     @torch.inference_mode()
+    def prefill_batch(
+        self, cache: KVCache, slots: list[int], prompts: list[list[int]]
+    ) -> torch.Tensor:
+        """Several prompts into empty slots in one pass (padded on the right, each attending
+        only to its own tokens): larger, cheaper matmuls than one prefill each. Returns the
+        logits of each prompt's last position (prompts, vocab)."""
+        if len(prompts) == 1:
+            return self.prefill(cache, slots[0], prompts[0]).unsqueeze(0)
+        lengths = torch.tensor([len(p) for p in prompts])
+        width = int(lengths.max())
+        cache.reserve(width + 1)
+        ids = torch.zeros(len(prompts), width, dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, : len(prompt)] = torch.tensor(prompt)
+        positions = torch.arange(width).expand(len(prompts), width)
+        # query i sees key j when j <= i and j is one of its own prompt's tokens
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        mask = (causal & (positions < lengths.unsqueeze(1)).unsqueeze(1)).unsqueeze(1)
+
+        def write(i: int, k: torch.Tensor, v: torch.Tensor) -> None:
+            for row, (slot, n) in enumerate(zip(slots, lengths.tolist(), strict=True)):
+                cache.keys[i][slot, :, :n] = k[row, :, :n]
+                cache.values[i][slot, :, :n] = v[row, :, :n]
+
+        def attend(_: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+
+        hidden = self._blocks(self.embed[ids], positions, write, attend)
+        return self._logits(hidden[torch.arange(len(prompts)), lengths - 1])
+
+    @torch.inference_mode()
     def decode(self, cache: KVCache, lengths: list[int], tokens: list[int]) -> torch.Tensor:
         """One step for slots 0..len(tokens)-1: slot s holds lengths[s] positions and gets
         tokens[s] next. Returns logits (slots, vocab); the caller advances the lengths."""

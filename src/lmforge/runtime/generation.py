@@ -149,27 +149,47 @@ class Completion:
     first_token_s: float
 
 
-def _sample(logits: torch.Tensor, seq: GenerationRequest) -> int:
-    p = seq.params
-    if p.repetition_penalty != 1.0:
-        seen = torch.tensor(sorted(set(seq.prompt) | set(seq.generated)))
-        score = logits[seen]
-        logits[seen] = torch.where(
-            score < 0, score * p.repetition_penalty, score / p.repetition_penalty
-        )
-    if p.temperature == 0:
-        return int(logits.argmax())
-    logits = logits / p.temperature
-    if 0 < p.top_k < logits.numel():
-        kth = torch.topk(logits, p.top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if p.top_p < 1.0:
-        ordered, order = torch.sort(logits, descending=True)
-        probs = ordered.softmax(-1)
-        # drop a token when the ones before it already cover top_p (the first always stays)
-        drop = probs.cumsum(-1) - probs > p.top_p
-        logits = logits.index_fill(0, order[drop], float("-inf"))
-    return int(torch.multinomial(logits.softmax(-1), 1, generator=seq.generator))
+def _sample(logits: torch.Tensor, seqs: Sequence[GenerationRequest]) -> list[int]:
+    """The next token of each sequence from its row of logits (rows, vocab), with its own
+    sampling settings. Sampling rows share one softmax and one inverse-CDF draw: a uniform
+    number per row from the sequence's own generator (so a seed gives the same tokens alone or
+    batched) against the cumulative probabilities — `torch.multinomial` costs ~1.3 ms per
+    49k-wide row here, this ~0.2."""
+    logits = logits.clone()
+    for row, seq in zip(logits, seqs, strict=True):
+        p = seq.params
+        if p.repetition_penalty != 1.0:
+            seen = torch.tensor(sorted(set(seq.prompt) | set(seq.generated)))
+            score = row[seen]
+            row[seen] = torch.where(
+                score < 0, score * p.repetition_penalty, score / p.repetition_penalty
+            )
+    tokens = logits.argmax(-1).tolist()
+    sampled = [i for i, seq in enumerate(seqs) if seq.params.temperature > 0]
+    if not sampled:
+        return tokens
+    rows = logits[sampled]
+    rows /= torch.tensor([seqs[i].params.temperature for i in sampled]).unsqueeze(1)
+    for row, i in zip(rows, sampled, strict=True):
+        p = seqs[i].params
+        if 0 < p.top_k < row.numel():
+            kth = torch.topk(row, p.top_k).values[-1]
+            row.masked_fill_(row < kth, float("-inf"))
+        if p.top_p < 1.0:
+            ordered, order = torch.sort(row, descending=True)
+            probs = ordered.softmax(-1)
+            # drop a token when the ones before it already cover top_p (the first always stays)
+            drop = probs.cumsum(-1) - probs > p.top_p
+            row.index_fill_(0, order[drop], float("-inf"))
+    cumulative = rows.softmax(-1).cumsum(-1)
+    # u in (0, 1]: a token of probability 0 can never be the first to reach u × total
+    u = torch.cat([1 - torch.rand(1, generator=seqs[i].generator) for i in sampled])
+    drawn = torch.searchsorted(cumulative, (u.unsqueeze(1) * cumulative[:, -1:]).contiguous())
+    for i, token in zip(
+        sampled, drawn.clamp(max=rows.shape[1] - 1).flatten().tolist(), strict=True
+    ):
+        tokens[i] = token
+    return tokens
 
 
 class GenerationEngine:
@@ -327,8 +347,7 @@ class GenerationEngine:
                     admitted.append(self.waiting.popleft())
             try:
                 with torch.inference_mode():
-                    for seq in admitted:
-                        self._admit(seq)
+                    self._admit(admitted)
                     self._compact()  # a prompt may finish at its first token
                     if self.running:
                         self._step()
@@ -339,14 +358,27 @@ class GenerationEngine:
                         self._finish(seq, "error", "")
                 self.running = []
 
-    def _admit(self, seq: GenerationRequest) -> None:
-        if seq.cancelled:
-            self._finish(seq, "cancelled", "")
-            return
-        slot = len(self.running)
-        logits = self.model.prefill(self.cache, slot, seq.prompt)
-        self.running.append(seq)
-        self._accept(seq, _sample(logits, seq))
+    def _admit(self, admitted: list[GenerationRequest]) -> None:
+        """Prefill the admitted prompts, in groups of similar length (one pass per group, so
+        little of it is spent on padding), and sample their first tokens."""
+        for seq in admitted:
+            if seq.cancelled:
+                self._finish(seq, "cancelled", "")
+        ready = sorted((s for s in admitted if not s.cancelled), key=lambda s: len(s.prompt))
+        groups: list[list[GenerationRequest]] = []
+        for seq in ready:  # join a group while padding stays under a third of its tokens
+            group = groups[-1] if groups else []
+            real = sum(len(s.prompt) for s in group) + len(seq.prompt)
+            if group and len(seq.prompt) * (len(group) + 1) <= 1.5 * real:
+                group.append(seq)
+            else:
+                groups.append([seq])
+        for group in groups:
+            slots = list(range(len(self.running), len(self.running) + len(group)))
+            logits = self.model.prefill_batch(self.cache, slots, [s.prompt for s in group])
+            self.running.extend(group)
+            for seq, token in zip(group, _sample(logits, group), strict=True):
+                self._accept(seq, token)
 
     def _step(self) -> None:
         started = time.perf_counter()
@@ -354,9 +386,9 @@ class GenerationEngine:
         logits = self.model.decode(
             self.cache, [s.length for s in seqs], [s.generated[-1] for s in seqs]
         )
-        for seq, row in zip(list(seqs), logits, strict=True):
+        for seq, token in zip(list(seqs), _sample(logits, seqs), strict=True):
             if seq.finish_reason is None:
-                self._accept(seq, _sample(row, seq))
+                self._accept(seq, token)
         self.steps += 1
         elapsed = time.perf_counter() - started
         self._step_s = 0.9 * self._step_s + 0.1 * elapsed

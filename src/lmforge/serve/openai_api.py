@@ -142,6 +142,17 @@ def submit(
     return seq, queue
 
 
+async def drain(queue: Events) -> tuple[str, FinishReason | None]:
+    """The next text, joined with whatever else is already waiting: when the event loop falls
+    behind the decoder (many streams on few cores), one event carries several tokens instead
+    of the loop writing one event per token."""
+    delta, reason = await queue.get()
+    while reason is None and not queue.empty():
+        more, reason = queue.get_nowait()
+        delta += more
+    return delta, reason
+
+
 async def collect(
     request: Request | None, seq: GenerationRequest, queue: Events, timeout_s: float
 ) -> tuple[str, FinishReason]:
@@ -280,7 +291,7 @@ def add_generation_routes(
         async def events() -> AsyncIterator[str]:
             try:
                 while True:
-                    delta, reason = await queue.get()
+                    delta, reason = await drain(queue)
                     if reason == "error":  # the openai client raises on an "error" event
                         failure = error_body(
                             "generation failed on the server — retry", "generation_failed"

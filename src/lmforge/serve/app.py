@@ -449,15 +449,14 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
         (answer,) = await run_batch(served.batcher, [body.question])
         assistant = config.assistant
         assert assistant is not None
-        decoder = state.pool.assistant_decoder(answer.language)
-        writes = assistant.generate and answer.answered and decoder is not None
+        writes = assistant.generate and answer.answered  # no text is made up for a refusal
+        decoder = state.pool.assistant_decoder(answer.language) if writes else None
         params = SamplingParams(
             max_tokens=assistant.generate_max_tokens, temperature=0, repetition_penalty=1.1
         )
         if body.stream:
             writing = None
-            if writes:
-                assert decoder is not None
+            if decoder is not None:
                 prompt = await asyncio.to_thread(
                     decoder.engine.encode_chat, grounded_messages(answer)
                 )
@@ -467,8 +466,7 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        if writes:
-            assert decoder is not None
+        if decoder is not None:
             generated = await chat_reply(
                 decoder,
                 grounded_messages(answer),

@@ -36,5 +36,5 @@ def test_concurrent_loads_leave_the_initialisers_working(tiny_base: Path) -> Non
     assert not errors, errors
     assert (torch.nn.init.normal_, torch.nn.init.kaiming_uniform_) == originals
     assert PreTrainedModel.init_weights is init_weights
-    weights = built.encoder.layer[0].attention.self.query.weight
+    weights = built.encoder.layer[0].attention.self.query.weight.detach()
     assert torch.isfinite(weights).all() and 0.01 < float(weights.std()) < 0.03  # N(0, 0.02)

@@ -4,6 +4,7 @@ real app under uvicorn serving a tiny random Llama."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,20 +194,26 @@ def test_keys_and_scopes_apply(site: Any) -> None:
 
 
 @pytest.fixture
-def endless(site: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Long answers stay running while a test looks: no end-of-text, and steps of >= 10 ms."""
+def endless(site: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Long answers stay running while a test looks: no end-of-text, steps of >= 10 ms, and a
+    gate that, once cleared, holds every decoding step until it is set again."""
     real = site.engine.model.decode
+    gate = threading.Event()
+    gate.set()
 
     def slow(*args: Any) -> Any:
+        gate.wait(60)
         time.sleep(0.01)
         return real(*args)
 
     monkeypatch.setattr(site.engine, "eos_ids", set())
     monkeypatch.setattr(site.engine.model, "decode", slow)
+    yield gate
+    gate.set()
 
 
 def test_a_client_leaving_mid_stream_frees_its_slot(
-    site: Any, client: openai.OpenAI, endless: None
+    site: Any, client: openai.OpenAI, endless: threading.Event
 ) -> None:
     body = {
         "model": site.name,
@@ -231,10 +238,13 @@ def test_a_client_leaving_mid_stream_frees_its_slot(
     assert done.choices[0].finish_reason in ("stop", "length")
 
 
-def test_full_waiting_line_answers_429_with_retry_after(site: Any, endless: None) -> None:
+def test_full_waiting_line_answers_429_with_retry_after(
+    site: Any, endless: threading.Event
+) -> None:
     headers = {"Authorization": f"Bearer {site.key}"}
     long = {"model": site.name, "prompt": "hello", "max_tokens": 200, "temperature": 1.0}
     streams = []
+    endless.clear()  # nothing finishes while the line is filled and tested, however slow the CI
     try:
         for _ in range(4):  # two slots and two places in line
             s = httpx.stream(
@@ -253,6 +263,7 @@ def test_full_waiting_line_answers_429_with_retry_after(site: Any, endless: None
         assert r.status_code == 429, r.text
         assert int(r.headers["Retry-After"]) >= 1
     finally:
+        endless.set()
         for s in streams:
             s.__exit__(None, None, None)
     assert wait_idle(site.engine) == {"running": 0, "waiting": 0}

@@ -739,8 +739,12 @@ def app_assistant(
         ),
     ] = None,
     encoder: Annotated[
-        str, typer.Option(help="Encoder for --faq: catalogue, folder or similarity model.")
-    ] = "multilingual-e5-small",
+        str | None,
+        typer.Option(
+            help="Encoder for --faq: catalogue, folder or similarity model "
+            "[default: multilingual-e5-small]."
+        ),
+    ] = None,
     threshold: Annotated[
         float | None, typer.Option(help="Answer only at or above this cosine similarity.")
     ] = None,
@@ -773,6 +777,12 @@ def app_assistant(
 
     if model is not None and faq is not None:
         raise LmforgeError("give --faq or --model, not both", "drop one of them")
+    if model is not None and encoder is not None:
+        raise LmforgeError(
+            "--encoder cannot change a registered assistant's encoder (its threshold was tuned "
+            "for it)",
+            "drop --encoder, or run its recipe with another model.base",
+        )
     version = check_assistant_ref(model) if model is not None else None
     if generate:
         check_decoder_ref(decoder)  # before the FAQ is indexed
@@ -785,7 +795,7 @@ def app_assistant(
     else:
         assistant = build_assistant(
             faq or "debian_faq",
-            encoder=encoder,
+            encoder=encoder or "multilingual-e5-small",
             threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
         )
     answers = assistant.ask(asked, top_k or 3)

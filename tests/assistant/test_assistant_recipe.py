@@ -165,6 +165,15 @@ def test_the_cli_answers_from_the_registered_assistant(
     assert result.returncode == 0, result.stderr
     (answer,) = json.loads(result.stdout)
     assert answer["citation"] == "Help §3" and len(answer["sources"]) == 2
+    refused = subprocess.run(
+        [sys.executable, "-m", "lmforge.cli", *command, "--encoder", "minilm-l6"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "LMFORGE_HOME": str(settings.home)},
+    )
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "--encoder cannot change a registered assistant's encoder" in refused.stderr
 
 
 def test_serving_what_is_not_an_assistant_is_refused(home: Settings) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -253,6 +256,22 @@ class LiveServer:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def lmforge(
+    *args: str, cwd: Path | None = None, home: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """The CLI in a fresh process, as a user runs it (`home`: its LMFORGE_HOME; else the
+    environment's, which the `home` fixture sets)."""
+    env = {**os.environ, "LMFORGE_HOME": str(home)} if home is not None else None
+    return subprocess.run(
+        [sys.executable, "-m", "lmforge.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def serve_config(**sections: Any) -> Any:

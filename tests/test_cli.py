@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import toy_recipe
+from conftest import lmforge, toy_recipe
 from lmforge.settings import Settings
-
-
-def lmforge(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lmforge.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=600,
-    )
 
 
 def write_recipe(tmp_path: Path, recipe: dict[str, object], name: str = "recipe.yaml") -> Path:

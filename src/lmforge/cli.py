@@ -124,6 +124,23 @@ def train(
     _run(recipe, resume, json_output, register=False)
 
 
+def _print_table(
+    title: str, columns: list[str], rows: list[list[str]], text_columns: int = 1
+) -> None:
+    """A table of figures: the first `text_columns` columns name things (left-aligned), the
+    rest are numbers (right-aligned)."""
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i < text_columns else "right")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+def _retrieval_cells(m: dict[str, Any]) -> list[str]:
+    return [percent(m["hit@1"]), percent(m["hit@5"]), f"{m['mrr']:.3f}"]
+
+
 def _run(recipe_path: Path, resume: Path | None, json_output: bool, register: bool | None) -> None:
     from lmforge.recipe import load_recipe
 
@@ -139,19 +156,15 @@ def _run(recipe_path: Path, resume: Path | None, json_output: bool, register: bo
         if json_output:
             _print_json(built.summary())
             return
-        table = Table(title=f"{recipe.name}: the FAQ's questions, asked as a customer would")
-        for column in ("questions → entries", "retriever", "n", "hit@1", "hit@5", "MRR"):
-            table.add_column(column, justify="left" if column[0] in "qr" else "right")
-        for row in built.evaluation.retrieval:
-            table.add_row(
-                row["probe"],
-                row["retriever"],
-                str(row["queries"]),
-                percent(row["hit@1"]),
-                percent(row["hit@5"]),
-                f"{row['mrr']:.3f}",
-            )
-        out.print(table)
+        _print_table(
+            f"{recipe.name}: the FAQ's questions, asked as a customer would",
+            ["questions → entries", "retriever", "n", "hit@1", "hit@5", "MRR"],
+            [
+                [r["probe"], r["retriever"], str(r["queries"]), *_retrieval_cells(r)]
+                for r in built.evaluation.retrieval
+            ],
+            text_columns=2,
+        )
         r = built.evaluation.to_json()["refusal"]
         out.print(
             f"refusal threshold {r['threshold']:.3f} ({'tuned on half' if r['tuned'] else 'given'}"
@@ -170,12 +183,14 @@ def _run(recipe_path: Path, resume: Path | None, json_output: bool, register: bo
         if json_output:
             _print_json(tuned.summary())
             return
-        table = Table(title=f"{recipe.name}: held-out responses")
-        for column in ("model", "loss per response token", "perplexity"):
-            table.add_column(column, justify="left" if column == "model" else "right")
-        for name, m in [("fine-tuned", tuned.metrics), *tuned.baselines.items()]:
-            table.add_row(name, f"{m['response_loss']:.3f}", f"{m['perplexity']:.2f}")
-        out.print(table)
+        _print_table(
+            f"{recipe.name}: held-out responses",
+            ["model", "loss per response token", "perplexity"],
+            [
+                [name, f"{m['response_loss']:.3f}", f"{m['perplexity']:.2f}"]
+                for name, m in [("fine-tuned", tuned.metrics), *tuned.baselines.items()]
+            ],
+        )
         for sample in tuned.samples:
             out.print(f"[bold]Q:[/bold] {sample['prompt']}", highlight=False)
             out.print(f"  base:  {sample['base']}", highlight=False)
@@ -190,12 +205,14 @@ def _run(recipe_path: Path, resume: Path | None, json_output: bool, register: bo
         if json_output:
             _print_json(similar.summary())
             return
-        table = Table(title=f"{recipe.name}: test pairs, each text → its partner")
-        for column in ("model", "hit@1", "hit@5", "MRR"):
-            table.add_column(column, justify="left" if column == "model" else "right")
-        for name, m in [("fine-tuned", similar.metrics), *similar.baselines.items()]:
-            table.add_row(name, percent(m["hit@1"]), percent(m["hit@5"]), f"{m['mrr']:.3f}")
-        out.print(table)
+        _print_table(
+            f"{recipe.name}: test pairs, each text → its partner",
+            ["model", "hit@1", "hit@5", "MRR"],
+            [
+                [name, *_retrieval_cells(m)]
+                for name, m in [("fine-tuned", similar.metrics), *similar.baselines.items()]
+            ],
+        )
         out.print(f"trained {similar.fit.steps} steps; run folder {similar.run_dir}")
         if similar.version is not None:
             v = similar.version

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,13 +50,9 @@ class RunResult:
 
     def summary(self) -> dict[str, Any]:
         return {
+            **_reported(self.run_dir, self.version, self.metrics, self.baselines, self.data.card),
             "compression": self.compression.to_json() if self.compression else None,
-            "run_dir": str(self.run_dir),
-            "version": self.version.to_json() if self.version else None,
-            "test_metrics": self.metrics,
-            "baseline_metrics": self.baselines,
             "training": training_summary(self.outcome),
-            "data": {k: self.data.card[k] for k in ("rows_raw", "rows_used", "removed")},
         }
 
 
@@ -69,6 +66,23 @@ def training_summary(outcome: TrainOutcome) -> dict[str, Any]:
         "samples_per_second": round(outcome.samples_per_second, 1),
         "trainable_parameters": outcome.trainable_parameters,
         "total_parameters": outcome.total_parameters,
+    }
+
+
+def _reported(
+    run_dir: Path,
+    version: ModelVersion | None,
+    metrics: dict[str, Any],
+    baselines: dict[str, Any],
+    card: dict[str, Any],
+) -> dict[str, Any]:
+    """What every task's `--json` report starts with."""
+    return {
+        "run_dir": str(run_dir),
+        "version": version.to_json() if version else None,
+        "test_metrics": metrics,
+        "baseline_metrics": baselines,
+        "data": {k: card[k] for k in ("rows_raw", "rows_used", "removed")},
     }
 
 
@@ -87,17 +101,13 @@ class SimilarityResult:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "run_dir": str(self.run_dir),
-            "version": self.version.to_json() if self.version else None,
-            "test_metrics": self.metrics,
-            "baseline_metrics": self.baselines,
+            **_reported(self.run_dir, self.version, self.metrics, self.baselines, self.data.card),
             "training": {
                 "steps": self.fit.steps,
                 "train_seconds": round(self.fit.seconds, 1),
                 "first_loss": round(self.fit.losses[0], 4) if self.fit.losses else None,
                 "last_loss": round(self.fit.losses[-1], 4) if self.fit.losses else None,
             },
-            "data": {k: self.data.card[k] for k in ("rows_raw", "rows_used", "removed")},
         }
 
 
@@ -128,10 +138,7 @@ def run_similarity(
         f"data: {len(data.train)} train / {len(data.validation)} validation / "
         f"{len(data.test)} test pairs"
     )
-    run_dir = _new_run_dir(settings, recipe.name)
-    run_dir.mkdir(parents=True)
-    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
-    _write_data_card(run_dir, data.card)
+    run_dir = _open_run_dir(settings, recipe, data.card)
     queries, partners = data.test["text"].tolist(), data.test["pair"].tolist()
     gold = list(range(len(queries)))
 
@@ -199,10 +206,7 @@ class GenerationResult:
     def summary(self) -> dict[str, Any]:
         o = self.outcome
         return {
-            "run_dir": str(self.run_dir),
-            "version": self.version.to_json() if self.version else None,
-            "test_metrics": self.metrics,
-            "baseline_metrics": self.baselines,
+            **_reported(self.run_dir, self.version, self.metrics, self.baselines, self.data.card),
             "training": {
                 "steps": o.steps,
                 "train_seconds": round(o.seconds, 1),
@@ -212,7 +216,6 @@ class GenerationResult:
                 "total_parameters": o.total_parameters,
             },
             "samples": self.samples,
-            "data": {k: self.data.card[k] for k in ("rows_raw", "rows_used", "removed")},
         }
 
 
@@ -253,10 +256,7 @@ def run_generation(
     test = chat_examples(tokenizer, PairData.pairs(data.test), max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     progress.note(f"data: {len(train)} train / {len(test)} test prompt-response pairs")
-    run_dir = _new_run_dir(settings, recipe.name)
-    run_dir.mkdir(parents=True)
-    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
-    _write_data_card(run_dir, data.card)
+    run_dir = _open_run_dir(settings, recipe, data.card)
 
     def scores(loss: float) -> dict[str, Any]:
         return {"response_loss": round(loss, 4), "perplexity": round(math.exp(loss), 3)}
@@ -336,7 +336,7 @@ class AssistantResult:
 
     recipe: Recipe
     run_dir: Path
-    entries: int
+    card: dict[str, Any]
     evaluation: AssistantEvaluation
     metrics: dict[str, Any]
     baselines: dict[str, dict[str, Any]]
@@ -344,11 +344,8 @@ class AssistantResult:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "run_dir": str(self.run_dir),
-            "version": self.version.to_json() if self.version else None,
-            "entries": self.entries,
-            "test_metrics": self.metrics,
-            "baseline_metrics": self.baselines,
+            **_reported(self.run_dir, self.version, self.metrics, self.baselines, self.card),
+            "entries": self.card["rows_used"],
             **self.evaluation.to_json(),
         }
 
@@ -382,12 +379,8 @@ def run_assistant(
         encoder = dataclasses.replace(encoder, query_prefix=query, passage_prefix=passage)
     languages = sorted({e.lang for e in entries})
     progress.note(f"FAQ: {len(entries)} entries ({', '.join(languages)}) from {faq}")
-    run_dir = _new_run_dir(settings, recipe.name)
-    run_dir.mkdir(parents=True)
-    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
     card = _faq_card(faq, entries)
-    (run_dir / "data_card.json").write_text(json.dumps(card, indent=1, ensure_ascii=False))
-    (run_dir / "data_card.md").write_text(_faq_card_markdown(card), encoding="utf-8")
+    run_dir = _open_run_dir(settings, recipe, card, _faq_card_markdown)
     progress.note("asking the FAQ its own questions and off-topic ones")
     evaluation = evaluate_assistant(
         entries,
@@ -422,7 +415,7 @@ def run_assistant(
             "data_card.md",
             "refusal_scores.png",
         )
-    return AssistantResult(recipe, run_dir, len(entries), evaluation, metrics, baselines, version)
+    return AssistantResult(recipe, run_dir, card, evaluation, metrics, baselines, version)
 
 
 def _assistant_metrics(
@@ -503,10 +496,7 @@ def run_recipe(
         f"{len(data.test)} test rows, labels {', '.join(data.labels)}"
     )
 
-    run_dir = resume or _new_run_dir(settings, recipe.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
-    _write_data_card(run_dir, data.card)
+    run_dir = _open_run_dir(settings, recipe, data.card, resume=resume)
 
     outcome = fine_tune(recipe, data, base, run_dir, resume=resume is not None, progress=progress)
     progress.note("evaluating on the test split beside baselines")
@@ -609,14 +599,21 @@ def _check_encoder_base(recipe: Recipe) -> None:
         )
 
 
-def _new_run_dir(settings: Settings, name: str) -> Path:
+def _open_run_dir(
+    settings: Settings,
+    recipe: Recipe,
+    card: dict[str, Any],
+    markdown: Callable[[dict[str, Any]], str] = data_card_markdown,
+    resume: Path | None = None,
+) -> Path:
+    """A new run folder (or the one resumed) with the recipe and the data card in it."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
-    return settings.runs_dir / f"{name}-{stamp}"
-
-
-def _write_data_card(folder: Path, card: dict[str, Any]) -> None:
-    (folder / "data_card.json").write_text(json.dumps(card, indent=1, ensure_ascii=False))
-    (folder / "data_card.md").write_text(data_card_markdown(card), encoding="utf-8")
+    run_dir = resume or settings.runs_dir / f"{recipe.name}-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=resume is not None)
+    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
+    (run_dir / "data_card.json").write_text(json.dumps(card, indent=1, ensure_ascii=False))
+    (run_dir / "data_card.md").write_text(markdown(card), encoding="utf-8")
+    return run_dir
 
 
 def _save_model(

@@ -5,10 +5,7 @@ a written answer from a tiny decoder) and answered by `lmforge app assistant --m
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import LiveServer, serve_config
+from conftest import LiveServer, lmforge, serve_config
 from lmforge.assistant.assistant import resolve_encoder
 from lmforge.errors import DataError, ModelNotFoundError
 from lmforge.pipeline import AssistantResult, run_assistant
@@ -155,23 +152,11 @@ def test_the_cli_answers_from_the_registered_assistant(
 ) -> None:
     _, settings = built
     command = ["app", "assistant", "--model", "help-desk", "--json", "Where is an invoice?"]
-    result = subprocess.run(
-        [sys.executable, "-m", "lmforge.cli", *command],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "LMFORGE_HOME": str(settings.home)},
-    )
+    result = lmforge(*command, home=settings.home, timeout=300)
     assert result.returncode == 0, result.stderr
     (answer,) = json.loads(result.stdout)
     assert answer["citation"] == "Help §3" and len(answer["sources"]) == 2
-    refused = subprocess.run(
-        [sys.executable, "-m", "lmforge.cli", *command, "--encoder", "minilm-l6"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "LMFORGE_HOME": str(settings.home)},
-    )
+    refused = lmforge(*command, "--encoder", "minilm-l6", home=settings.home, timeout=300)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "--encoder cannot change a registered assistant's encoder" in refused.stderr
 

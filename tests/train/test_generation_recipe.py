@@ -4,8 +4,6 @@ responses only → held-out loss beside the base model → a registered decoder 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -14,7 +12,7 @@ import torch
 import yaml
 from transformers import AutoTokenizer
 
-from conftest import LiveServer, serve_config
+from conftest import LiveServer, lmforge, serve_config
 from lmforge.errors import DataError, ModelNotFoundError, RecipeError
 from lmforge.pipeline import run_generation
 from lmforge.recipe import load_recipe
@@ -93,12 +91,7 @@ def test_generation_run_learns_registers_and_serves(
 ) -> None:
     # in a fresh process, as a user runs it (models loaded earlier in this one stay out of it)
     recipe = recipe_file(tmp_path, tiny_decoder_dir)
-    done = subprocess.run(
-        [sys.executable, "-m", "lmforge.cli", "run", str(recipe), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = lmforge("run", str(recipe), "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert (

@@ -4,8 +4,6 @@ retrieval beside the untuned encoder and BM25 → a registered version that /v1/
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import LiveServer, serve_config
+from conftest import LiveServer, lmforge, serve_config
 from lmforge.errors import DataError, RecipeError
 from lmforge.pipeline import run_recipe, run_similarity
 from lmforge.recipe import load_recipe
@@ -112,12 +110,7 @@ def test_similarity_cli_prints_the_retrieval_table(
     home: Settings, tmp_path: Path, tiny_base: Path
 ) -> None:
     recipe = similarity_recipe(tmp_path, tiny_base)
-    result = subprocess.run(
-        [sys.executable, "-m", "lmforge.cli", "train", str(recipe), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = lmforge("train", str(recipe), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["version"] is None  # train does not register

@@ -217,9 +217,12 @@ async def ask_events(
         served, seq, queue = writing
         try:
             while reason is None:
-                delta, reason = await queue.get()
+                delta, reason = await drain(queue)
                 if reason == "error":
-                    yield event(error_body("generation failed on the server — retry", "failed"))
+                    failure = error_body(
+                        "generation failed on the server — retry", "generation_failed"
+                    )
+                    yield event(failure)
                     return
                 if delta:
                     parts.append(delta)

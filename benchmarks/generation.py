@@ -143,7 +143,10 @@ def reduced_quality(engines: dict[str, GenerationEngine], prompts: list[list[int
     return out
 
 
-async def stream_one(client: httpx.AsyncClient, url: str, question: str, tokens: int) -> Any:
+async def stream_one(
+    client: httpx.AsyncClient, url: str, question: str, tokens: int
+) -> tuple[int, float, float, float]:
+    """One streamed chat answer: (tokens, start, first token, end) on the perf_counter clock."""
     body = {
         "messages": [{"role": "user", "content": question}],
         "max_tokens": tokens,
@@ -164,32 +167,54 @@ async def stream_one(client: httpx.AsyncClient, url: str, question: str, tokens:
             if event.get("usage"):
                 usage = event["usage"]
             elif first is None and event["choices"][0]["delta"].get("content"):
-                first = time.perf_counter() - start
+                first = time.perf_counter()
     assert usage is not None
-    return usage["completion_tokens"], first or 0.0
+    end = time.perf_counter()
+    return usage["completion_tokens"], start, first or end, end
+
+
+def tokens_between(answers: list[tuple[int, float, float, float]], t0: float, t1: float) -> float:
+    """Tokens produced in [t0, t1]: each answer's first token at its first-token time, the
+    others spread evenly up to its end (the stream only says how many there were)."""
+    total = 0.0
+    for count, _, first, end in answers:
+        if t0 <= first <= t1:
+            total += 1
+        if count > 1 and end > first:
+            overlap = max(0.0, min(end, t1) - max(first, t0))
+            total += (count - 1) * overlap / (end - first)
+    return total
 
 
 async def closed_loop(url: str, clients: int, seconds: float, tokens: int) -> dict[str, Any]:
-    generated, ttfts = 0, []
-    stop_at = time.perf_counter() + seconds
+    """`clients` streams, each sending its next question when its answer ends, for `seconds`.
+
+    Two rates: over the whole run (from the first request to the last answer, so it includes
+    the start, when every client sends at once, and the drain, when fewer and fewer streams
+    are left), and at steady load: the window from a quarter of the way in to the moment
+    clients stop sending, where all `clients` streams are running.
+    """
+    answers: list[tuple[int, float, float, float]] = []
     start = time.perf_counter()
+    stop_at = start + seconds
 
     async def client_loop(i: int) -> None:
-        nonlocal generated
         async with httpx.AsyncClient(timeout=120) as client:
             n = i
             while time.perf_counter() < stop_at:
-                count, ttft = await stream_one(client, url, QUESTIONS[n % len(QUESTIONS)], tokens)
-                generated += count
-                ttfts.append(ttft)
+                answer = await stream_one(client, url, QUESTIONS[n % len(QUESTIONS)], tokens)
+                answers.append(answer)
                 n += clients
 
     await asyncio.gather(*(client_loop(i) for i in range(clients)))
     elapsed = time.perf_counter() - start
+    steady_from = start + seconds / 4
     return {
-        "tokens_per_s": generated / elapsed,
-        "ttft_p50_ms": 1000 * statistics.median(ttfts),
-        "requests": len(ttfts),
+        "tokens_per_s": sum(a[0] for a in answers) / elapsed,
+        "steady_tokens_per_s": tokens_between(answers, steady_from, stop_at)
+        / (stop_at - steady_from),
+        "ttft_p50_ms": 1000 * statistics.median(first - begun for _, begun, first, _ in answers),
+        "requests": len(answers),
     }
 
 
@@ -224,27 +249,37 @@ def server_streams(folder: Path, tokens: int, rounds: int, seconds: float) -> di
                     runs[clients].append(asyncio.run(closed_loop(url, clients, seconds, tokens)))
                 one, eight = runs[1][-1], runs[8][-1]
                 print(
-                    f"  server round {r + 1}: 1 stream {one['tokens_per_s']:.1f} tok/s, "
-                    f"8 streams {eight['tokens_per_s']:.1f} tok/s",
+                    f"  server round {r + 1}: 1 stream {one['steady_tokens_per_s']:.1f} tok/s "
+                    f"steady ({one['tokens_per_s']:.1f} whole run), 8 streams "
+                    f"{eight['steady_tokens_per_s']:.1f} ({eight['tokens_per_s']:.1f})",
                     file=sys.stderr,
                 )
         finally:
             stop(process)
-    ratios = [b["tokens_per_s"] / a["tokens_per_s"] for a, b in zip(runs[1], runs[8], strict=True)]
+
+    def summary(load: list[dict[str, Any]]) -> dict[str, float]:
+        return {
+            key: statistics.median(x[key] for x in load)
+            for key in ("steady_tokens_per_s", "tokens_per_s", "ttft_p50_ms")
+        }
+
+    def ratio(key: str) -> float:
+        return float(
+            statistics.median(b[key] / a[key] for a, b in zip(runs[1], runs[8], strict=True))
+        )
+
     return {
         "max_tokens": tokens,
         "seconds_per_window": seconds,
         "rounds": rounds,
-        "one_stream": {
-            "tokens_per_s": statistics.median(x["tokens_per_s"] for x in runs[1]),
-            "ttft_p50_ms": statistics.median(x["ttft_p50_ms"] for x in runs[1]),
-        },
-        "eight_streams": {
-            "tokens_per_s": statistics.median(x["tokens_per_s"] for x in runs[8]),
-            "ttft_p50_ms": statistics.median(x["ttft_p50_ms"] for x in runs[8]),
-            "per_stream_tokens_per_s": statistics.median(x["tokens_per_s"] for x in runs[8]) / 8,
-        },
-        "aggregate_ratio_8_vs_1": statistics.median(ratios),
+        "one_stream": summary(runs[1]),
+        "eight_streams": summary(runs[8]),
+        "ratio_8_vs_1_steady": ratio("steady_tokens_per_s"),
+        "ratio_8_vs_1_whole_run": ratio("tokens_per_s"),
+        "ratios_per_round_steady": [
+            b["steady_tokens_per_s"] / a["steady_tokens_per_s"]
+            for a, b in zip(runs[1], runs[8], strict=True)
+        ],
     }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import CHAT_TEMPLATE
 from lmforge.errors import CheckpointError, ModelNotFoundError
@@ -140,19 +140,35 @@ def test_stop_string_ends_and_is_left_out(engine: GenerationEngine) -> None:
     assert cut.text == full.text[: full.text.index(stop)]
 
 
-def test_text_decoder_holds_back_partial_characters_and_stops() -> None:
-    texts = {1: "ab", 2: "abc\ufffd", 3: "abcé", 4: "abcé wor", 5: "abcé world END more"}
+def test_text_decoder_holds_back_partial_characters_and_stops(tiny_decoder_dir: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_decoder_dir)
+    ids = tokenizer("abcé world 你好 END more", add_special_tokens=False)["input_ids"]
+    dec = TextDecoder(tokenizer, ("END",))
+    released, stopped = "", False
+    for n in range(1, len(ids) + 1):
+        delta, stopped = dec.push(ids[:n], final=n == len(ids))
+        released += delta
+        # never half a character (the Chinese ones take several byte tokens here), never a
+        # tail that could still begin "END"
+        assert "\ufffd" not in released and "E" not in released
+        if stopped:
+            break
+    assert stopped and released == dec.text == "abcé world 你好 "
 
-    class Tokenizer:
-        def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
-            return texts[len(ids)]
 
-    dec = TextDecoder(Tokenizer(), ("END",))
-    deltas = [dec.push([0] * n, final=False) for n in range(1, 6)]
-    # two characters stay back (they could begin "END"), and so does a half-decoded character
-    assert deltas[:4] == [("", False), ("a", False), ("b", False), ("cé w", False)]
-    assert deltas[4] == ("orld ", True)
-    assert dec.text == "abcé world "
+def test_text_decoder_releases_exactly_the_decoded_text(tiny_decoder_dir: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_decoder_dir)
+    text = "hello 世界, how are you? ça va 🙂 <|im_end|> fin"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = [*ids, *range(3, 60)]  # and tokens no text would encode to
+    dec = TextDecoder(tokenizer, ())
+    deltas = [dec.push(ids[:n], final=n == len(ids))[0] for n in range(1, len(ids) + 1)]
+    assert "".join(deltas) == dec.text == tokenizer.decode(ids, skip_special_tokens=True)
+    cut = ids[: ids.index(tokenizer("🙂", add_special_tokens=False)["input_ids"][0]) + 1]
+    ended = TextDecoder(tokenizer, ())
+    tail = [ended.push(cut[:n], final=n == len(cut))[0] for n in range(1, len(cut) + 1)]
+    # a character cut off by the end of the answer is released as the tokenizer decodes it
+    assert "".join(tail) == tokenizer.decode(cut, skip_special_tokens=True)
 
 
 def test_sampling_is_reproducible_with_a_seed(engine: GenerationEngine) -> None:

@@ -367,7 +367,7 @@ class DecoderModel:
         positions = torch.arange(width).expand(len(prompts), width)
         # query i sees key j when j <= i and j is one of its own prompt's tokens
         causal = torch.ones(width, width, dtype=torch.bool).tril()
-        mask = (causal & (positions < lengths.unsqueeze(1)).unsqueeze(1)).unsqueeze(1)
+        mask = _additive((causal & (positions < lengths.unsqueeze(1)).unsqueeze(1)).unsqueeze(1))
 
         def write(i: int, k: torch.Tensor, v: torch.Tensor) -> None:
             for row, (slot, n) in enumerate(zip(slots, lengths.tolist(), strict=True)):
@@ -390,7 +390,9 @@ class DecoderModel:
         rows = torch.arange(batch)
         span = int(pos.max()) + 1
         # key j is visible to slot s when j <= lengths[s] (its past and the new token)
-        mask = (torch.arange(span).unsqueeze(0) <= pos.unsqueeze(1)).view(batch, 1, 1, span)
+        mask = _additive(torch.arange(span).unsqueeze(0) <= pos.unsqueeze(1)).view(
+            batch, 1, 1, span
+        )
         hidden = self.embed[torch.tensor(tokens)].unsqueeze(1)
 
         def write(i: int, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -404,6 +406,12 @@ class DecoderModel:
 
         hidden = self._blocks(hidden, pos.unsqueeze(1), write, attend)
         return self._logits(hidden[:, 0])
+
+
+def _additive(visible: torch.Tensor) -> torch.Tensor:
+    """A boolean attention mask as 0 / -inf, built once per pass: SDPA would otherwise convert
+    the boolean mask again in each of the layers."""
+    return torch.zeros(visible.shape).masked_fill_(~visible, float("-inf"))
 
 
 def load_decoder(folder: Path, fmt: WeightFormat = "fp32") -> tuple[DecoderModel, Any]:

@@ -85,20 +85,36 @@ class SamplingParams:
 class TextDecoder:
     """Token ids → text, incrementally: only text that can no longer change is released.
 
-    A multi-byte character split across tokens decodes to U+FFFD until its last byte arrives,
-    and the tail that could still become a stop string is held back too.
+    Each step decodes only the tokens since the last complete character (with the text of the
+    tokens before them, which it subtracts): the cost of a token does not grow with the answer,
+    where decoding everything again each step would make a long answer quadratic. A multi-byte
+    character split across tokens decodes to U+FFFD until its last byte arrives, and the tail
+    that could still become a stop string is held back too.
     """
 
     def __init__(self, tokenizer: Any, stop: tuple[str, ...]) -> None:
         self.tokenizer = tokenizer
         self.stop = stop
         self.hold = max((len(s) for s in stop), default=1) - 1
+        self.prefix = 0  # ids[prefix:read] are decoded already and give context to the next
+        self.read = 0
+        self.decoded = ""  # the text of ids[:read]
         self.sent = 0
         self.text = ""
 
+    def _decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
     def push(self, ids: list[int], final: bool) -> tuple[str, bool]:
         """The new text to release for `ids` (all tokens so far), and whether a stop matched."""
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        known = self._decode(ids[self.prefix : self.read])
+        window = self._decode(ids[self.prefix :])
+        if len(window) > len(known) and (final or not window.endswith("\ufffd")):
+            self.decoded += window[len(known) :]
+            self.prefix, self.read = self.read, len(ids)
+        text = self.decoded
+        if final and self.read < len(ids):  # an unfinished character at the very end
+            text += window[len(known) :]
         stopped = False
         for stop in self.stop:
             at = text.find(stop, max(0, self.sent - len(stop)))
@@ -106,8 +122,6 @@ class TextDecoder:
                 text, stopped, final = text[:at], True, True
         end = len(text)
         if not final:
-            if text.endswith("\ufffd"):
-                end = len(text.rstrip("\ufffd"))
             end = max(self.sent, end - self.hold)
         delta = text[self.sent : end]
         self.sent, self.text = end, text[:end]

@@ -83,22 +83,34 @@ def test_batched_decoding_gives_one_at_a_time_tokens(engine: GenerationEngine) -
     assert engine.steps > 0
 
 
-def test_prompts_prefilled_together_match_one_at_a_time(engine: GenerationEngine) -> None:
+def test_one_pass_of_decoding_and_prompts_matches_separate_passes(
+    engine: GenerationEngine,
+) -> None:
     model = engine.model
-    prompts = [engine.encode(p) for p in PROMPTS]  # different lengths: padded on the right
-    alone, together = model.new_cache(3), model.new_cache(3)
-    expected = torch.stack([model.prefill(alone, i, p) for i, p in enumerate(prompts)])
-    logits = model.prefill_batch(together, [0, 1, 2], prompts)
+    prompts = [engine.encode(p) for p in PROMPTS]  # different lengths
+    running = [engine.encode("hello world"), engine.encode("awful")]
+    next_tokens = [5, 7]
+    alone, together = model.new_cache(5), model.new_cache(5)
+    for cache in (alone, together):
+        for slot, prompt in enumerate(running):
+            model.prefill(cache, slot, prompt)
+    lengths = [len(p) for p in running]
+    expected = torch.cat(
+        [
+            model.step(alone, lengths, next_tokens),
+            torch.stack([model.prefill(alone, 2 + i, p) for i, p in enumerate(prompts)]),
+        ]
+    )
+    logits = model.step(together, lengths, next_tokens, prompts)
     torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+    stored = [n + 1 for n in lengths] + [len(p) for p in prompts]
     for layer in range(len(model.layers)):
-        for slot, prompt in enumerate(prompts):
-            n = len(prompt)
-            torch.testing.assert_close(
-                together.keys[layer][slot, :, :n], alone.keys[layer][slot, :, :n]
-            )
-            torch.testing.assert_close(
-                together.values[layer][slot, :, :n], alone.values[layer][slot, :, :n]
-            )
+        for slot, n in enumerate(stored):
+            for kind in ("keys", "values"):
+                torch.testing.assert_close(
+                    getattr(together, kind)[layer][slot, :, :n],
+                    getattr(alone, kind)[layer][slot, :, :n],
+                )
 
 
 def test_sampling_follows_the_softmax_and_its_cuts() -> None:
@@ -239,7 +251,7 @@ def test_a_failing_step_fails_only_the_running_requests(
 ) -> None:
     eng = GenerationEngine.from_folder(tiny_decoder_dir)
     try:
-        real = eng.model.decode
+        real = eng.model.step
         calls = {"n": 0}
 
         def flaky(*args: object) -> torch.Tensor:
@@ -248,7 +260,7 @@ def test_a_failing_step_fails_only_the_running_requests(
                 raise RuntimeError("boom")
             return real(*args)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(eng.model, "decode", flaky)
+        monkeypatch.setattr(eng.model, "step", flaky)
         broken = eng.generate(eng.encode("hello"), GREEDY)
         assert broken.finish_reason == "error"
         assert eng.generate(eng.encode("hello"), GREEDY).finish_reason in ("stop", "length")

@@ -197,7 +197,7 @@ def test_keys_and_scopes_apply(site: Any) -> None:
 def endless(site: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     """Long answers stay running while a test looks: no end-of-text, steps of >= 10 ms, and a
     gate that, once cleared, holds every decoding step until it is set again."""
-    real = site.engine.model.decode
+    real = site.engine.model.step
     gate = threading.Event()
     gate.set()
 
@@ -207,7 +207,7 @@ def endless(site: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Ev
         return real(*args)
 
     monkeypatch.setattr(site.engine, "eos_ids", set())
-    monkeypatch.setattr(site.engine.model, "decode", slow)
+    monkeypatch.setattr(site.engine.model, "step", slow)
     yield gate
     gate.set()
 

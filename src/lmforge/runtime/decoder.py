@@ -17,6 +17,7 @@ on one position per sequence only (never on a prompt's other positions).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -350,62 +351,68 @@ class DecoderModel:
         return self._logits(hidden[0, -1:])[0]
 
     @torch.inference_mode()
-    def prefill_batch(
-        self, cache: KVCache, slots: list[int], prompts: list[list[int]]
+    def step(
+        self,
+        cache: KVCache,
+        lengths: Sequence[int],
+        tokens: Sequence[int],
+        prompts: Sequence[Sequence[int]] = (),
     ) -> torch.Tensor:
-        """Several prompts into empty slots in one pass (padded on the right, each attending
-        only to its own tokens): larger, cheaper matmuls than one prefill each. Returns the
-        logits of each prompt's last position (prompts, vocab)."""
-        if len(prompts) == 1:
-            return self.prefill(cache, slots[0], prompts[0]).unsqueeze(0)
-        lengths = torch.tensor([len(p) for p in prompts])
-        width = int(lengths.max())
-        cache.reserve(width + 1)
-        ids = torch.zeros(len(prompts), width, dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            ids[row, : len(prompt)] = torch.tensor(prompt)
-        positions = torch.arange(width).expand(len(prompts), width)
-        # query i sees key j when j <= i and j is one of its own prompt's tokens
-        causal = torch.ones(width, width, dtype=torch.bool).tril()
-        mask = _additive((causal & (positions < lengths.unsqueeze(1)).unsqueeze(1)).unsqueeze(1))
+        """One pass for everything that runs. Slots 0..n-1 (n = len(tokens)) decode: slot s
+        holds lengths[s] positions and gets tokens[s] next. Each prompt is prefilled into the
+        next empty slot (n, n+1, ...). All their rows share the matmuls, so a request that
+        arrives while others decode costs them part of one step, not a pass of its own.
 
-        def write(i: int, k: torch.Tensor, v: torch.Tensor) -> None:
-            for row, (slot, n) in enumerate(zip(slots, lengths.tolist(), strict=True)):
-                cache.keys[i][slot, :, :n] = k[row, :, :n]
-                cache.values[i][slot, :, :n] = v[row, :, :n]
+        Returns the logits of each decoding slot, then of each prompt's last position
+        (n + len(prompts), vocab); the caller advances the lengths.
+        """
+        n = len(tokens)
+        cache.reserve(max([*lengths, *(len(p) for p in prompts)]) + 1)
+        parts, start = [], n  # (slot, first row, length) of each prompt
+        for slot, prompt in enumerate(prompts, start=n):
+            parts.append((slot, start, len(prompt)))
+            start += len(prompt)
+        ids = torch.tensor([*tokens, *(t for p in prompts for t in p)])
+        pos = torch.tensor(lengths, dtype=torch.long)
+        positions = torch.cat([pos, *(torch.arange(length) for *_, length in parts)])
+        rows = torch.arange(n)
+        span = int(pos.max()) + 1 if n else 0
+        # key j is visible to decoding slot s when j <= lengths[s] (its past and the new token)
+        mask = _additive(torch.arange(span).unsqueeze(0) <= pos.unsqueeze(1)).view(n, 1, 1, span)
 
-        def attend(_: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        def write(i: int, k: torch.Tensor, v: torch.Tensor) -> None:  # (1, kv_heads, rows, dim)
+            cache.keys[i][rows, :, pos] = k[0, :, :n].transpose(0, 1)
+            cache.values[i][rows, :, pos] = v[0, :, :n].transpose(0, 1)
+            for slot, first, length in parts:
+                cache.keys[i][slot, :, :length] = k[0, :, first : first + length]
+                cache.values[i][slot, :, :length] = v[0, :, first : first + length]
 
-        hidden = self._blocks(self.embed[ids], positions, write, attend)
-        return self._logits(hidden[torch.arange(len(prompts)), lengths - 1])
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            attended = []
+            if n:  # each decoding row attends to its slot's cache
+                keys = cache.keys[i][:n, :, :span]
+                values = cache.values[i][:n, :, :span]
+                one = q[0, :, :n].transpose(0, 1).unsqueeze(2)  # (n, heads, 1, dim)
+                out = F.scaled_dot_product_attention(
+                    one, keys, values, attn_mask=mask, enable_gqa=True
+                )
+                attended.append(out.squeeze(2).transpose(0, 1).unsqueeze(0))
+            for _, first, length in parts:  # each prompt attends causally to itself
+                rows_of = slice(first, first + length)
+                attended.append(
+                    F.scaled_dot_product_attention(
+                        q[:, :, rows_of],
+                        k[:, :, rows_of],
+                        v[:, :, rows_of],
+                        is_causal=True,
+                        enable_gqa=True,
+                    )
+                )
+            return attended[0] if len(attended) == 1 else torch.cat(attended, dim=2)
 
-    @torch.inference_mode()
-    def decode(self, cache: KVCache, lengths: list[int], tokens: list[int]) -> torch.Tensor:
-        """One step for slots 0..len(tokens)-1: slot s holds lengths[s] positions and gets
-        tokens[s] next. Returns logits (slots, vocab); the caller advances the lengths."""
-        batch = len(tokens)
-        cache.reserve(max(lengths) + 1)
-        pos = torch.tensor(lengths)
-        rows = torch.arange(batch)
-        span = int(pos.max()) + 1
-        # key j is visible to slot s when j <= lengths[s] (its past and the new token)
-        mask = _additive(torch.arange(span).unsqueeze(0) <= pos.unsqueeze(1)).view(
-            batch, 1, 1, span
-        )
-        hidden = self.embed[torch.tensor(tokens)].unsqueeze(1)
-
-        def write(i: int, k: torch.Tensor, v: torch.Tensor) -> None:
-            cache.keys[i][rows, :, pos] = k[:, :, 0]
-            cache.values[i][rows, :, pos] = v[:, :, 0]
-
-        def attend(i: int, q: torch.Tensor, *_: torch.Tensor) -> torch.Tensor:
-            keys = cache.keys[i][:batch, :, :span]
-            values = cache.values[i][:batch, :, :span]
-            return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
-
-        hidden = self._blocks(hidden, pos.unsqueeze(1), write, attend)
-        return self._logits(hidden[:, 0])
+        hidden = self._blocks(self.embed[ids].unsqueeze(0), positions.unsqueeze(0), write, attend)
+        last = [*range(n), *(first + length - 1 for _, first, length in parts)]
+        return self._logits(hidden[0, last])
 
 
 def _additive(visible: torch.Tensor) -> torch.Tensor:

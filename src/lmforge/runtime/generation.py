@@ -1,8 +1,8 @@
 """Continuous-batching text generation: requests join and leave the running batch between steps.
 
-One background thread owns the model and the KV cache. Each turn it admits waiting requests
-(prefilling their prompts into free slots), then runs one decoding step for every running
-sequence together and hands each its new text through a callback. A finished, cancelled or
+One background thread owns the model and the KV cache. Each turn is one pass over the model:
+a decoding step for every running sequence, with the prompts of newly admitted requests
+prefilled into free slots in the same pass; each sequence gets its new text through a callback. A finished, cancelled or
 disconnected sequence leaves at once and its slot goes to the next waiting request, so eight
 clients do not wait for each other and a slow one never holds the batch.
 
@@ -361,10 +361,7 @@ class GenerationEngine:
                     admitted.append(self.waiting.popleft())
             try:
                 with torch.inference_mode():
-                    self._admit(admitted)
-                    self._compact()  # a prompt may finish at its first token
-                    if self.running:
-                        self._step()
+                    self._step(admitted)
             except Exception:  # keep serving: fail what was running, not the engine
                 logger.exception("generation step failed")
                 for seq in [*self.running, *admitted]:
@@ -372,35 +369,25 @@ class GenerationEngine:
                         self._finish(seq, "error", "")
                 self.running = []
 
-    def _admit(self, admitted: list[GenerationRequest]) -> None:
-        """Prefill the admitted prompts, in groups of similar length (one pass per group, so
-        little of it is spent on padding), and sample their first tokens."""
+    def _step(self, admitted: list[GenerationRequest]) -> None:
+        """One decoding step for the running sequences, with the admitted prompts prefilled in
+        the same pass (they get their first token from it)."""
         for seq in admitted:
             if seq.cancelled:
                 self._finish(seq, "cancelled", "")
-        ready = sorted((s for s in admitted if not s.cancelled), key=lambda s: len(s.prompt))
-        groups: list[list[GenerationRequest]] = []
-        for seq in ready:  # join a group while padding stays under a third of its tokens
-            group = groups[-1] if groups else []
-            real = sum(len(s.prompt) for s in group) + len(seq.prompt)
-            if group and len(seq.prompt) * (len(group) + 1) <= 1.5 * real:
-                group.append(seq)
-            else:
-                groups.append([seq])
-        for group in groups:
-            slots = list(range(len(self.running), len(self.running) + len(group)))
-            logits = self.model.prefill_batch(self.cache, slots, [s.prompt for s in group])
-            self.running.extend(group)
-            for seq, token in zip(group, _sample(logits, group), strict=True):
-                self._accept(seq, token)
-
-    def _step(self) -> None:
+        joining = [s for s in admitted if not s.cancelled]
+        running = self.running
+        if not running and not joining:
+            return
         started = time.perf_counter()
-        seqs = self.running
-        logits = self.model.decode(
-            self.cache, [s.length for s in seqs], [s.generated[-1] for s in seqs]
+        logits = self.model.step(
+            self.cache,
+            [s.length for s in running],
+            [s.generated[-1] for s in running],
+            [s.prompt for s in joining],
         )
-        for seq, token in zip(list(seqs), _sample(logits, seqs), strict=True):
+        self.running = [*running, *joining]
+        for seq, token in zip(list(self.running), _sample(logits, self.running), strict=True):
             if seq.finish_reason is None:
                 self._accept(seq, token)
         self.steps += 1

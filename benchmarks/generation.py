@@ -12,7 +12,9 @@ One run measures, on this machine:
 3. the server: ``lmforge serve`` in a subprocess (int8, up to 8 sequences per batch), 1 client
    streaming, then 8 concurrent clients streaming (closed loop: each sends its next request
    when its stream ends); windows alternate for ``--rounds`` rounds. Reports the aggregate
-   tokens/s ratio and time to first token at each load.
+   tokens/s ratio (at steady load and over the whole run) and time to first token at each load.
+4. only with ``--engine-passes``: the same closed loop on the engine in this process, every
+   pass over the model timed, to show where 8 streams' time goes without HTTP.
 
     .venv/bin/python benchmarks/generation.py --json /tmp/generation.json
 """
@@ -28,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -283,6 +286,77 @@ def server_streams(folder: Path, tokens: int, rounds: int, seconds: float) -> di
     }
 
 
+def engine_passes(folder: Path, tokens: int, rounds: int, seconds: float) -> dict[str, Any]:
+    """Where 8 streams' time goes, without HTTP: the server's closed loop run on the engine in
+    this process, every pass over the model timed (decoding only, or with prompts joining)."""
+    engine = GenerationEngine.from_folder(folder, "int8", max_batch=8)
+    prompts = [engine.encode_chat([{"role": "user", "content": q}]) for q in QUESTIONS]
+    passes: list[tuple[int, int, float]] = []  # (decoding rows, prompt tokens, seconds)
+    step = engine.model.step
+
+    def timed(cache: Any, lengths: Any, next_tokens: Any, joining: Any = ()) -> torch.Tensor:
+        started = time.perf_counter()
+        logits = step(cache, lengths, next_tokens, joining)
+        passes.append((len(next_tokens), sum(map(len, joining)), time.perf_counter() - started))
+        return logits
+
+    engine.model.step = timed  # type: ignore[method-assign, assignment]
+
+    def window(clients: int) -> dict[str, float]:
+        passes.clear()
+        stop_at = time.perf_counter() + seconds
+        open_clients, done = [clients], threading.Event()
+        requests: list[Any] = []
+
+        def send(n: int) -> None:
+            def on_text(delta: str, reason: Any) -> None:
+                if reason is None:
+                    return
+                if time.perf_counter() < stop_at:
+                    send(n + clients)
+                    return
+                open_clients[0] -= 1
+                if not open_clients[0]:
+                    done.set()
+
+            params = SamplingParams(max_tokens=tokens, temperature=0.7, seed=1)
+            requests.append(engine.submit(prompts[n % len(prompts)], params, on_text))
+
+        started = time.perf_counter()
+        for i in range(clients):
+            send(i)
+        done.wait()
+        elapsed = time.perf_counter() - started
+        full = [t for rows, joined, t in passes if rows == clients and not joined]
+        with_prompts = sum(t for _, joined, t in passes if joined)
+        return {
+            "tokens_per_s": sum(len(r.generated) for r in requests) / elapsed,
+            "decode_step_full_batch_ms": 1000 * statistics.median(full),
+            "prompt_pass_share": with_prompts / sum(t for *_, t in passes),
+        }
+
+    runs: dict[int, list[dict[str, float]]] = {1: [], 8: []}
+    try:
+        for _ in range(rounds):
+            for clients in (1, 8):
+                runs[clients].append(window(clients))
+                print(f"  engine, {clients} streams: {runs[clients][-1]}", file=sys.stderr)
+    finally:
+        engine.close()
+    out: dict[str, Any] = {
+        str(clients): {key: statistics.median(r[key] for r in load) for key in load[0]}
+        for clients, load in runs.items()
+    }
+    out["step_ratio_8_vs_1"] = statistics.median(
+        b["decode_step_full_batch_ms"] / a["decode_step_full_batch_ms"]
+        for a, b in zip(runs[1], runs[8], strict=True)
+    )
+    out["tokens_ratio_8_vs_1"] = statistics.median(
+        b["tokens_per_s"] / a["tokens_per_s"] for a, b in zip(runs[1], runs[8], strict=True)
+    )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=128)
@@ -290,14 +364,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-seconds", type=float, default=20)
     parser.add_argument("--skip-server", action="store_true")
     parser.add_argument("--only-server", action="store_true")
+    parser.add_argument(
+        "--engine-passes", action="store_true", help="only: the closed loop on the engine, timed"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     folder = resolve_base("smollm2-135m-instruct", get_settings().cache_dir).path
     result: dict[str, Any] = {"model": "smollm2-135m-instruct", "threads": cpu_threads()}
-    if not args.only_server:
+    if args.engine_passes:
+        print("engine passes, in process:", file=sys.stderr)
+        result["engine_passes"] = engine_passes(folder, args.tokens, args.rounds, 20)
+    elif not args.only_server:
         print("batch 1, in process:", file=sys.stderr)
         result["batch_one"] = batch_one(folder, args.tokens, args.rounds)
-    if not args.skip_server:
+    if not (args.skip_server or args.engine_passes):
         print("server, streaming:", file=sys.stderr)
         result["server"] = server_streams(folder, args.tokens, args.rounds, args.server_seconds)
     text = json.dumps(result, indent=2)

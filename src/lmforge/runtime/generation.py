@@ -2,9 +2,10 @@
 
 One background thread owns the model and the KV cache. Each turn is one pass over the model:
 a decoding step for every running sequence, with the prompts of newly admitted requests
-prefilled into free slots in the same pass; each sequence gets its new text through a callback. A finished, cancelled or
-disconnected sequence leaves at once and its slot goes to the next waiting request, so eight
-clients do not wait for each other and a slow one never holds the batch.
+prefilled into free slots in the same pass; each sequence gets its new text through a
+callback. A finished, cancelled or disconnected sequence leaves at once and its slot goes to
+the next waiting request, so eight clients do not wait for each other and a slow one never
+holds the batch.
 
 Sampling follows transformers' order (repetition penalty, temperature, top-k, top-p), so with
 temperature 0 the tokens are exactly greedy ``generate()``'s.

@@ -221,6 +221,12 @@ async def closed_loop(url: str, clients: int, seconds: float, tokens: int) -> di
     }
 
 
+def ratios(runs: dict[int, list[dict[str, Any]]], key: str) -> list[float]:
+    """Per round, 8 streams' `key` over one stream's (the loads alternate, so each pair shares
+    the machine's state of the moment)."""
+    return [float(b[key] / a[key]) for a, b in zip(runs[1], runs[8], strict=True)]
+
+
 def server_streams(folder: Path, tokens: int, rounds: int, seconds: float) -> dict[str, Any]:
     port = free_port()
     with tempfile.TemporaryDirectory() as home:
@@ -266,23 +272,15 @@ def server_streams(folder: Path, tokens: int, rounds: int, seconds: float) -> di
             for key in ("steady_tokens_per_s", "tokens_per_s", "ttft_p50_ms")
         }
 
-    def ratio(key: str) -> float:
-        return float(
-            statistics.median(b[key] / a[key] for a, b in zip(runs[1], runs[8], strict=True))
-        )
-
     return {
         "max_tokens": tokens,
         "seconds_per_window": seconds,
         "rounds": rounds,
         "one_stream": summary(runs[1]),
         "eight_streams": summary(runs[8]),
-        "ratio_8_vs_1_steady": ratio("steady_tokens_per_s"),
-        "ratio_8_vs_1_whole_run": ratio("tokens_per_s"),
-        "ratios_per_round_steady": [
-            b["steady_tokens_per_s"] / a["steady_tokens_per_s"]
-            for a, b in zip(runs[1], runs[8], strict=True)
-        ],
+        "ratio_8_vs_1_steady": statistics.median(ratios(runs, "steady_tokens_per_s")),
+        "ratio_8_vs_1_whole_run": statistics.median(ratios(runs, "tokens_per_s")),
+        "ratios_per_round_steady": ratios(runs, "steady_tokens_per_s"),
     }
 
 
@@ -347,13 +345,8 @@ def engine_passes(folder: Path, tokens: int, rounds: int, seconds: float) -> dic
         str(clients): {key: statistics.median(r[key] for r in load) for key in load[0]}
         for clients, load in runs.items()
     }
-    out["step_ratio_8_vs_1"] = statistics.median(
-        b["decode_step_full_batch_ms"] / a["decode_step_full_batch_ms"]
-        for a, b in zip(runs[1], runs[8], strict=True)
-    )
-    out["tokens_ratio_8_vs_1"] = statistics.median(
-        b["tokens_per_s"] / a["tokens_per_s"] for a, b in zip(runs[1], runs[8], strict=True)
-    )
+    out["step_ratio_8_vs_1"] = statistics.median(ratios(runs, "decode_step_full_batch_ms"))
+    out["tokens_ratio_8_vs_1"] = statistics.median(ratios(runs, "tokens_per_s"))
     return out
 
 

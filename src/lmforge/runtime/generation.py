@@ -113,9 +113,7 @@ class TextDecoder:
         if len(window) > len(known) and (final or not window.endswith("\ufffd")):
             self.decoded += window[len(known) :]
             self.prefix, self.read = self.read, len(ids)
-        text = self.decoded
-        if final and self.read < len(ids):  # an unfinished character at the very end
-            text += window[len(known) :]
+        text = self.decoded  # at the end, with any unfinished character as it decodes
         stopped = False
         for stop in self.stop:
             at = text.find(stop, max(0, self.sent - len(stop)))

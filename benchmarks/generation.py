@@ -11,10 +11,14 @@ One run measures, on this machine:
    difference, and perplexity on real held-out text (Debian FAQ answers) scored by each format.
 3. the server: ``lmforge serve`` in a subprocess (int8, up to 8 sequences per batch), 1 client
    streaming, then 8 concurrent clients streaming (closed loop: each sends its next request
-   when its stream ends); windows alternate for ``--rounds`` rounds. Reports the aggregate
-   tokens/s ratio (at steady load and over the whole run) and time to first token at each load.
+   when its stream ends); windows alternate for ``--rounds`` rounds. Every request asks a
+   question not asked before in the run (the Debian FAQ's English questions, in turn), so the
+   prefix store can reuse only what real traffic shares: the chat template's system prompt.
+   Reports the aggregate tokens/s ratio (at steady load and over the whole run), time to first
+   token at each load, and the share of prompt tokens taken from the prefix store.
 4. only with ``--engine-passes``: the same closed loop on the engine in this process, every
-   pass over the model timed, to show where 8 streams' time goes without HTTP.
+   pass over the model timed, with the prefix store on and off in alternate windows: where 8
+   streams' time goes without HTTP, and what reusing the shared prefix gives.
 
     .venv/bin/python benchmarks/generation.py --json /tmp/generation.json
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import os
@@ -32,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +50,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from lmforge.data.sources import load_builtin  # noqa: E402
 from lmforge.models.catalogue import resolve_base  # noqa: E402
 from lmforge.runtime.backends import cpu_threads  # noqa: E402
+from lmforge.runtime.decoder import PrefixStore  # noqa: E402
 from lmforge.runtime.generation import GenerationEngine, SamplingParams  # noqa: E402
 from lmforge.settings import get_settings  # noqa: E402
 from serve_load import free_port, stop, wait_ready  # noqa: E402
@@ -60,12 +67,22 @@ QUESTIONS = [
 ]
 
 
+def user_questions() -> Iterator[str]:
+    """Distinct real questions, in turn (the Debian FAQ's 112 English ones, then again)."""
+    faq = load_builtin("debian_faq")
+    return itertools.cycle(faq[faq["lang"] == "en"]["question"].drop_duplicates().tolist())
+
+
 def batch_one(folder: Path, tokens: int, rounds: int) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(cpu_threads())
     hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
-    engines = {fmt: GenerationEngine.from_folder(folder, fmt) for fmt in ("fp32", "bf16", "int8")}
+    # no prefix store: the same prompts come back every round, and transformers has none
+    engines = {
+        fmt: GenerationEngine.from_folder(folder, fmt, prefix_cache=0)
+        for fmt in ("fp32", "bf16", "int8")
+    }
     prompts = [engines["fp32"].encode_chat([{"role": "user", "content": q}]) for q in QUESTIONS]
     params = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
     first = SamplingParams(max_tokens=1, temperature=0)
@@ -148,8 +165,9 @@ def reduced_quality(engines: dict[str, GenerationEngine], prompts: list[list[int
 
 async def stream_one(
     client: httpx.AsyncClient, url: str, question: str, tokens: int
-) -> tuple[int, float, float, float]:
-    """One streamed chat answer: (tokens, start, first token, end) on the perf_counter clock."""
+) -> tuple[int, float, float, float, int, int]:
+    """One streamed chat answer: (tokens, start, first token, end) on the perf_counter clock,
+    then (prompt tokens, of them cached)."""
     body = {
         "messages": [{"role": "user", "content": question}],
         "max_tokens": tokens,
@@ -173,14 +191,18 @@ async def stream_one(
                 first = time.perf_counter()
     assert usage is not None
     end = time.perf_counter()
-    return usage["completion_tokens"], start, first or end, end
+    cached = usage["prompt_tokens_details"]["cached_tokens"]
+    return usage["completion_tokens"], start, first or end, end, usage["prompt_tokens"], cached
 
 
-def tokens_between(answers: list[tuple[int, float, float, float]], t0: float, t1: float) -> float:
+Answer = tuple[int, float, float, float, int, int]
+
+
+def tokens_between(answers: list[Answer], t0: float, t1: float) -> float:
     """Tokens produced in [t0, t1]: each answer's first token at its first-token time, the
     others spread evenly up to its end (the stream only says how many there were)."""
     total = 0.0
-    for count, _, first, end in answers:
+    for count, _, first, end, *_ in answers:
         if t0 <= first <= t1:
             total += 1
         if count > 1 and end > first:
@@ -189,7 +211,9 @@ def tokens_between(answers: list[tuple[int, float, float, float]], t0: float, t1
     return total
 
 
-async def closed_loop(url: str, clients: int, seconds: float, tokens: int) -> dict[str, Any]:
+async def closed_loop(
+    url: str, clients: int, seconds: float, tokens: int, questions: Iterator[str]
+) -> dict[str, Any]:
     """`clients` streams, each sending its next question when its answer ends, for `seconds`.
 
     Two rates: over the whole run (from the first request to the last answer, so it includes
@@ -197,27 +221,25 @@ async def closed_loop(url: str, clients: int, seconds: float, tokens: int) -> di
     are left), and at steady load: the window from a quarter of the way in to the moment
     clients stop sending, where all `clients` streams are running.
     """
-    answers: list[tuple[int, float, float, float]] = []
+    answers: list[Answer] = []
     start = time.perf_counter()
     stop_at = start + seconds
 
-    async def client_loop(i: int) -> None:
+    async def client_loop() -> None:
         async with httpx.AsyncClient(timeout=120) as client:
-            n = i
             while time.perf_counter() < stop_at:
-                answer = await stream_one(client, url, QUESTIONS[n % len(QUESTIONS)], tokens)
-                answers.append(answer)
-                n += clients
+                answers.append(await stream_one(client, url, next(questions), tokens))
 
-    await asyncio.gather(*(client_loop(i) for i in range(clients)))
+    await asyncio.gather(*(client_loop() for _ in range(clients)))
     elapsed = time.perf_counter() - start
     steady_from = start + seconds / 4
     return {
         "tokens_per_s": sum(a[0] for a in answers) / elapsed,
         "steady_tokens_per_s": tokens_between(answers, steady_from, stop_at)
         / (stop_at - steady_from),
-        "ttft_p50_ms": 1000 * statistics.median(first - begun for _, begun, first, _ in answers),
+        "ttft_p50_ms": 1000 * statistics.median(a[2] - a[1] for a in answers),
         "requests": len(answers),
+        "prompt_tokens_cached_share": sum(a[5] for a in answers) / sum(a[4] for a in answers),
     }
 
 
@@ -251,11 +273,13 @@ def server_streams(folder: Path, tokens: int, rounds: int, seconds: float) -> di
         try:
             wait_ready(port, process, "/readyz", 300)
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
-            asyncio.run(closed_loop(url, 1, 5, tokens))  # warm-up
+            questions = user_questions()
+            asyncio.run(closed_loop(url, 1, 5, tokens, questions))  # warm-up
             runs: dict[int, list[dict[str, Any]]] = {1: [], 8: []}
             for r in range(rounds):
                 for clients in (1, 8):
-                    runs[clients].append(asyncio.run(closed_loop(url, clients, seconds, tokens)))
+                    load = closed_loop(url, clients, seconds, tokens, questions)
+                    runs[clients].append(asyncio.run(load))
                 one, eight = runs[1][-1], runs[8][-1]
                 print(
                     f"  server round {r + 1}: 1 stream {one['steady_tokens_per_s']:.1f} tok/s "
@@ -269,7 +293,12 @@ def server_streams(folder: Path, tokens: int, rounds: int, seconds: float) -> di
     def summary(load: list[dict[str, Any]]) -> dict[str, float]:
         return {
             key: statistics.median(x[key] for x in load)
-            for key in ("steady_tokens_per_s", "tokens_per_s", "ttft_p50_ms")
+            for key in (
+                "steady_tokens_per_s",
+                "tokens_per_s",
+                "ttft_p50_ms",
+                "prompt_tokens_cached_share",
+            )
         }
 
     return {
@@ -286,43 +315,47 @@ def server_streams(folder: Path, tokens: int, rounds: int, seconds: float) -> di
 
 def engine_passes(folder: Path, tokens: int, rounds: int, seconds: float) -> dict[str, Any]:
     """Where 8 streams' time goes, without HTTP: the server's closed loop run on the engine in
-    this process, every pass over the model timed (decoding only, or with prompts joining)."""
+    this process, every pass over the model timed (decoding only, or with prompts joining),
+    with the prefix store on (the server's default) and off in alternate windows."""
     engine = GenerationEngine.from_folder(folder, "int8", max_batch=8)
-    prompts = [engine.encode_chat([{"role": "user", "content": q}]) for q in QUESTIONS]
-    passes: list[tuple[int, int, float]] = []  # (decoding rows, prompt tokens, seconds)
+    questions = user_questions()
+    passes: list[tuple[int, int, float]] = []  # (decoding rows, prompt tokens run, seconds)
     step = engine.model.step
 
-    def timed(cache: Any, lengths: Any, next_tokens: Any, joining: Any = ()) -> torch.Tensor:
+    def timed(cache: Any, lengths: Any, next_tokens: Any, *joining: Any) -> torch.Tensor:
         started = time.perf_counter()
-        logits = step(cache, lengths, next_tokens, joining)
-        passes.append((len(next_tokens), sum(map(len, joining)), time.perf_counter() - started))
+        logits = step(cache, lengths, next_tokens, *joining)
+        run = sum(map(len, joining[0])) if joining else 0
+        passes.append((len(next_tokens), run, time.perf_counter() - started))
         return logits
 
     engine.model.step = timed  # type: ignore[method-assign, assignment]
 
-    def window(clients: int) -> dict[str, float]:
+    def window(clients: int, prefixes: PrefixStore) -> dict[str, float]:
+        engine.prefixes = prefixes
         passes.clear()
         stop_at = time.perf_counter() + seconds
         open_clients, done = [clients], threading.Event()
         requests: list[Any] = []
 
-        def send(n: int) -> None:
+        def send() -> None:
             def on_text(delta: str, reason: Any) -> None:
                 if reason is None:
                     return
                 if time.perf_counter() < stop_at:
-                    send(n + clients)
+                    send()
                     return
                 open_clients[0] -= 1
                 if not open_clients[0]:
                     done.set()
 
             params = SamplingParams(max_tokens=tokens, temperature=0.7, seed=1)
-            requests.append(engine.submit(prompts[n % len(prompts)], params, on_text))
+            prompt = engine.encode_chat([{"role": "user", "content": next(questions)}])
+            requests.append(engine.submit(prompt, params, on_text))
 
         started = time.perf_counter()
-        for i in range(clients):
-            send(i)
+        for _ in range(clients):
+            send()
         done.wait()
         elapsed = time.perf_counter() - started
         full = [t for rows, joined, t in passes if rows == clients and not joined]
@@ -331,22 +364,38 @@ def engine_passes(folder: Path, tokens: int, rounds: int, seconds: float) -> dic
             "tokens_per_s": sum(len(r.generated) for r in requests) / elapsed,
             "decode_step_full_batch_ms": 1000 * statistics.median(full),
             "prompt_pass_share": with_prompts / sum(t for *_, t in passes),
+            "prompt_tokens_cached_share": sum(r.cached_tokens for r in requests)
+            / sum(len(r.prompt) for r in requests),
         }
 
-    runs: dict[int, list[dict[str, float]]] = {1: [], 8: []}
+    # the store lives across windows, as in a server that keeps running
+    variants = {"prefix_store_on": PrefixStore(2048), "prefix_store_off": PrefixStore(0)}
+    runs: dict[str, dict[int, list[dict[str, float]]]] = {v: {1: [], 8: []} for v in variants}
     try:
         for _ in range(rounds):
             for clients in (1, 8):
-                runs[clients].append(window(clients))
-                print(f"  engine, {clients} streams: {runs[clients][-1]}", file=sys.stderr)
+                for variant, store in variants.items():
+                    runs[variant][clients].append(window(clients, store))
+                    print(
+                        f"  {variant}, {clients} streams: {runs[variant][clients][-1]}",
+                        file=sys.stderr,
+                    )
     finally:
         engine.close()
-    out: dict[str, Any] = {
-        str(clients): {key: statistics.median(r[key] for r in load) for key in load[0]}
-        for clients, load in runs.items()
-    }
-    out["step_ratio_8_vs_1"] = statistics.median(ratios(runs, "decode_step_full_batch_ms"))
-    out["tokens_ratio_8_vs_1"] = statistics.median(ratios(runs, "tokens_per_s"))
+    out: dict[str, Any] = {}
+    for variant, load in runs.items():
+        out[variant] = {
+            str(clients): {key: statistics.median(r[key] for r in got) for key in got[0]}
+            for clients, got in load.items()
+        }
+        out[variant]["step_ratio_8_vs_1"] = statistics.median(
+            ratios(load, "decode_step_full_batch_ms")
+        )
+        out[variant]["tokens_ratio_8_vs_1"] = statistics.median(ratios(load, "tokens_per_s"))
+    on, off = runs["prefix_store_on"][8], runs["prefix_store_off"][8]
+    out["eight_streams_on_vs_off"] = statistics.median(
+        a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(on, off, strict=True)
+    )
     return out
 
 

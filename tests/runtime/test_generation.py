@@ -113,6 +113,75 @@ def test_one_pass_of_decoding_and_prompts_matches_separate_passes(
                 )
 
 
+def test_a_prompt_after_a_reused_prefix_matches_a_whole_prefill(engine: GenerationEngine) -> None:
+    model = engine.model
+    prompt = engine.encode("i hated every minute of it, how are you? fine, thanks")
+    whole, reused = model.new_cache(3), model.new_cache(3)
+    expected = model.prefill(whole, 1, prompt)
+    model.prefill(reused, 2, prompt[:5])  # an earlier sequence, in another slot
+    reused.write(1, reused.read(2, 5), 5)
+    running = engine.encode("hello world")
+    model.prefill(reused, 0, running)  # a decoding slot beside it in the same pass
+    logits = model.step(reused, [len(running)], [5], [prompt[5:]], [5])
+    torch.testing.assert_close(logits[1], expected, atol=1e-4, rtol=1e-4)
+    for layer in range(len(model.layers)):
+        torch.testing.assert_close(
+            reused.keys[layer][1, :, : len(prompt)], whole.keys[layer][1, :, : len(prompt)]
+        )
+        torch.testing.assert_close(
+            reused.values[layer][1, :, : len(prompt)], whole.values[layer][1, :, : len(prompt)]
+        )
+
+
+def test_prefix_store_keeps_recent_sequences_within_its_budget() -> None:
+    from lmforge.runtime.decoder import PrefixStore
+
+    def kv(n: int) -> torch.Tensor:
+        return torch.full((1, 2, 1, n, 1), float(n))
+
+    store = PrefixStore(budget=10)
+    store.add([1, 2, 3], kv(3))
+    assert store.match([1, 2, 3]) == (2, store.entries[(1, 2, 3)])  # the last token must run
+    assert store.match([1, 2, 3, 4])[0] == 3
+    assert store.match([9, 2, 3])[0] == 0
+    store.add([1, 2, 3, 4, 5], kv(5))  # replaces the sequence it extends
+    assert list(store.entries) == [(1, 2, 3, 4, 5)] and store.positions == 5
+    store.add([1, 2], kv(2))  # already held
+    assert list(store.entries) == [(1, 2, 3, 4, 5)]
+    store.add([7, 8, 9], kv(3))
+    store.match([1, 2, 3, 4, 5, 6])  # a match makes a sequence recently used
+    store.add([5, 5, 5], kv(3))  # over budget: the least recently used leaves
+    assert list(store.entries) == [(1, 2, 3, 4, 5), (5, 5, 5)] and store.positions == 8
+    store.add(list(range(11)), kv(11))  # longer than the whole budget: not kept
+    assert store.positions == 8
+
+
+def test_prompts_reuse_stored_prefixes_and_give_the_same_tokens(tiny_decoder_dir: Path) -> None:
+    shared = "a wonderful, moving film, said the critic, and then she added: "
+    prompts = [shared + end for end in ("loved it", "hated it", "i hated every minute")]
+    plain = GenerationEngine.from_folder(tiny_decoder_dir, max_batch=3, prefix_cache=0)
+    cached = GenerationEngine.from_folder(tiny_decoder_dir, max_batch=3)
+    try:
+        ids = [plain.encode(p) for p in prompts]
+        expected = [plain.generate(p, GREEDY).tokens for p in ids]
+        first = cached.generate(ids[0], GREEDY)  # stored when it finishes
+        done = [threading.Event() for _ in ids[1:]]
+        rest = [  # the two run together, both from the stored prefix
+            cached.submit(p, GREEDY, lambda _, end, e=e: end and e.set())  # type: ignore[misc]
+            for p, e in zip(ids[1:], done, strict=True)
+        ]
+        assert all(e.wait(timeout=60) for e in done)
+        assert first.tokens == expected[0]
+        assert [seq.generated for seq in rest] == expected[1:]
+        common = len(plain.encode(shared)) - 2  # the tokens at the join may merge
+        assert all(seq.cached_tokens >= common for seq in rest)
+        assert plain.cached_tokens == 0 and cached.cached_tokens >= 2 * common
+        assert cached.prompt_tokens == sum(len(p) for p in ids)
+    finally:
+        plain.close()
+        cached.close()
+
+
 def test_sampling_follows_the_softmax_and_its_cuts() -> None:
     from lmforge.runtime.generation import GenerationRequest, _sample
 

@@ -107,6 +107,9 @@ def test_streamed_chat_parses_and_adds_up_to_the_whole_answer(
     assert finals[-1] in ("stop", "length") and all(f is None for f in finals[:-1])
     assert chunks[-1].usage is not None and chunks[-1].choices == []
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
+    # the same prompt again: all its positions but the last come from the prefix store
+    details = chunks[-1].usage.prompt_tokens_details
+    assert details is not None and details.cached_tokens == chunks[-1].usage.prompt_tokens - 1
 
 
 def test_completions_plain_and_streamed(site: Any, client: openai.OpenAI) -> None:
@@ -269,12 +272,32 @@ def test_full_waiting_line_answers_429_with_retry_after(
     assert wait_idle(site.engine) == {"running": 0, "waiting": 0}
 
 
-def test_metrics_count_generated_tokens(site: Any, client: openai.OpenAI) -> None:
-    client.completions.create(model=site.name, prompt="hello", **GREEDY)
-    text = httpx.get(site.url + "/metrics", timeout=10).text
-    assert "lmforge_generated_tokens_total" in text
-    assert "lmforge_time_to_first_token_seconds_count" in text
-    assert 'lmforge_generation_sequences{model="' in text
+def test_metrics_count_generated_and_cached_tokens(site: Any, client: openai.OpenAI) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def counters() -> dict[str, float]:
+        text = httpx.get(site.url + "/metrics", timeout=10).text
+        assert 'lmforge_generation_sequences{model="' in text
+        assert "lmforge_time_to_first_token_seconds_count" in text
+        return {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.labels.get("model") == site.name
+        }
+
+    prompt = "hello, how do I reset my password?"
+    first = client.completions.create(model=site.name, prompt=prompt, **GREEDY)
+    before = counters()
+    again = client.completions.create(model=site.name, prompt=prompt, **GREEDY)
+    after = counters()
+    assert first.usage is not None and again.usage is not None
+    generated = after["lmforge_generated_tokens_total"] - before["lmforge_generated_tokens_total"]
+    assert generated == again.usage.completion_tokens
+    cached = (
+        after["lmforge_prompt_tokens_cached_total"] - before["lmforge_prompt_tokens_cached_total"]
+    )
+    assert cached == again.usage.prompt_tokens - 1
 
 
 def test_unknown_decoders_are_refused_before_start(tmp_path: Path) -> None:

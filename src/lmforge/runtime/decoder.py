@@ -16,6 +16,7 @@ on one position per sequence only (never on a prompt's other positions).
 
 from __future__ import annotations
 
+import collections
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +29,14 @@ import torch.nn.functional as F
 from lmforge.errors import CheckpointError, ModelNotFoundError, first_line
 from lmforge.models.loading import from_pretrained
 
-__all__ = ["SUPPORTED_ARCHITECTURES", "DecoderModel", "KVCache", "WeightFormat", "load_decoder"]
+__all__ = [
+    "SUPPORTED_ARCHITECTURES",
+    "DecoderModel",
+    "KVCache",
+    "PrefixStore",
+    "WeightFormat",
+    "load_decoder",
+]
 
 WeightFormat = Literal["fp32", "bf16", "int8"]
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
@@ -181,6 +189,85 @@ class KVCache:
         for store in (self.keys, self.values):
             for layer in store:
                 layer[target, :, :length] = layer[source, :, :length]
+
+    def read(self, slot: int, length: int) -> torch.Tensor:
+        """A copy of slot's first `length` positions: (layers, 2, kv_heads, length, head_dim)."""
+        return torch.stack(
+            [
+                torch.stack((keys[slot, :, :length], values[slot, :, :length]))
+                for keys, values in zip(self.keys, self.values, strict=True)
+            ]
+        )
+
+    def write(self, slot: int, stored: torch.Tensor, length: int) -> None:
+        """Put the first `length` positions of what `read` returned into slot `slot`."""
+        self.reserve(length + 1)
+        for layer, (keys, values) in enumerate(zip(self.keys, self.values, strict=True)):
+            keys[slot, :, :length] = stored[layer, 0, :, :length]
+            values[slot, :, :length] = stored[layer, 1, :, :length]
+
+
+class PrefixStore:
+    """Keys and values of finished sequences, for the prompts that start the same way.
+
+    Chat prompts share the template's system prompt, and a conversation's next turn repeats
+    the turns before it: the positions a new prompt shares with a stored sequence are copied
+    into its slot instead of computed again (vLLM's automatic prefix caching, with whole
+    sequences rather than blocks). Least recently used sequences leave first, so that at most
+    `budget` positions are kept; a position of SmolLM2-135M takes 46 KB in float32.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.entries: collections.OrderedDict[tuple[int, ...], torch.Tensor] = (
+            collections.OrderedDict()
+        )
+        self.positions = 0
+
+    def match(self, prompt: Sequence[int]) -> tuple[int, torch.Tensor | None]:
+        """The longest stored prefix of `prompt` (its last token excepted: it must run, to give
+        the logits of the first new token) and the stored keys and values that hold it."""
+        wanted = tuple(prompt[:-1])
+        best, found = 0, None
+        for tokens in self.entries:
+            shared = _shared_prefix(tokens, wanted)
+            if shared > best:
+                best, found = shared, tokens
+        if found is None:
+            return 0, None
+        self.entries.move_to_end(found)
+        return best, self.entries[found]
+
+    def add(self, tokens: Sequence[int], stored: torch.Tensor) -> None:
+        """Keep the keys and values `stored` (as KVCache.read gives them) of `tokens`."""
+        key = tuple(tokens)
+        if not key or len(key) > self.budget:
+            return
+        for other in list(self.entries):
+            if other[: len(key)] == key:  # already held by a longer sequence
+                self.entries.move_to_end(other)
+                return
+            if key[: len(other)] == other:  # a shorter one this one replaces
+                self.positions -= len(other)
+                del self.entries[other]
+        self.entries[key] = stored
+        self.positions += len(key)
+        while self.positions > self.budget:
+            oldest, _ = self.entries.popitem(last=False)
+            self.positions -= len(oldest)
+
+
+def _shared_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """How many leading tokens a and b share (binary search over slice comparisons, which run
+    in C: a 2,000-token prompt against a stored sequence costs microseconds)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        mid = (low + high + 1) // 2
+        if a[:mid] == b[:mid]:
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 class DecoderModel:
@@ -357,24 +444,36 @@ class DecoderModel:
         lengths: Sequence[int],
         tokens: Sequence[int],
         prompts: Sequence[Sequence[int]] = (),
+        offsets: Sequence[int] = (),
     ) -> torch.Tensor:
         """One pass for everything that runs. Slots 0..n-1 (n = len(tokens)) decode: slot s
         holds lengths[s] positions and gets tokens[s] next. Each prompt is prefilled into the
         next empty slot (n, n+1, ...). All their rows share the matmuls, so a request that
         arrives while others decode costs them part of one step, not a pass of its own.
 
+        A prompt whose slot already holds the keys and values of its first `offsets[j]`
+        positions (a reused prefix, see PrefixStore) passes only the tokens after them.
+
         Returns the logits of each decoding slot, then of each prompt's last position
         (n + len(prompts), vocab); the caller advances the lengths.
         """
         n = len(tokens)
-        cache.reserve(max([*lengths, *(len(p) for p in prompts)]) + 1)
-        parts, start = [], n  # (slot, first row, length) of each prompt
-        for slot, prompt in enumerate(prompts, start=n):
-            parts.append((slot, start, len(prompt)))
+        offsets = list(offsets) or [0] * len(prompts)
+        ends = [offset + len(p) for offset, p in zip(offsets, prompts, strict=True)]
+        cache.reserve(max([*lengths, *ends]) + 1)
+        parts, start = [], n  # (slot, first row, length, offset, mask) of each prompt
+        for slot, (prompt, offset) in enumerate(zip(prompts, offsets, strict=True), start=n):
+            mask = None
+            if offset:  # new position p sees keys 0..p: the reused prefix and itself, causally
+                seen = torch.arange(offset + len(prompt)).unsqueeze(0)
+                mask = _additive(seen <= torch.arange(offset, offset + len(prompt)).unsqueeze(1))
+            parts.append((slot, start, len(prompt), offset, mask))
             start += len(prompt)
         ids = torch.tensor([*tokens, *(t for p in prompts for t in p)])
         pos = torch.tensor(lengths, dtype=torch.long)
-        positions = torch.cat([pos, *(torch.arange(length) for *_, length in parts)])
+        positions = torch.cat(
+            [pos, *(torch.arange(offset, offset + length) for _, _, length, offset, _ in parts)]
+        )
         rows = torch.arange(n)
         span = int(pos.max()) + 1 if n else 0
         # key j is visible to decoding slot s when j <= lengths[s] (its past and the new token)
@@ -383,9 +482,9 @@ class DecoderModel:
         def write(i: int, k: torch.Tensor, v: torch.Tensor) -> None:  # (1, kv_heads, rows, dim)
             cache.keys[i][rows, :, pos] = k[0, :, :n].transpose(0, 1)
             cache.values[i][rows, :, pos] = v[0, :, :n].transpose(0, 1)
-            for slot, first, length in parts:
-                cache.keys[i][slot, :, :length] = k[0, :, first : first + length]
-                cache.values[i][slot, :, :length] = v[0, :, first : first + length]
+            for slot, first, length, offset, _ in parts:
+                cache.keys[i][slot, :, offset : offset + length] = k[0, :, first : first + length]
+                cache.values[i][slot, :, offset : offset + length] = v[0, :, first : first + length]
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             attended = []
@@ -397,21 +496,30 @@ class DecoderModel:
                     one, keys, values, attn_mask=mask, enable_gqa=True
                 )
                 attended.append(out.squeeze(2).transpose(0, 1).unsqueeze(0))
-            for _, first, length in parts:  # each prompt attends causally to itself
+            for slot, first, length, offset, seen in parts:
                 rows_of = slice(first, first + length)
-                attended.append(
-                    F.scaled_dot_product_attention(
+                if seen is None:  # a whole prompt attends causally to itself
+                    out = F.scaled_dot_product_attention(
                         q[:, :, rows_of],
                         k[:, :, rows_of],
                         v[:, :, rows_of],
                         is_causal=True,
                         enable_gqa=True,
                     )
-                )
+                else:  # the rest of a prompt attends to its slot: the prefix, then itself
+                    end = offset + length
+                    out = F.scaled_dot_product_attention(
+                        q[:, :, rows_of],
+                        cache.keys[i][slot : slot + 1, :, :end],
+                        cache.values[i][slot : slot + 1, :, :end],
+                        attn_mask=seen,
+                        enable_gqa=True,
+                    )
+                attended.append(out)
             return attended[0] if len(attended) == 1 else torch.cat(attended, dim=2)
 
         hidden = self._blocks(self.embed[ids].unsqueeze(0), positions.unsqueeze(0), write, attend)
-        last = [*range(n), *(first + length - 1 for _, first, length in parts)]
+        last = [*range(n), *(first + length - 1 for _, first, length, _, _ in parts)]
         return self._logits(hidden[0, last])
 
 

@@ -3,9 +3,11 @@
 One background thread owns the model and the KV cache. Each turn is one pass over the model:
 a decoding step for every running sequence, with the prompts of newly admitted requests
 prefilled into free slots in the same pass; each sequence gets its new text through a
-callback. A finished, cancelled or disconnected sequence leaves at once and its slot goes to
-the next waiting request, so eight clients do not wait for each other and a slow one never
-holds the batch.
+callback. A prompt that starts like a recent sequence (the chat template's system prompt, the
+earlier turns of a conversation) takes those positions' keys and values from the PrefixStore
+and prefills only the rest. A finished, cancelled or disconnected sequence leaves at once and
+its slot goes to the next waiting request, so eight clients do not wait for each other and a
+slow one never holds the batch.
 
 Sampling follows transformers' order (repetition penalty, temperature, top-k, top-p), so with
 temperature 0 the tokens are exactly greedy ``generate()``'s.
@@ -26,7 +28,7 @@ from typing import Any, Literal
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.runtime.decoder import DecoderModel, WeightFormat, load_decoder
+from lmforge.runtime.decoder import DecoderModel, PrefixStore, WeightFormat, load_decoder
 
 __all__ = [
     "Completion",
@@ -141,6 +143,7 @@ class GenerationRequest:
     cancelled: bool = False
     submitted: float = field(default_factory=time.perf_counter)
     first_token_s: float | None = None  # time to first token
+    cached_tokens: int = 0  # prompt positions taken from the prefix store, not computed
     generator: torch.Generator | None = None
 
     def cancel(self) -> None:
@@ -216,8 +219,10 @@ class GenerationEngine:
         max_batch: int = 8,
         max_waiting: int = 64,
         max_context: int | None = None,
+        prefix_cache: int = 2048,
         thread_init: Callable[[], None] | None = None,
     ) -> None:
+        """`prefix_cache`: positions of finished sequences kept for reuse (0: none)."""
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -225,10 +230,13 @@ class GenerationEngine:
         self.context = min(model.context, max_context or model.context)
         self.eos_ids = _eos_ids(tokenizer, model)
         self.cache = model.new_cache(max_batch)
+        self.prefixes = PrefixStore(prefix_cache)
         self.running: list[GenerationRequest] = []
         self.waiting: collections.deque[GenerationRequest] = collections.deque()
         self.steps = 0
         self.tokens_out = 0
+        self.prompt_tokens = 0
+        self.cached_tokens = 0
         self._step_s = 0.05  # moving average of a decoding step, for Retry-After
         self._lock = threading.Condition()
         self._closed = False
@@ -379,11 +387,14 @@ class GenerationEngine:
         if not running and not joining:
             return
         started = time.perf_counter()
+        for slot, seq in enumerate(joining, start=len(running)):
+            self._reuse(seq, slot)
         logits = self.model.step(
             self.cache,
             [s.length for s in running],
             [s.generated[-1] for s in running],
-            [s.prompt for s in joining],
+            [s.prompt[s.cached_tokens :] for s in joining],
+            [s.cached_tokens for s in joining],
         )
         self.running = [*running, *joining]
         for seq, token in zip(list(self.running), _sample(logits, self.running), strict=True):
@@ -393,6 +404,15 @@ class GenerationEngine:
         elapsed = time.perf_counter() - started
         self._step_s = 0.9 * self._step_s + 0.1 * elapsed
         self._compact()
+
+    def _reuse(self, seq: GenerationRequest, slot: int) -> None:
+        """Copy the stored keys and values of the prompt's longest known prefix into its slot."""
+        shared, stored = self.prefixes.match(seq.prompt)
+        if stored is not None:
+            self.cache.write(slot, stored, shared)
+            seq.cached_tokens = shared
+        self.prompt_tokens += len(seq.prompt)
+        self.cached_tokens += shared
 
     def _accept(self, seq: GenerationRequest, token: int) -> None:
         if seq.cancelled:
@@ -436,6 +456,10 @@ class GenerationEngine:
                 keep.append(seq)
         if len(keep) == len(self.running):
             return
+        for slot, seq in enumerate(self.running):
+            if seq.finish_reason is not None and self.prefixes.budget and seq.length > 0:
+                tokens = [*seq.prompt, *seq.generated][: seq.length]
+                self.prefixes.add(tokens, self.cache.read(slot, seq.length))
         for target, seq in enumerate(keep):
             source = self.running.index(seq)
             if source != target:

@@ -116,6 +116,13 @@ class GenerationConfig(_Section):
     max_context: int = Field(
         2048, ge=16, description="prompt plus generated tokens (capped at the model's window)"
     )
+    prefix_cache: int = Field(
+        2048,
+        ge=0,
+        description="positions (tokens) of finished sequences kept so that prompts starting "
+        "the same way (system prompt, earlier turns) skip their prefill; 0 turns it off. "
+        "SmolLM2-135M takes 46 KB per position",
+    )
     max_tokens: int = Field(1024, ge=1, description="the most tokens a request may ask for")
     default_max_tokens: int = Field(256, ge=1, description="when a request sets none")
     timeout_s: float = Field(

@@ -65,6 +65,12 @@ class ServeMetrics:
         self.prompt_tokens = Counter(
             "lmforge_prompt_tokens", "Prompt tokens read", ["model"], registry=r
         )
+        self.cached_prompt_tokens = Counter(
+            "lmforge_prompt_tokens_cached",
+            "Prompt tokens whose keys and values came from the prefix store, not computed",
+            ["model"],
+            registry=r,
+        )
         self.time_to_first_token = Histogram(
             "lmforge_time_to_first_token_seconds",
             "From request to its first generated token",
@@ -78,6 +84,11 @@ class ServeMetrics:
             ["model", "state"],
             registry=r,
         )
+
+    def count_tokens(self, model: str, generated: int, cached: int) -> None:
+        """A finished sequence's generated tokens and its prompt positions reused."""
+        self.generated_tokens.labels(model).inc(generated)
+        self.cached_prompt_tokens.labels(model).inc(cached)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -234,6 +234,7 @@ class ModelPool:
                 max_batch=generation.max_batch,
                 max_waiting=generation.max_waiting,
                 max_context=generation.max_context,
+                prefix_cache=generation.prefix_cache,
                 thread_init=background_priority,
             )
 

@@ -96,12 +96,14 @@ class CompletionRequest(_Sampling):
     prompt: str = Field(min_length=1)
 
 
-def _usage(seq: GenerationRequest) -> dict[str, int]:
+def _usage(seq: GenerationRequest) -> dict[str, Any]:
     prompt, completion = len(seq.prompt), len(seq.generated)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
+        # OpenAI's field for prompt caching: positions taken from the prefix store
+        "prompt_tokens_details": {"cached_tokens": seq.cached_tokens},
     }
 
 
@@ -195,7 +197,7 @@ async def chat_reply(
     prompt = await asyncio.to_thread(served.engine.encode_chat, messages)
     seq, queue = submit(served, prompt, params, metrics, truncate=True)
     text, _ = await collect(None, seq, queue, timeout_s)
-    metrics.generated_tokens.labels(served.name).inc(len(seq.generated))
+    metrics.count_tokens(served.name, len(seq.generated), seq.cached_tokens)
     return text
 
 
@@ -229,7 +231,7 @@ async def ask_events(
                     yield event({"type": "delta", "text": delta})
         finally:
             seq.cancel()  # the client went away: free the slot
-        metrics.generated_tokens.labels(served.name).inc(len(seq.generated))
+        metrics.count_tokens(served.name, len(seq.generated), seq.cached_tokens)
     written = "".join(parts).strip() if writing is not None else None
     finish = _public_reason(reason)
     yield event({"type": "done", "generated_answer": written, "finish_reason": finish})
@@ -280,7 +282,7 @@ def add_generation_routes(
             )
 
     def finished(served: ServedDecoder, seq: GenerationRequest) -> None:
-        metrics.generated_tokens.labels(served.name).inc(len(seq.generated))
+        metrics.count_tokens(served.name, len(seq.generated), seq.cached_tokens)
         if seq.first_token_s is not None:
             metrics.time_to_first_token.labels(served.name).observe(seq.first_token_s)
 

@@ -163,12 +163,11 @@ def reduced_quality(engines: dict[str, GenerationEngine], prompts: list[list[int
     return out
 
 
-async def stream_one(
-    client: httpx.AsyncClient, url: str, question: str, tokens: int
-) -> tuple[int, float, float, float, int, int]:
-    """One streamed chat answer: (tokens, start, first token, end) on the perf_counter clock,
-    then (prompt tokens, of them cached)."""
-    body = {
+Answer = tuple[int, float, float, float, int, int]
+
+
+def chat_body(question: str, tokens: int) -> dict[str, Any]:
+    return {
         "messages": [{"role": "user", "content": question}],
         "max_tokens": tokens,
         "temperature": 0.7,
@@ -176,10 +175,20 @@ async def stream_one(
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+
+
+def answer_of(usage: dict[str, Any], start: float, first: float | None, end: float) -> Answer:
+    """(tokens, start, first token, end) on the perf_counter clock, (prompt tokens, cached)."""
+    cached = usage["prompt_tokens_details"]["cached_tokens"]
+    return usage["completion_tokens"], start, first or end, end, usage["prompt_tokens"], cached
+
+
+async def stream_httpx(client: httpx.AsyncClient, url: str, question: str, tokens: int) -> Answer:
+    """One streamed chat answer read with httpx, every event parsed (as an application would)."""
     start = time.perf_counter()
     first: float | None = None
     usage = None
-    async with client.stream("POST", url, json=body) as r:
+    async with client.stream("POST", url, json=chat_body(question, tokens)) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -190,12 +199,56 @@ async def stream_one(
             elif first is None and event["choices"][0]["delta"].get("content"):
                 first = time.perf_counter()
     assert usage is not None
-    end = time.perf_counter()
-    cached = usage["prompt_tokens_details"]["cached_tokens"]
-    return usage["completion_tokens"], start, first or end, end, usage["prompt_tokens"], cached
+    return answer_of(usage, start, first, time.perf_counter())
 
 
-Answer = tuple[int, float, float, float, int, int]
+class RawStream:
+    """One keep-alive HTTP/1.1 connection reading streamed chat answers with asyncio's own
+    streams. The load generator shares the server's two cores, so it does as little as it
+    can: it finds the chunked body's events and parses JSON only until the first text arrives
+    and for the last event (the usage); httpx, parsing every event, took several times the
+    CPU (see docs/benchmarks.md)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def chat(self, question: str, tokens: int) -> Answer:
+        if self.reader is None or self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.reader, self.writer
+        body = json.dumps(chat_body(question, tokens)).encode()
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        start = time.perf_counter()
+        writer.write(head.encode() + body)
+        status = await reader.readline()
+        if b" 200 " not in status:
+            raise RuntimeError(f"server answered {status!r}")
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass  # headers: the body is chunked (a stream has no length)
+        first: float | None = None
+        last, pending = b"", b""
+        while size := int((await reader.readline()).split(b";")[0], 16):
+            pending += (await reader.readexactly(size + 2))[:-2]
+            *events, pending = pending.split(b"\n\n")
+            for event in events:
+                if event == b"data: [DONE]":
+                    continue
+                last = event
+                if first is None and json.loads(event[6:])["choices"][0]["delta"].get("content"):
+                    first = time.perf_counter()
+        await reader.readline()  # the empty trailer after the last chunk
+        end = time.perf_counter()
+        return answer_of(json.loads(last[6:])["usage"], start, first, end)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            await self.writer.wait_closed()
 
 
 def tokens_between(answers: list[Answer], t0: float, t1: float) -> float:
@@ -212,7 +265,7 @@ def tokens_between(answers: list[Answer], t0: float, t1: float) -> float:
 
 
 async def closed_loop(
-    url: str, clients: int, seconds: float, tokens: int, questions: Iterator[str]
+    url: str, clients: int, seconds: float, tokens: int, questions: Iterator[str], http: str
 ) -> dict[str, Any]:
     """`clients` streams, each sending its next question when its answer ends, for `seconds`.
 
@@ -222,16 +275,26 @@ async def closed_loop(
     clients stop sending, where all `clients` streams are running.
     """
     answers: list[Answer] = []
-    start = time.perf_counter()
+    start, client_cpu = time.perf_counter(), time.process_time()
     stop_at = start + seconds
 
     async def client_loop() -> None:
-        async with httpx.AsyncClient(timeout=120) as client:
+        if http == "httpx":
+            async with httpx.AsyncClient(timeout=120) as client:
+                while time.perf_counter() < stop_at:
+                    answers.append(await stream_httpx(client, url, next(questions), tokens))
+            return
+        address = httpx.URL(url)
+        raw = RawStream(address.host, address.port or 80)
+        try:
             while time.perf_counter() < stop_at:
-                answers.append(await stream_one(client, url, next(questions), tokens))
+                answers.append(await raw.chat(next(questions), tokens))
+        finally:
+            await raw.close()
 
     await asyncio.gather(*(client_loop() for _ in range(clients)))
     elapsed = time.perf_counter() - start
+    client_cpu = time.process_time() - client_cpu
     steady_from = start + seconds / 4
     return {
         "tokens_per_s": sum(a[0] for a in answers) / elapsed,
@@ -240,6 +303,7 @@ async def closed_loop(
         "ttft_p50_ms": 1000 * statistics.median(a[2] - a[1] for a in answers),
         "requests": len(answers),
         "prompt_tokens_cached_share": sum(a[5] for a in answers) / sum(a[4] for a in answers),
+        "client_cpu_share_of_a_core": client_cpu / elapsed,
     }
 
 
@@ -249,7 +313,9 @@ def ratios(runs: dict[int, list[dict[str, Any]]], key: str) -> list[float]:
     return [float(b[key] / a[key]) for a, b in zip(runs[1], runs[8], strict=True)]
 
 
-def server_streams(folder: Path, tokens: int, rounds: int, seconds: float) -> dict[str, Any]:
+def server_streams(
+    folder: Path, tokens: int, rounds: int, seconds: float, http: str
+) -> dict[str, Any]:
     port = free_port()
     with tempfile.TemporaryDirectory() as home:
         models = Path(home) / "cache" / "models"
@@ -274,11 +340,11 @@ def server_streams(folder: Path, tokens: int, rounds: int, seconds: float) -> di
             wait_ready(port, process, "/readyz", 300)
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
             questions = user_questions()
-            asyncio.run(closed_loop(url, 1, 5, tokens, questions))  # warm-up
+            asyncio.run(closed_loop(url, 1, 5, tokens, questions, http))  # warm-up
             runs: dict[int, list[dict[str, Any]]] = {1: [], 8: []}
             for r in range(rounds):
                 for clients in (1, 8):
-                    load = closed_loop(url, clients, seconds, tokens, questions)
+                    load = closed_loop(url, clients, seconds, tokens, questions, http)
                     runs[clients].append(asyncio.run(load))
                 one, eight = runs[1][-1], runs[8][-1]
                 print(
@@ -298,10 +364,12 @@ def server_streams(folder: Path, tokens: int, rounds: int, seconds: float) -> di
                 "tokens_per_s",
                 "ttft_p50_ms",
                 "prompt_tokens_cached_share",
+                "client_cpu_share_of_a_core",
             )
         }
 
     return {
+        "client": http,
         "max_tokens": tokens,
         "seconds_per_window": seconds,
         "rounds": rounds,
@@ -409,6 +477,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--engine-passes", action="store_true", help="only: the closed loop on the engine, timed"
     )
+    parser.add_argument(
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="the streaming clients: raw asyncio HTTP/1.1 (light) or httpx",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     folder = resolve_base("smollm2-135m-instruct", get_settings().cache_dir).path
@@ -421,7 +495,9 @@ def main(argv: list[str] | None = None) -> int:
         result["batch_one"] = batch_one(folder, args.tokens, args.rounds)
     if not (args.skip_server or args.engine_passes):
         print("server, streaming:", file=sys.stderr)
-        result["server"] = server_streams(folder, args.tokens, args.rounds, args.server_seconds)
+        result["server"] = server_streams(
+            folder, args.tokens, args.rounds, args.server_seconds, args.client
+        )
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

@@ -341,8 +341,11 @@ class GenerationEngine:
         )
 
     def load(self) -> dict[str, int]:
+        """Sequences decoding and waiting; one that has finished is not running, even in the
+        moment before its slot is freed (its keys and values are being stored)."""
         with self._lock:
-            return {"running": len(self.running), "waiting": len(self.waiting)}
+            running = sum(1 for seq in self.running if seq.finish_reason is None)
+            return {"running": running, "waiting": len(self.waiting)}
 
     def close(self, timeout: float | None = None) -> None:
         """Finish running and waiting requests, then stop the thread."""

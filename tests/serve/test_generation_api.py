@@ -112,6 +112,22 @@ def test_streamed_chat_parses_and_adds_up_to_the_whole_answer(
     assert details is not None and details.cached_tokens == chunks[-1].usage.prompt_tokens - 1
 
 
+def test_a_conversations_next_turn_reuses_the_turns_before_it(
+    site: Any, client: openai.OpenAI
+) -> None:
+    first: list[Any] = [{"role": "user", "content": "tell me about a lighthouse keeper"}]
+    answer = client.chat.completions.create(model=site.name, messages=first, **GREEDY)
+    assert answer.usage is not None
+    reply = answer.choices[0].message.content or ""
+    second = [*first, {"role": "assistant", "content": reply}, {"role": "user", "content": "and?"}]
+    again = client.chat.completions.create(model=site.name, messages=second, **GREEDY)
+    assert again.usage is not None and again.usage.prompt_tokens_details is not None
+    # the whole first prompt (and, as far as it tokenises alike, the answer) is not computed again
+    cached = again.usage.prompt_tokens_details.cached_tokens
+    assert cached is not None and answer.usage.prompt_tokens - 1 <= cached
+    assert cached < again.usage.prompt_tokens
+
+
 def test_completions_plain_and_streamed(site: Any, client: openai.OpenAI) -> None:
     whole = client.completions.create(model=site.name, prompt="hello", **GREEDY)
     streamed = client.completions.create(model=site.name, prompt="hello", stream=True, **GREEDY)

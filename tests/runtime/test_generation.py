@@ -203,25 +203,6 @@ def test_sampling_follows_the_softmax_and_its_cuts() -> None:
     assert draws(SamplingParams(temperature=1.0, top_p=0.5))[1:].sum() == 0  # p(0) = 0.64
 
 
-def test_the_two_level_draw_is_the_inverse_cdf_and_never_draws_impossible_tokens() -> None:
-    from lmforge.runtime.generation import _draw
-
-    gen = torch.Generator().manual_seed(3)
-    probs = torch.rand(4, 1000, generator=gen) ** 8  # uneven; 1000 is not a multiple of a block
-    probs[:, 300:700] = 0  # whole blocks and parts of blocks without probability
-    probs[:, 990:] = 0  # nor the last tokens: u = 1 must land on the last possible one
-    probs /= probs.sum(-1, keepdim=True)
-    cumulative = probs.cumsum(-1)
-    agree = 0
-    for u in [torch.full((4,), 1.0), *(1 - torch.rand(4, generator=gen) for _ in range(300))]:
-        drawn = _draw(probs, u)
-        assert all(probs[row, token] > 0 for row, token in enumerate(drawn))
-        target = (u.unsqueeze(1) * cumulative[:, -1:]).contiguous()
-        expected = torch.searchsorted(cumulative, target).flatten().tolist()
-        agree += sum(a == b for a, b in zip(drawn, expected, strict=True))
-    assert agree >= 0.99 * 4 * 301  # the same tokens but where the two sums round apart
-
-
 def test_chat_template_and_stop_reasons(engine: GenerationEngine) -> None:
     prompt = engine.encode_chat([{"role": "user", "content": "hello"}])
     assert engine.tokenizer.decode(prompt).endswith("<|im_start|>assistant\n")

@@ -474,19 +474,14 @@ class DecoderModel:
         positions = torch.cat(
             [pos, *(torch.arange(offset, offset + length) for _, _, length, offset, _ in parts)]
         )
+        rows = torch.arange(n)
         span = int(pos.max()) + 1 if n else 0
         # key j is visible to decoding slot s when j <= lengths[s] (its past and the new token)
         mask = _additive(torch.arange(span).unsqueeze(0) <= pos.unsqueeze(1)).view(n, 1, 1, span)
-        # where each decoding row's new key goes in a layer's cache seen as (positions, dim):
-        # one index_copy_ per layer instead of advanced indexing over (slot, position)
-        heads = torch.arange(self.kv_heads)
-        at = (torch.arange(n).unsqueeze(0) * self.kv_heads + heads.unsqueeze(1)) * cache.capacity
-        at = (at + pos.unsqueeze(0)).flatten()  # (kv_heads × n), head-major like k[0, :, :n]
 
         def write(i: int, k: torch.Tensor, v: torch.Tensor) -> None:  # (1, kv_heads, rows, dim)
-            dim = k.shape[-1]
-            cache.keys[i].view(-1, dim).index_copy_(0, at, k[0, :, :n].reshape(-1, dim))
-            cache.values[i].view(-1, dim).index_copy_(0, at, v[0, :, :n].reshape(-1, dim))
+            cache.keys[i][rows, :, pos] = k[0, :, :n].transpose(0, 1)
+            cache.values[i][rows, :, pos] = v[0, :, :n].transpose(0, 1)
             for slot, first, length, offset, _ in parts:
                 cache.keys[i][slot, :, offset : offset + length] = k[0, :, first : first + length]
                 cache.values[i][slot, :, offset : offset + length] = v[0, :, first : first + length]

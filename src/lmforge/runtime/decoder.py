@@ -222,7 +222,15 @@ class PrefixStore:
         self.entries: collections.OrderedDict[tuple[int, ...], torch.Tensor] = (
             collections.OrderedDict()
         )
-        self.positions = 0
+
+    @property
+    def positions(self) -> int:
+        return sum(map(len, self.entries))
+
+    def keeps(self, length: int) -> bool:
+        """Whether a sequence of `length` positions would be kept (so the caller can skip
+        copying its keys and values out of the cache)."""
+        return 0 < length <= self.budget
 
     def match(self, prompt: Sequence[int]) -> tuple[int, torch.Tensor | None]:
         """The longest stored prefix of `prompt` (its last token excepted: it must run, to give
@@ -241,20 +249,17 @@ class PrefixStore:
     def add(self, tokens: Sequence[int], stored: torch.Tensor) -> None:
         """Keep the keys and values `stored` (as KVCache.read gives them) of `tokens`."""
         key = tuple(tokens)
-        if not key or len(key) > self.budget:
+        if not self.keeps(len(key)):
             return
         for other in list(self.entries):
             if other[: len(key)] == key:  # already held by a longer sequence
                 self.entries.move_to_end(other)
                 return
             if key[: len(other)] == other:  # a shorter one this one replaces
-                self.positions -= len(other)
                 del self.entries[other]
         self.entries[key] = stored
-        self.positions += len(key)
         while self.positions > self.budget:
-            oldest, _ = self.entries.popitem(last=False)
-            self.positions -= len(oldest)
+            self.entries.popitem(last=False)
 
 
 def _shared_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:

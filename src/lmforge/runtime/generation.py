@@ -460,7 +460,7 @@ class GenerationEngine:
         if len(keep) == len(self.running):
             return
         for slot, seq in enumerate(self.running):
-            if seq.finish_reason is not None and self.prefixes.budget and seq.length > 0:
+            if seq.finish_reason is not None and self.prefixes.keeps(seq.length):
                 tokens = [*seq.prompt, *seq.generated][: seq.length]
                 self.prefixes.add(tokens, self.cache.read(slot, seq.length))
         for target, seq in enumerate(keep):

@@ -53,7 +53,7 @@ from lmforge.runtime.backends import cpu_threads  # noqa: E402
 from lmforge.runtime.decoder import PrefixStore  # noqa: E402
 from lmforge.runtime.generation import GenerationEngine, SamplingParams  # noqa: E402
 from lmforge.settings import get_settings  # noqa: E402
-from serve_load import free_port, stop, wait_ready  # noqa: E402
+from serve_load import Connection, free_port, stop, wait_ready  # noqa: E402
 
 QUESTIONS = [
     "Write a short story about a lighthouse keeper.",
@@ -202,53 +202,22 @@ async def stream_httpx(client: httpx.AsyncClient, url: str, question: str, token
     return answer_of(usage, start, first, time.perf_counter())
 
 
-class RawStream:
-    """One keep-alive HTTP/1.1 connection reading streamed chat answers with asyncio's own
-    streams. The load generator shares the server's two cores, so it does as little as it
-    can: it finds the chunked body's events and parses JSON only until the first text arrives
-    and for the last event (the usage); httpx, parsing every event, took several times the
-    CPU (see docs/benchmarks.md)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def chat(self, question: str, tokens: int) -> Answer:
-        if self.reader is None or self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        reader, writer = self.reader, self.writer
-        body = json.dumps(chat_body(question, tokens)).encode()
-        head = (
-            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        )
-        start = time.perf_counter()
-        writer.write(head.encode() + body)
-        status = await reader.readline()
-        if b" 200 " not in status:
-            raise RuntimeError(f"server answered {status!r}")
-        while (await reader.readline()) not in (b"\r\n", b""):
-            pass  # headers: the body is chunked (a stream has no length)
-        first: float | None = None
-        last, pending = b"", b""
-        while size := int((await reader.readline()).split(b";")[0], 16):
-            pending += (await reader.readexactly(size + 2))[:-2]
-            *events, pending = pending.split(b"\n\n")
-            for event in events:
-                if event == b"data: [DONE]":
-                    continue
-                last = event
-                if first is None and json.loads(event[6:])["choices"][0]["delta"].get("content"):
-                    first = time.perf_counter()
-        await reader.readline()  # the empty trailer after the last chunk
-        end = time.perf_counter()
-        return answer_of(json.loads(last[6:])["usage"], start, first, end)
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            await self.writer.wait_closed()
+async def stream_raw(connection: Connection, question: str, tokens: int) -> Answer:
+    """One streamed chat answer read with serve_load's small HTTP/1.1 client. The load
+    generator shares the server's two cores, so it does as little as it can: JSON is parsed
+    only until the first text arrives and for the last event (the usage); httpx, parsing every
+    event, took several times the CPU (see docs/benchmarks.md)."""
+    body = json.dumps(chat_body(question, tokens)).encode()
+    start = time.perf_counter()
+    first: float | None = None
+    last = b""
+    async for event in connection.events("/v1/chat/completions", body):
+        if event == b"data: [DONE]":
+            continue
+        last = event
+        if first is None and json.loads(event[6:])["choices"][0]["delta"].get("content"):
+            first = time.perf_counter()
+    return answer_of(json.loads(last[6:])["usage"], start, first, time.perf_counter())
 
 
 def tokens_between(answers: list[Answer], t0: float, t1: float) -> float:
@@ -285,12 +254,12 @@ async def closed_loop(
                     answers.append(await stream_httpx(client, url, next(questions), tokens))
             return
         address = httpx.URL(url)
-        raw = RawStream(address.host, address.port or 80)
+        connection = Connection(address.host, address.port or 80, {})
         try:
             while time.perf_counter() < stop_at:
-                answers.append(await raw.chat(next(questions), tokens))
+                answers.append(await stream_raw(connection, next(questions), tokens))
         finally:
-            await raw.close()
+            connection.close()
 
     await asyncio.gather(*(client_loop() for _ in range(clients)))
     elapsed = time.perf_counter() - start

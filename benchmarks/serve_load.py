@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,10 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+    async def _send(
+        self, path: str, body: bytes
+    ) -> tuple[asyncio.StreamReader, int, dict[str, str]]:
+        """POST `body`; the reader positioned at the answer's body, its status and headers."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
@@ -62,21 +65,31 @@ class Connection:
         status_line = await self.reader.readline()
         if not status_line:
             raise ConnectionError("server closed the connection")
-        status = int(status_line.split()[1])
-        length, close = 0, False
-        while True:
-            line = await self.reader.readline()
-            if line in (b"\r\n", b""):
-                break
+        headers = {}
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.decode().partition(":")
-            if name.lower() == "content-length":
-                length = int(value)
-            elif name.lower() == "connection" and value.strip().lower() == "close":
-                close = True
-        payload = await self.reader.readexactly(length)
-        if close:
+            headers[name.lower()] = value.strip()
+        return self.reader, int(status_line.split()[1]), headers
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        reader, status, headers = await self._send(path, body)
+        payload = await reader.readexactly(int(headers.get("content-length", 0)))
+        if headers.get("connection", "").lower() == "close":
             self.close()
         return status, payload
+
+    async def events(self, path: str, body: bytes) -> AsyncIterator[bytes]:
+        """POST, then each server-sent event of the streamed (chunked) answer as it arrives."""
+        reader, status, _ = await self._send(path, body)
+        if status != 200:
+            raise ConnectionError(f"server answered {status}")
+        pending = b""
+        while size := int((await reader.readline()).split(b";")[0], 16):
+            pending += (await reader.readexactly(size + 2))[:-2]  # the chunk, less its CRLF
+            *complete, pending = pending.split(b"\n\n")
+            for event in complete:
+                yield event
+        await reader.readline()  # the empty trailer after the last chunk
 
     def close(self) -> None:
         if self.writer is not None:

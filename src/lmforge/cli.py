@@ -523,11 +523,17 @@ def models_catalogue(
         )
         return
     table = Table(title="base model catalogue")
-    for column in ("name", "kind", "parameters", "languages", "package", "description"):
+    for column in ("name", "kind", "parameters", "languages", "package", "licence", "description"):
         table.add_column(column)
     for e in CATALOGUE.values():
         table.add_row(
-            e.name, e.kind, e.parameters, ", ".join(e.languages), e.package, e.description
+            e.name,
+            e.kind,
+            e.parameters,
+            ", ".join(e.languages),
+            e.package,
+            e.licence,
+            e.description,
         )
     out.print(table)
 

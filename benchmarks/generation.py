@@ -1,5 +1,9 @@
 """Text generation with SmolLM2-135M-Instruct: our decoder beside transformers, and the server.
 
+``--model gemma3-270m`` (optional package) runs parts 1 and 2 on Gemma-3-270M instead: a base
+model without a chat template, so the prompts are the questions as plain text and there is no
+server part; perplexity is scored on the FAQ's English and Chinese answers.
+
 One run measures, on this machine:
 
 1. batch-1 decoding in this process: transformers ``generate()`` (fp32, eager attention, its
@@ -48,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from lmforge.data.sources import load_builtin  # noqa: E402
-from lmforge.models.catalogue import resolve_base  # noqa: E402
+from lmforge.models.catalogue import covers_language, resolve_base  # noqa: E402
 from lmforge.runtime.backends import cpu_threads  # noqa: E402
 from lmforge.runtime.decoder import PrefixStore  # noqa: E402
 from lmforge.runtime.generation import GenerationEngine, SamplingParams  # noqa: E402
@@ -73,7 +77,14 @@ def user_questions() -> Iterator[str]:
     return itertools.cycle(faq[faq["lang"] == "en"]["question"].drop_duplicates().tolist())
 
 
-def batch_one(folder: Path, tokens: int, rounds: int) -> dict[str, Any]:
+def as_prompt(engine: GenerationEngine, question: str) -> list[int]:
+    """Through the chat template where the model has one, else the plain text (base models)."""
+    if getattr(engine.tokenizer, "chat_template", None):
+        return engine.encode_chat([{"role": "user", "content": question}])
+    return engine.encode(question)
+
+
+def batch_one(folder: Path, tokens: int, rounds: int, languages: list[str]) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(cpu_threads())
@@ -83,7 +94,7 @@ def batch_one(folder: Path, tokens: int, rounds: int) -> dict[str, Any]:
         fmt: GenerationEngine.from_folder(folder, fmt, prefix_cache=0)
         for fmt in ("fp32", "bf16", "int8")
     }
-    prompts = [engines["fp32"].encode_chat([{"role": "user", "content": q}]) for q in QUESTIONS]
+    prompts = [as_prompt(engines["fp32"], q) for q in QUESTIONS]
     params = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
     first = SamplingParams(max_tokens=1, temperature=0)
     rates: dict[str, list[float]] = {name: [] for name in ("transformers", *engines)}
@@ -114,7 +125,7 @@ def batch_one(folder: Path, tokens: int, rounds: int) -> dict[str, Any]:
             + " tok/s",
             file=sys.stderr,
         )
-    quality = reduced_quality(engines, prompts)
+    quality = reduced_quality(engines, prompts, languages)
     for eng in engines.values():
         eng.close()
     base = rates["transformers"]
@@ -132,12 +143,18 @@ def batch_one(folder: Path, tokens: int, rounds: int) -> dict[str, Any]:
     }
 
 
-def reduced_quality(engines: dict[str, GenerationEngine], prompts: list[list[int]]) -> Any:
-    """Greedy agreement with fp32, and perplexity on real held-out text, per format."""
+def reduced_quality(
+    engines: dict[str, GenerationEngine], prompts: list[list[int]], languages: list[str]
+) -> Any:
+    """Greedy agreement with fp32, and perplexity on real held-out text (the FAQ's answers in
+    each of `languages`), per format."""
     greedy = SamplingParams(max_tokens=32, temperature=0, ignore_eos=True)
     reference = [engines["fp32"].generate(p, greedy).tokens for p in prompts]
     faq = load_builtin("debian_faq")
-    texts = [t for t in faq[faq["lang"] == "en"]["answer"].tolist() if len(t) > 200][:24]
+    texts = {
+        lang: [t for t in faq[faq["lang"] == lang]["answer"].tolist() if len(t) > 200][:24]
+        for lang in languages
+    }
     out: dict[str, Any] = {}
     for fmt, eng in engines.items():
         agree = []
@@ -148,18 +165,23 @@ def reduced_quality(engines: dict[str, GenerationEngine], prompts: list[list[int
                     (i for i, (a, b) in enumerate(zip(ours, ref, strict=True)) if a != b), len(ref)
                 )
             )
-        nll, count = 0.0, 0
-        for text in texts:
-            ids = eng.encode(text)[:256]
-            logits = eng.model.prefill(eng.model.new_cache(1), 0, ids, every_position=True)
-            target = torch.tensor(ids[1:])
-            nll += float(torch.nn.functional.cross_entropy(logits[:-1], target, reduction="sum"))
-            count += len(ids) - 1
-        out[fmt] = {
-            "greedy_tokens_agreeing_of_32": statistics.mean(agree),
-            "perplexity": math.exp(nll / count),
-        }
-    out["texts"] = {"source": "debian_faq en answers over 200 chars", "count": len(texts)}
+        out[fmt] = {"greedy_tokens_agreeing_of_32": statistics.mean(agree)}
+        for lang, chosen in texts.items():
+            nll, count = 0.0, 0
+            for text in chosen:
+                ids = eng.encode(text)[:256]
+                logits = eng.model.prefill(eng.model.new_cache(1), 0, ids, every_position=True)
+                target = torch.tensor(ids[1:])
+                nll += float(
+                    torch.nn.functional.cross_entropy(logits[:-1], target, reduction="sum")
+                )
+                count += len(ids) - 1
+            key = "perplexity" if lang == "en" else f"perplexity_{lang}"
+            out[fmt][key] = math.exp(nll / count)
+    out["texts"] = {
+        "source": "debian_faq answers over 200 chars",
+        "count": {lang: len(chosen) for lang, chosen in texts.items()},
+    }
     return out
 
 
@@ -438,6 +460,11 @@ def engine_passes(folder: Path, tokens: int, rounds: int, seconds: float) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--model",
+        default="smollm2-135m-instruct",
+        help="catalogue decoder; gemma3-270m (optional) runs without the server part",
+    )
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--server-seconds", type=float, default=20)
@@ -454,15 +481,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    folder = resolve_base("smollm2-135m-instruct", get_settings().cache_dir).path
-    result: dict[str, Any] = {"model": "smollm2-135m-instruct", "threads": cpu_threads()}
+    chat = args.model == "smollm2-135m-instruct"
+    if not chat and (args.only_server or args.engine_passes):
+        parser.error(f"the server parts need a chat model; {args.model} has no chat template")
+    folder = resolve_base(args.model, get_settings().cache_dir).path
+    languages = ["en", "zh"] if covers_language(args.model, "zh") else ["en"]
+    result: dict[str, Any] = {"model": args.model, "threads": cpu_threads()}
     if args.engine_passes:
         print("engine passes, in process:", file=sys.stderr)
         result["engine_passes"] = engine_passes(folder, args.tokens, args.rounds, 20)
     elif not args.only_server:
         print("batch 1, in process:", file=sys.stderr)
-        result["batch_one"] = batch_one(folder, args.tokens, args.rounds)
-    if not (args.skip_server or args.engine_passes):
+        result["batch_one"] = batch_one(folder, args.tokens, args.rounds, languages)
+    if chat and not (args.skip_server or args.engine_passes):
         print("server, streaming:", file=sys.stderr)
         result["server"] = server_streams(
             folder, args.tokens, args.rounds, args.server_seconds, args.client

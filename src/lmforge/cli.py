@@ -354,7 +354,8 @@ def generate(
     folder = decoder_folder(model)
     engine = GenerationEngine.from_folder(folder, weights, max_batch=1)  # type: ignore[arg-type]
     try:
-        if raw:
+        # a base model without a chat template (gemma3-270m) continues the text as is
+        if raw or not getattr(engine.tokenizer, "chat_template", None):
             ids = engine.encode(prompt)
         else:
             messages = [{"role": "system", "content": system}] if system else []
@@ -791,7 +792,7 @@ def app_assistant(
     from lmforge.assistant.assistant import (
         DEFAULT_THRESHOLD,
         build_assistant,
-        grounded_messages,
+        grounded_prompt,
         open_assistant,
     )
     from lmforge.models.catalogue import covers_language
@@ -830,7 +831,7 @@ def app_assistant(
         try:
             for i, a in enumerate(answers):
                 if a.answered and covers_language(decoder, a.language):
-                    prompt = engine.encode_chat(grounded_messages(a))
+                    prompt = grounded_prompt(engine, a)
                     text = engine.generate(prompt, params, truncate=True).text.strip()
                     answers[i] = dataclasses.replace(a, generated=text)
         finally:

@@ -4,6 +4,7 @@ parity with transformers, batching, sampling, limits and cancellation."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -397,7 +398,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_generate(tiny_decoder_dir: Path, engine: GenerationEngine) -> None:
+def test_cli_generate(
+    tiny_decoder_dir: Path, tiny_gemma3_dir: Path, engine: GenerationEngine, tmp_path: Path
+) -> None:
     model = ("--model", str(tiny_decoder_dir), "--max-tokens", "20")
     seeded = (*model, "--weights", "fp32", "--seed", "3", "--json")
     done = run_cli("hello", *seeded)
@@ -412,6 +415,13 @@ def test_cli_generate(tiny_decoder_dir: Path, engine: GenerationEngine) -> None:
     assert again["text"] == report["text"]  # same seed, same text
     streamed = run_cli("hello", *model, "--raw", "--temperature", "0")
     assert streamed.returncode == 0 and streamed.stdout.endswith("\n")
+    # a base model without a chat template continues the text as is (as --raw does)
+    base = tmp_path / "base"
+    shutil.copytree(tiny_gemma3_dir, base)
+    (base / "chat_template.jinja").unlink()
+    plain = run_cli("hello", "--model", str(base), "--max-tokens", "5", "--json")
+    assert plain.returncode == 0, plain.stderr
+    assert json.loads(plain.stdout)["prompt_tokens"] == len(engine.encode("hello"))
     for args, needle in (
         (("--model", str(tiny_decoder_dir), "--weights", "int4"), "unknown weight format"),
         (("--model", "minilm-l6"), "not a decoder"),

@@ -10,7 +10,13 @@ import httpx
 import pytest
 
 from conftest import LiveServer, serve_config
-from lmforge.assistant.assistant import Answer, Hit, grounded_messages
+from lmforge.assistant.assistant import (
+    GROUNDING,
+    Answer,
+    Hit,
+    grounded_messages,
+    grounded_prompt,
+)
 from lmforge.assistant.faq import load_faq
 from lmforge.errors import DataError
 from lmforge.runtime.generation import GenerationEngine, SamplingParams
@@ -103,7 +109,13 @@ def test_retrieval_augmented_answers_come_from_the_decoder(
     engine = GenerationEngine.from_folder(tiny_decoder_dir)
     try:
         params = SamplingParams(max_tokens=160, temperature=0, repetition_penalty=1.1)
-        expected = engine.generate(engine.encode_chat(messages), params, truncate=True)
+        assert grounded_prompt(engine, answer) == engine.encode_chat(messages)
+        expected = engine.generate(grounded_prompt(engine, answer), params, truncate=True)
+        # a base model (no chat template) gets the same words as a document to continue
+        engine.tokenizer.chat_template = None
+        plain = engine.tokenizer.decode(grounded_prompt(engine, answer))
+        assert plain.startswith(GROUNDING) and "Open Settings > Account" in plain
+        assert plain.endswith("Question: I forgot my password, how do I change it?\nAnswer:")
     finally:
         engine.close()
     assert answered["generated_answer"] == expected.text.strip()

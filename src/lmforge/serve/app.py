@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lmforge.assistant.assistant import grounded_messages
+from lmforge.assistant.assistant import grounded_prompt
 from lmforge.errors import LmforgeError, ModelNotFoundError
 from lmforge.registry import Registry
 from lmforge.runtime.generation import SamplingParams
@@ -35,7 +35,7 @@ from lmforge.serve.keys import ApiKey, KeyStore, hash_key
 from lmforge.serve.limits import ApiError, BodyLimitMiddleware, RateLimiter, error_body
 from lmforge.serve.metrics import MetricsMiddleware, ServeMetrics
 from lmforge.serve.models import ModelChoiceError, ModelPool, background_priority
-from lmforge.serve.openai_api import add_generation_routes, ask_events, chat_reply, submit
+from lmforge.serve.openai_api import add_generation_routes, ask_events, reply, submit
 from lmforge.serve.predlog import LoggedPrediction, PredictionLog
 from lmforge.settings import Settings, get_settings
 
@@ -457,9 +457,7 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
         if body.stream:
             writing = None
             if decoder is not None:
-                prompt = await asyncio.to_thread(
-                    decoder.engine.encode_chat, grounded_messages(answer)
-                )
+                prompt = await asyncio.to_thread(grounded_prompt, decoder.engine, answer)
                 writing = (decoder, *submit(decoder, prompt, params, state.metrics, truncate=True))
             return StreamingResponse(
                 ask_events(answer.to_json(), writing, state.metrics),
@@ -467,12 +465,9 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         if decoder is not None:
-            generated = await chat_reply(
-                decoder,
-                grounded_messages(answer),
-                params,
-                state.metrics,
-                config.generation.timeout_s,
+            prompt = await asyncio.to_thread(grounded_prompt, decoder.engine, answer)
+            generated = await reply(
+                decoder, prompt, params, state.metrics, config.generation.timeout_s
             )
             answer = dataclasses.replace(answer, generated=generated.strip())
         return JSONResponse(answer.to_json())

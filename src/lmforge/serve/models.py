@@ -210,11 +210,11 @@ class ModelPool:
         return found
 
     def assistant_decoder(self, language: str) -> ServedDecoder | None:
-        """The decoder that writes the assistant's answers, if it covers the language."""
-        if not self.config.generation.models:
-            return None
-        ref = self.config.generation.models[0]
-        return self.decoders.get(ref) if covers_language(ref, language) else None
+        """The decoder that writes the assistant's answers in a language: the first of
+        generation.models that covers it (e.g. smollm2-135m-instruct for English, then
+        gemma3-270m for Chinese), or none."""
+        covering = (ref for ref in self.config.generation.models if covers_language(ref, language))
+        return next((self.decoders[ref] for ref in covering if ref in self.decoders), None)
 
     async def _start_decoder(self, ref: str) -> None:
         generation = self.config.generation

@@ -34,7 +34,7 @@ from lmforge.serve.limits import ApiError, error_body
 from lmforge.serve.metrics import ServeMetrics
 from lmforge.serve.models import ModelPool, ServedDecoder
 
-__all__ = ["add_generation_routes", "chat_reply", "collect", "submit"]
+__all__ = ["add_generation_routes", "collect", "reply", "submit"]
 
 
 class _Body(BaseModel):
@@ -186,15 +186,14 @@ async def collect(
     return "".join(parts), reason
 
 
-async def chat_reply(
+async def reply(
     served: ServedDecoder,
-    messages: list[dict[str, str]],
+    prompt: list[int],
     params: SamplingParams,
     metrics: ServeMetrics,
     timeout_s: float,
 ) -> str:
-    """A whole chat answer (the assistant's retrieval-augmented answers use it)."""
-    prompt = await asyncio.to_thread(served.engine.encode_chat, messages)
+    """A whole answer to a prompt (the assistant's retrieval-augmented answers use it)."""
     seq, queue = submit(served, prompt, params, metrics, truncate=True)
     text, _ = await collect(None, seq, queue, timeout_s)
     metrics.count_tokens(served.name, len(seq.generated), seq.cached_tokens)

@@ -792,7 +792,7 @@ def app_assistant(
     from lmforge.assistant.assistant import (
         DEFAULT_THRESHOLD,
         build_assistant,
-        grounded_prompt,
+        grounded_request,
         open_assistant,
     )
     from lmforge.models.catalogue import covers_language
@@ -824,14 +824,13 @@ def app_assistant(
         )
     answers = assistant.ask(asked, top_k or 3)
     if generate:
-        from lmforge.runtime.generation import GenerationEngine, SamplingParams
+        from lmforge.runtime.generation import GenerationEngine
 
         engine = GenerationEngine.from_folder(decoder_folder(decoder), "int8")
-        params = SamplingParams(max_tokens=160, temperature=0, repetition_penalty=1.1)
         try:
             for i, a in enumerate(answers):
                 if a.answered and covers_language(decoder, a.language):
-                    prompt = grounded_prompt(engine, a)
+                    prompt, params = grounded_request(engine, a, max_tokens=160)
                     text = engine.generate(prompt, params, truncate=True).text.strip()
                     answers[i] = dataclasses.replace(a, generated=text)
         finally:

@@ -15,11 +15,11 @@ from lmforge.assistant.assistant import (
     Answer,
     Hit,
     grounded_messages,
-    grounded_prompt,
+    grounded_request,
 )
 from lmforge.assistant.faq import load_faq
 from lmforge.errors import DataError
-from lmforge.runtime.generation import GenerationEngine, SamplingParams
+from lmforge.runtime.generation import GenerationEngine
 from lmforge.serve.server import check_bind
 from lmforge.settings import Settings
 
@@ -108,14 +108,17 @@ def test_retrieval_augmented_answers_come_from_the_decoder(
     assert messages[1]["content"].endswith("Question: I forgot my password, how do I change it?")
     engine = GenerationEngine.from_folder(tiny_decoder_dir)
     try:
-        params = SamplingParams(max_tokens=160, temperature=0, repetition_penalty=1.1)
-        assert grounded_prompt(engine, answer) == engine.encode_chat(messages)
-        expected = engine.generate(grounded_prompt(engine, answer), params, truncate=True)
-        # a base model (no chat template) gets the same words as a document to continue
+        prompt, params = grounded_request(engine, answer, 160)
+        assert prompt == engine.encode_chat(messages) and not params.stop
+        expected = engine.generate(prompt, params, truncate=True)
+        # a base model (no chat template) gets the same words as a document to continue,
+        # and its answer ends at the first blank line
         engine.tokenizer.chat_template = None
-        plain = engine.tokenizer.decode(grounded_prompt(engine, answer))
+        prompt, params = grounded_request(engine, answer, 160)
+        plain = engine.tokenizer.decode(prompt)
         assert plain.startswith(GROUNDING) and "Open Settings > Account" in plain
         assert plain.endswith("Question: I forgot my password, how do I change it?\nAnswer:")
+        assert "\n\n" in params.stop
     finally:
         engine.close()
     assert answered["generated_answer"] == expected.text.strip()

@@ -26,7 +26,7 @@ from lmforge.errors import CheckpointError, DataError, ModelNotFoundError
 
 if TYPE_CHECKING:
     from lmforge.registry import Registry
-    from lmforge.runtime.generation import GenerationEngine
+    from lmforge.runtime.generation import GenerationEngine, SamplingParams
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 REFUSALS = {
@@ -104,14 +104,29 @@ def grounded_messages(answer: Answer, entries: int = 2, chars: int = 1200) -> li
     ]
 
 
-def grounded_prompt(engine: GenerationEngine, answer: Answer) -> list[int]:
-    """The prompt token ids of a retrieval-augmented answer: the chat of grounded_messages
-    through the model's chat template, or, for a base model without one (gemma3-270m), the same
-    words as a document that ends where the answer starts."""
+def grounded_request(
+    engine: GenerationEngine, answer: Answer, max_tokens: int
+) -> tuple[list[int], SamplingParams]:
+    """The prompt token ids and sampling of a retrieval-augmented answer (greedy, a light
+    repetition penalty): the chat of grounded_messages through the model's chat template, or,
+    for a base model without one (gemma3-270m), the same words as a document that ends where
+    the answer starts — and the answer then ends at its first blank line, where a base model
+    would go on to write more questions and answers of its own."""
+    from lmforge.runtime.generation import SamplingParams
+
     messages = grounded_messages(answer)
-    if getattr(engine.tokenizer, "chat_template", None):
-        return engine.encode_chat(messages)
-    return engine.encode("\n\n".join(m["content"] for m in messages) + "\nAnswer:")
+    chat = bool(getattr(engine.tokenizer, "chat_template", None))
+    if chat:
+        prompt = engine.encode_chat(messages)
+    else:
+        prompt = engine.encode("\n\n".join(m["content"] for m in messages) + "\nAnswer:")
+    params = SamplingParams(
+        max_tokens=max_tokens,
+        temperature=0,
+        repetition_penalty=1.1,
+        stop=() if chat else ("\n\n", "\nQ:", "\nQuestion:"),
+    )
+    return prompt, params
 
 
 class Assistant:

@@ -25,10 +25,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lmforge.assistant.assistant import grounded_prompt
+from lmforge.assistant.assistant import grounded_request
 from lmforge.errors import LmforgeError, ModelNotFoundError
 from lmforge.registry import Registry
-from lmforge.runtime.generation import SamplingParams
 from lmforge.serve.batcher import BatcherClosed, DeadlineExceeded, DynamicBatcher, QueueFull
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.keys import ApiKey, KeyStore, hash_key
@@ -451,13 +450,12 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
         assert assistant is not None
         writes = assistant.generate and answer.answered  # no text is made up for a refusal
         decoder = state.pool.assistant_decoder(answer.language) if writes else None
-        params = SamplingParams(
-            max_tokens=assistant.generate_max_tokens, temperature=0, repetition_penalty=1.1
-        )
         if body.stream:
             writing = None
             if decoder is not None:
-                prompt = await asyncio.to_thread(grounded_prompt, decoder.engine, answer)
+                prompt, params = await asyncio.to_thread(
+                    grounded_request, decoder.engine, answer, assistant.generate_max_tokens
+                )
                 writing = (decoder, *submit(decoder, prompt, params, state.metrics, truncate=True))
             return StreamingResponse(
                 ask_events(answer.to_json(), writing, state.metrics),
@@ -465,7 +463,9 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         if decoder is not None:
-            prompt = await asyncio.to_thread(grounded_prompt, decoder.engine, answer)
+            prompt, params = await asyncio.to_thread(
+                grounded_request, decoder.engine, answer, assistant.generate_max_tokens
+            )
             generated = await reply(
                 decoder, prompt, params, state.metrics, config.generation.timeout_s
             )

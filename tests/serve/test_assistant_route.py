@@ -127,3 +127,16 @@ def test_retrieval_augmented_answers_come_from_the_decoder(
 def test_generating_answers_needs_a_decoder() -> None:
     with pytest.raises(ValueError, match=r"assistant\.generate needs a decoder"):
         serve_config(assistant={"faq": "debian_faq", "generate": True})
+
+
+def test_each_language_gets_the_first_decoder_that_covers_it() -> None:
+    from lmforge.serve.models import ModelPool
+
+    config = serve_config(generation={"models": ["smollm2-135m-instruct", "gemma3-270m"]})
+    pool = ModelPool(None, None, config, None, None)  # only the config is read
+    english, chinese = object(), object()
+    pool.decoders = {"smollm2-135m-instruct": english, "gemma3-270m": chinese}
+    assert pool.assistant_decoder("en") is english  # both cover English: the first writes
+    assert pool.assistant_decoder("zh") is chinese  # SmolLM2 is English-only
+    del pool.decoders["gemma3-270m"]  # configured but not served (it failed to load)
+    assert pool.assistant_decoder("zh") is None

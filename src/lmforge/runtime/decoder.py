@@ -1,11 +1,13 @@
-"""A Llama-family decoder for serving: one readable forward pass over a slot-based KV cache.
+"""Llama-family and Gemma 3 decoders for serving: one readable forward pass over a slot-based
+KV cache.
 
 transformers' ``generate()`` decodes one request at a time (or a padded batch that starts and
 ends together). A server needs requests to join and leave the running batch between steps, so
 this module keeps its own cache: one row ("slot") per running sequence, each with its own
 length, and runs the same maths as ``LlamaForCausalLM`` (RMSNorm, rotary positions, grouped-query
-attention, SwiGLU) on the weights of a loaded Hugging Face model. Rotary embeddings come from
-the HF model itself, so its RoPE variant and scaling are used as they are.
+attention, SwiGLU) on the weights of a loaded Hugging Face model; Gemma 3 adds a few norms,
+GELU, scaled embeddings and sliding-window layers (see _Layer). Rotary embeddings come from the
+HF model itself, so its RoPE variant and scaling are used as they are.
 
 Weight formats: ``fp32`` (exact), ``bf16`` (half the memory traffic, but emulated on CPUs without
 native bf16), ``int8`` (per-output-channel int8 weights with dynamically quantised activations,

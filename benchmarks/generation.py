@@ -20,9 +20,12 @@ One run measures, on this machine:
    prefix store can reuse only what real traffic shares: the chat template's system prompt.
    Reports the aggregate tokens/s ratio (at steady load and over the whole run), time to first
    token at each load, and the share of prompt tokens taken from the prefix store.
-4. only with ``--engine-passes``: the same closed loop on the engine in this process, every
-   pass over the model timed, with the prefix store on and off in alternate windows: where 8
-   streams' time goes without HTTP, and what reusing the shared prefix gives.
+4. only with ``--decode-steps``: the model's decoding step alone for 1 and 8 sequences, decode
+   attention by lmforge's kernel and by SDPA taking turns every 5 steps (``--rounds`` times).
+5. only with ``--engine-passes``: the same closed loop on the engine in this process, every
+   pass over the model timed, with two variants in alternate windows (``--compare``: decode
+   attention by our kernel or by SDPA; the prefix store on or off): where 8 streams' time goes
+   without HTTP, and what each choice gives.
 
     .venv/bin/python benchmarks/generation.py --json /tmp/generation.json
 """
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import math
@@ -41,7 +45,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +58,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from lmforge.data.sources import load_builtin  # noqa: E402
 from lmforge.models.catalogue import covers_language, resolve_base  # noqa: E402
 from lmforge.runtime.backends import cpu_threads  # noqa: E402
-from lmforge.runtime.decoder import PrefixStore  # noqa: E402
+from lmforge.runtime.decoder import PrefixStore, load_decoder  # noqa: E402
 from lmforge.runtime.generation import GenerationEngine, SamplingParams  # noqa: E402
 from lmforge.settings import get_settings  # noqa: E402
 from serve_load import Connection, free_port, stop, wait_ready  # noqa: E402
@@ -304,9 +308,9 @@ def ratios(runs: dict[int, list[dict[str, Any]]], key: str) -> list[float]:
     return [float(b[key] / a[key]) for a, b in zip(runs[1], runs[8], strict=True)]
 
 
-def server_streams(
-    folder: Path, tokens: int, rounds: int, seconds: float, http: str
-) -> dict[str, Any]:
+@contextlib.contextmanager
+def served(folder: Path, attention: str) -> Iterator[str]:
+    """`lmforge serve` in a subprocess (int8, 8 slots) serving the decoder; yields the chat URL."""
     port = free_port()
     with tempfile.TemporaryDirectory() as home:
         models = Path(home) / "cache" / "models"
@@ -315,7 +319,8 @@ def server_streams(
         config = Path(home) / "serve.yaml"
         config.write_text(
             "models: []\nlimits: {rate_per_second: null}\n"
-            "generation: {models: [smollm2-135m-instruct], weights: int8, max_batch: 8}\n"
+            "generation: {models: [smollm2-135m-instruct], weights: int8, max_batch: 8, "
+            f"attention: {attention}}}\n"
         )
         env = {**os.environ, "LMFORGE_HOME": home}
         process = subprocess.Popen(
@@ -329,23 +334,35 @@ def server_streams(
         )
         try:
             wait_ready(port, process, "/readyz", 300)
-            url = f"http://127.0.0.1:{port}/v1/chat/completions"
-            questions = user_questions()
-            asyncio.run(closed_loop(url, 1, 5, tokens, questions, http))  # warm-up
-            runs: dict[int, list[dict[str, Any]]] = {1: [], 8: []}
-            for r in range(rounds):
-                for clients in (1, 8):
-                    load = closed_loop(url, clients, seconds, tokens, questions, http)
-                    runs[clients].append(asyncio.run(load))
-                one, eight = runs[1][-1], runs[8][-1]
-                print(
-                    f"  server round {r + 1}: 1 stream {one['steady_tokens_per_s']:.1f} tok/s "
-                    f"steady ({one['tokens_per_s']:.1f} whole run), 8 streams "
-                    f"{eight['steady_tokens_per_s']:.1f} ({eight['tokens_per_s']:.1f})",
-                    file=sys.stderr,
-                )
+            yield f"http://127.0.0.1:{port}/v1/chat/completions"
         finally:
             stop(process)
+
+
+def server_streams(
+    folder: Path, tokens: int, rounds: int, seconds: float, http: str, attentions: list[str]
+) -> dict[str, Any]:
+    """One server per decode attention in `attentions`, all running; each round, every server
+    gets a 1-stream window then an 8-stream window, server after server."""
+    questions = user_questions()
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {a: {1: [], 8: []} for a in attentions}
+    with contextlib.ExitStack() as servers:
+        urls = {a: servers.enter_context(served(folder, a)) for a in attentions}
+        for url in urls.values():
+            asyncio.run(closed_loop(url, 1, 5, tokens, questions, http))  # warm-up
+        for r in range(rounds):
+            for attention, url in urls.items():
+                for clients in (1, 8):
+                    window = closed_loop(url, clients, seconds, tokens, questions, http)
+                    runs[attention][clients].append(asyncio.run(window))
+                one, eight = runs[attention][1][-1], runs[attention][8][-1]
+                print(
+                    f"  server round {r + 1}, attention {attention}: 1 stream "
+                    f"{one['steady_tokens_per_s']:.1f} tok/s steady ({one['tokens_per_s']:.1f} "
+                    f"whole run), 8 streams {eight['steady_tokens_per_s']:.1f} "
+                    f"({eight['tokens_per_s']:.1f})",
+                    file=sys.stderr,
+                )
 
     def summary(load: list[dict[str, Any]]) -> dict[str, float]:
         return {
@@ -359,23 +376,100 @@ def server_streams(
             )
         }
 
-    return {
+    out: dict[str, Any] = {
         "client": http,
         "max_tokens": tokens,
         "seconds_per_window": seconds,
         "rounds": rounds,
-        "one_stream": summary(runs[1]),
-        "eight_streams": summary(runs[8]),
-        "ratio_8_vs_1_steady": statistics.median(ratios(runs, "steady_tokens_per_s")),
-        "ratio_8_vs_1_whole_run": statistics.median(ratios(runs, "tokens_per_s")),
-        "ratios_per_round_steady": ratios(runs, "steady_tokens_per_s"),
+    }
+    for attention, load in runs.items():
+        out[f"attention_{attention}"] = {
+            "one_stream": summary(load[1]),
+            "eight_streams": summary(load[8]),
+            "ratio_8_vs_1_steady": statistics.median(ratios(load, "steady_tokens_per_s")),
+            "ratio_8_vs_1_whole_run": statistics.median(ratios(load, "tokens_per_s")),
+            "ratios_per_round_steady": ratios(load, "steady_tokens_per_s"),
+        }
+    if len(attentions) == 2:  # the first variant over the second, window by window
+        first, second = (runs[a] for a in attentions)
+        for clients in (1, 8):
+            out[f"{clients}_streams_{attentions[0]}_vs_{attentions[1]}_steady"] = statistics.median(
+                a["steady_tokens_per_s"] / b["steady_tokens_per_s"]
+                for a, b in zip(first[clients], second[clients], strict=True)
+            )
+    return out
+
+
+def decode_steps(folder: Path, rounds: int) -> dict[str, Any]:
+    """A decoding step of the model alone (int8) for 1 and for 8 sequences, decode attention by
+    the kernel and by SDPA taking turns every 5 steps, `rounds` times. The sequences are real
+    FAQ answers cut to 150, 140, ..., 80 tokens: the kernel reads each one's own length where
+    SDPA reads the longest. One row runs through SDPA either way (a control for the noise)."""
+    torch.set_num_threads(cpu_threads())
+    model, tokenizer = load_decoder(folder, "int8")
+    faq = load_builtin("debian_faq")
+    texts = [tokenizer(a)["input_ids"] for a in faq[faq["lang"] == "en"]["answer"]]
+    cache = model.new_cache(8)
+    long_enough = [ids for ids in texts if len(ids) >= 150][:8]
+    sequences = [ids[:length] for ids, length in zip(long_enough, range(150, 70, -10), strict=True)]
+    for slot, ids in enumerate(sequences):
+        model.prefill(cache, slot, ids)
+    lengths = [len(ids) for ids in sequences]
+    following = [ids[-1] for ids in sequences]
+    times: dict[tuple[str, int], list[float]] = {}
+    for _ in range(rounds):
+        for rows in (1, 8):
+            for attention in ("kernel", "sdpa"):
+                model.attention = attention
+                model.step(cache, lengths[:rows], following[:rows])
+                started = time.perf_counter()
+                for _ in range(5):
+                    model.step(cache, lengths[:rows], following[:rows])
+                step = (time.perf_counter() - started) / 5
+                times.setdefault((attention, rows), []).append(step)
+
+    def paired(a: list[float], b: list[float]) -> float:
+        return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+    out: dict[str, Any] = {"rounds": rounds, "lengths": lengths}
+    for attention in ("kernel", "sdpa"):
+        one, eight = times[(attention, 1)], times[(attention, 8)]
+        out[attention] = {
+            "step_ms_1_row": 1000 * statistics.median(one),
+            "step_ms_8_rows": 1000 * statistics.median(eight),
+            "tokens_per_step_time_8_vs_1": paired([8 * t for t in one], eight),
+        }
+    for rows in (1, 8):
+        out[f"step_time_{rows}_kernel_vs_sdpa"] = paired(
+            times[("kernel", rows)], times[("sdpa", rows)]
+        )
+    return out
+
+
+COMPARISONS = ("attention", "prefix-store")
+
+
+def variants_of(engine: GenerationEngine, compare: str) -> dict[str, Callable[[], None]]:
+    """--compare's two variants, each a change to the engine; the first is the server's default.
+    The prefix store lives across windows, as in a server that keeps running."""
+    store = engine.prefixes
+    if compare == "attention":
+        return {
+            "attention_kernel": lambda: setattr(engine.model, "attention", "kernel"),
+            "attention_sdpa": lambda: setattr(engine.model, "attention", "sdpa"),
+        }
+    return {
+        "prefix_store_on": lambda: setattr(engine, "prefixes", store),
+        "prefix_store_off": lambda: setattr(engine, "prefixes", PrefixStore(0)),
     }
 
 
-def engine_passes(folder: Path, tokens: int, rounds: int, seconds: float) -> dict[str, Any]:
+def engine_passes(
+    folder: Path, tokens: int, rounds: int, seconds: float, compare: str
+) -> dict[str, Any]:
     """Where 8 streams' time goes, without HTTP: the server's closed loop run on the engine in
     this process, every pass over the model timed (decoding only, or with prompts joining),
-    with the prefix store on (the server's default) and off in alternate windows."""
+    with the two variants of `compare` in alternate windows."""
     engine = GenerationEngine.from_folder(folder, "int8", max_batch=8)
     questions = user_questions()
     passes: list[tuple[int, int, float]] = []  # (decoding rows, prompt tokens run, seconds)
@@ -390,8 +484,8 @@ def engine_passes(folder: Path, tokens: int, rounds: int, seconds: float) -> dic
 
     engine.model.step = timed  # type: ignore[method-assign, assignment]
 
-    def window(clients: int, prefixes: PrefixStore) -> dict[str, float]:
-        engine.prefixes = prefixes
+    def window(clients: int, configure: Callable[[], None]) -> dict[str, float]:
+        configure()
         passes.clear()
         stop_at = time.perf_counter() + seconds
         open_clients, done = [clients], threading.Event()
@@ -427,14 +521,13 @@ def engine_passes(folder: Path, tokens: int, rounds: int, seconds: float) -> dic
             / sum(len(r.prompt) for r in requests),
         }
 
-    # the store lives across windows, as in a server that keeps running
-    variants = {"prefix_store_on": PrefixStore(2048), "prefix_store_off": PrefixStore(0)}
+    variants = variants_of(engine, compare)
     runs: dict[str, dict[int, list[dict[str, float]]]] = {v: {1: [], 8: []} for v in variants}
     try:
         for _ in range(rounds):
             for clients in (1, 8):
-                for variant, store in variants.items():
-                    runs[variant][clients].append(window(clients, store))
+                for variant, configure in variants.items():
+                    runs[variant][clients].append(window(clients, configure))
                     print(
                         f"  {variant}, {clients} streams: {runs[variant][clients][-1]}",
                         file=sys.stderr,
@@ -451,10 +544,12 @@ def engine_passes(folder: Path, tokens: int, rounds: int, seconds: float) -> dic
             ratios(load, "decode_step_full_batch_ms")
         )
         out[variant]["tokens_ratio_8_vs_1"] = statistics.median(ratios(load, "tokens_per_s"))
-    on, off = runs["prefix_store_on"][8], runs["prefix_store_off"][8]
-    out["eight_streams_on_vs_off"] = statistics.median(
-        a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(on, off, strict=True)
-    )
+    first, second = (runs[v] for v in variants)
+    for clients in (1, 8):
+        out[f"{clients}_streams_{'_vs_'.join(variants)}"] = statistics.median(
+            a["tokens_per_s"] / b["tokens_per_s"]
+            for a, b in zip(first[clients], second[clients], strict=True)
+        )
     return out
 
 
@@ -474,6 +569,24 @@ def main(argv: list[str] | None = None) -> int:
         "--engine-passes", action="store_true", help="only: the closed loop on the engine, timed"
     )
     parser.add_argument(
+        "--decode-steps",
+        action="store_true",
+        help="only: the model's decoding step, kernel and SDPA attention alternating",
+    )
+    parser.add_argument(
+        "--compare",
+        choices=COMPARISONS,
+        default="attention",
+        help="with --engine-passes: the two variants that take turns",
+    )
+    parser.add_argument(
+        "--attention",
+        type=lambda text: text.split(","),
+        default=["kernel"],
+        help="the server's decode attention: kernel, sdpa, or kernel,sdpa (a server each, "
+        "windows alternating)",
+    )
+    parser.add_argument(
         "--client",
         choices=("raw", "httpx"),
         default="raw",
@@ -482,21 +595,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     chat = args.model == "smollm2-135m-instruct"
-    if not chat and (args.only_server or args.engine_passes):
+    if unknown := set(args.attention) - {"kernel", "sdpa"}:
+        parser.error(f"--attention: unknown {', '.join(sorted(unknown))} (kernel, sdpa)")
+    if not chat and (args.only_server or args.engine_passes or args.decode_steps):
         parser.error(f"the server parts need a chat model; {args.model} has no chat template")
     folder = resolve_base(args.model, get_settings().cache_dir).path
     languages = ["en", "zh"] if covers_language(args.model, "zh") else ["en"]
     result: dict[str, Any] = {"model": args.model, "threads": cpu_threads()}
-    if args.engine_passes:
+    if args.decode_steps:
+        result["decode_steps"] = decode_steps(folder, args.rounds)
+    elif args.engine_passes:
         print("engine passes, in process:", file=sys.stderr)
-        result["engine_passes"] = engine_passes(folder, args.tokens, args.rounds, 20)
+        result["engine_passes"] = engine_passes(folder, args.tokens, args.rounds, 20, args.compare)
     elif not args.only_server:
         print("batch 1, in process:", file=sys.stderr)
         result["batch_one"] = batch_one(folder, args.tokens, args.rounds, languages)
-    if chat and not (args.skip_server or args.engine_passes):
+    if chat and not (args.skip_server or args.engine_passes or args.decode_steps):
         print("server, streaming:", file=sys.stderr)
         result["server"] = server_streams(
-            folder, args.tokens, args.rounds, args.server_seconds, args.client
+            folder, args.tokens, args.rounds, args.server_seconds, args.client, args.attention
         )
     text = json.dumps(result, indent=2)
     print(text)

@@ -29,6 +29,9 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
     path.write_text("port: 9000\nbatching: {max_batch: 8, max_wait_ms: 2}\n")
     config = load_serve_config(path, port=9100, host=None)
     assert config.port == 9100 and config.batching.max_batch == 8
+    assert config.generation.attention == "kernel"
+    path.write_text("generation: {attention: sdpa}\n")
+    assert load_serve_config(path).generation.attention == "sdpa"
 
 
 @pytest.mark.parametrize(
@@ -38,6 +41,7 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
         ("batching: {max_batch: 64, max_queue: 8}\n", "max_queue must be at least"),
         ("limits: {max_inputs: 0}\n", "limits.max_inputs"),
         ("port: [\n", "not valid YAML"),
+        ("generation: {attention: flash}\n", "generation.attention"),
     ],
 )
 def test_bad_config_is_one_line(tmp_path: Path, text: str, needle: str) -> None:

@@ -30,9 +30,11 @@ import torch.nn.functional as F
 
 from lmforge.errors import CheckpointError, ModelNotFoundError, first_line
 from lmforge.models.loading import from_pretrained
+from lmforge.runtime.attention import decode_attention
 
 __all__ = [
     "SUPPORTED_ARCHITECTURES",
+    "DecodeAttention",
     "DecoderModel",
     "KVCache",
     "PrefixStore",
@@ -41,6 +43,8 @@ __all__ = [
 ]
 
 WeightFormat = Literal["fp32", "bf16", "int8"]
+# decoding rows' attention: our kernel (runtime/attention.py), or SDPA under a mask (the reference)
+DecodeAttention = Literal["kernel", "sdpa"]
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "gemma3_text")
 
 
@@ -316,6 +320,7 @@ class DecoderModel:
             )
         self.config = config
         self.format: WeightFormat = fmt
+        self.attention: DecodeAttention = "kernel"
         self.heads = int(config.num_attention_heads)
         self.kv_heads = int(getattr(config, "num_key_value_heads", None) or self.heads)
         self.head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // self.heads)
@@ -552,11 +557,15 @@ class DecoderModel:
         )
         rows = torch.arange(n)
         span = int(pos.max()) + 1 if n else 0
-        # per sliding window (None: none), the masks of the decoding rows (each sees its own
-        # slot's past and new token) and of each prompt
+        # Decoding rows attend through the kernel from two rows up; a single row through SDPA,
+        # where the kernel measured no faster and its thread pool may as well stay idle.
+        kernel = self.attention == "kernel" and n > 1
+        # per sliding window (None: none), what the decoding rows see (each its own slot's
+        # past and new token: positions start..pos; for SDPA as a mask) and each prompt's mask
         masks = {
             w: (
-                _visible(pos, span, w).view(n, 1, 1, span),
+                (pos - w + 1).clamp(min=0) if w is not None else torch.zeros_like(pos),
+                None if kernel else _visible(pos, span, w).view(n, 1, 1, span),
                 [_prompt_mask(offset, length, w) for _, _, length, offset in parts],
             )
             for w in self._windows()
@@ -570,9 +579,15 @@ class DecoderModel:
                 cache.values[i][slot, :, offset : offset + length] = v[0, :, first : first + length]
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            decoding, prompt_masks = masks[self.layers[i].window]
+            starts, decoding, prompt_masks = masks[self.layers[i].window]
             attended = []
-            if n:  # each decoding row attends to its slot's cache
+            if kernel:  # each decoding row attends to its slot's cache
+                one = q[0, :, :n].transpose(0, 1)  # (n, heads, dim)
+                out = decode_attention(
+                    one, cache.keys[i], cache.values[i], starts, pos + 1, self.scale
+                )
+                attended.append(out.transpose(0, 1).unsqueeze(0))
+            elif n:
                 keys = cache.keys[i][:n, :, :span]
                 values = cache.values[i][:n, :, :span]
                 one = q[0, :, :n].transpose(0, 1).unsqueeze(2)  # (n, heads, 1, dim)

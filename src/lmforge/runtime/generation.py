@@ -28,7 +28,14 @@ from typing import Any, Literal
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.runtime.decoder import DecoderModel, PrefixStore, WeightFormat, load_decoder
+from lmforge.runtime.attention import prepare as prepare_attention
+from lmforge.runtime.decoder import (
+    DecodeAttention,
+    DecoderModel,
+    PrefixStore,
+    WeightFormat,
+    load_decoder,
+)
 
 __all__ = [
     "Completion",
@@ -230,6 +237,8 @@ class GenerationEngine:
         self.context = min(model.context, max_context or model.context)
         self.eos_ids = _eos_ids(tokenizer, model)
         self.cache = model.new_cache(max_batch)
+        if model.attention == "kernel":
+            prepare_attention()  # seconds on first use: before serving, not in a request
         self.prefixes = PrefixStore(prefix_cache)
         self.running: list[GenerationRequest] = []
         self.waiting: collections.deque[GenerationRequest] = collections.deque()
@@ -247,9 +256,14 @@ class GenerationEngine:
 
     @classmethod
     def from_folder(
-        cls, folder: Path, fmt: WeightFormat = "fp32", **kwargs: Any
+        cls,
+        folder: Path,
+        fmt: WeightFormat = "fp32",
+        attention: DecodeAttention = "kernel",
+        **kwargs: Any,
     ) -> GenerationEngine:
         model, tokenizer = load_decoder(folder, fmt)
+        model.attention = attention
         return cls(model, tokenizer, **kwargs)
 
     # ------------------------------------------------------------------ public, any thread

@@ -123,6 +123,12 @@ class GenerationConfig(_Section):
         "the same way (system prompt, earlier turns) skip their prefill; 0 turns it off. "
         "SmolLM2-135M takes 46 KB per position",
     )
+    attention: Literal["kernel", "sdpa"] = Field(
+        "kernel",
+        description="decoding rows' attention from two rows up: lmforge's kernel (reads each "
+        "sequence's own positions once) or PyTorch's scaled_dot_product_attention (the "
+        "reference, to compare)",
+    )
     max_tokens: int = Field(1024, ge=1, description="the most tokens a request may ask for")
     default_max_tokens: int = Field(256, ge=1, description="when a request sets none")
     timeout_s: float = Field(

@@ -235,6 +235,7 @@ class ModelPool:
                 max_waiting=generation.max_waiting,
                 max_context=generation.max_context,
                 prefix_cache=generation.prefix_cache,
+                attention=generation.attention,
                 thread_init=background_priority,
             )
 

@@ -308,6 +308,12 @@ def ratios(runs: dict[int, list[dict[str, Any]]], key: str) -> list[float]:
     return [float(b[key] / a[key]) for a, b in zip(runs[1], runs[8], strict=True)]
 
 
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median of a[i] / b[i]: windows taken side by side share the machine's state of the
+    moment, so their ratio says more than the ratio of two medians."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
 @contextlib.contextmanager
 def served(folder: Path, attention: str) -> Iterator[str]:
     """`lmforge serve` in a subprocess (int8, 8 slots) serving the decoder; yields the chat URL."""
@@ -393,9 +399,9 @@ def server_streams(
     if len(attentions) == 2:  # the first variant over the second, window by window
         first, second = (runs[a] for a in attentions)
         for clients in (1, 8):
-            out[f"{clients}_streams_{attentions[0]}_vs_{attentions[1]}_steady"] = statistics.median(
-                a["steady_tokens_per_s"] / b["steady_tokens_per_s"]
-                for a, b in zip(first[clients], second[clients], strict=True)
+            out[f"{clients}_streams_{attentions[0]}_vs_{attentions[1]}_steady"] = paired_ratio(
+                [w["steady_tokens_per_s"] for w in first[clients]],
+                [w["steady_tokens_per_s"] for w in second[clients]],
             )
     return out
 
@@ -428,19 +434,16 @@ def decode_steps(folder: Path, rounds: int) -> dict[str, Any]:
                 step = (time.perf_counter() - started) / 5
                 times.setdefault((attention, rows), []).append(step)
 
-    def paired(a: list[float], b: list[float]) -> float:
-        return statistics.median(x / y for x, y in zip(a, b, strict=True))
-
     out: dict[str, Any] = {"rounds": rounds, "lengths": lengths}
     for attention in ("kernel", "sdpa"):
         one, eight = times[(attention, 1)], times[(attention, 8)]
         out[attention] = {
             "step_ms_1_row": 1000 * statistics.median(one),
             "step_ms_8_rows": 1000 * statistics.median(eight),
-            "tokens_per_step_time_8_vs_1": paired([8 * t for t in one], eight),
+            "tokens_per_step_time_8_vs_1": paired_ratio([8 * t for t in one], eight),
         }
     for rows in (1, 8):
-        out[f"step_time_{rows}_kernel_vs_sdpa"] = paired(
+        out[f"step_time_{rows}_kernel_vs_sdpa"] = paired_ratio(
             times[("kernel", rows)], times[("sdpa", rows)]
         )
     return out
@@ -546,9 +549,9 @@ def engine_passes(
         out[variant]["tokens_ratio_8_vs_1"] = statistics.median(ratios(load, "tokens_per_s"))
     first, second = (runs[v] for v in variants)
     for clients in (1, 8):
-        out[f"{clients}_streams_{'_vs_'.join(variants)}"] = statistics.median(
-            a["tokens_per_s"] / b["tokens_per_s"]
-            for a, b in zip(first[clients], second[clients], strict=True)
+        out[f"{clients}_streams_{'_vs_'.join(variants)}"] = paired_ratio(
+            [w["tokens_per_s"] for w in first[clients]],
+            [w["tokens_per_s"] for w in second[clients]],
         )
     return out
 

@@ -20,8 +20,9 @@ One run measures, on this machine:
    prefix store can reuse only what real traffic shares: the chat template's system prompt.
    Reports the aggregate tokens/s ratio (at steady load and over the whole run), time to first
    token at each load, and the share of prompt tokens taken from the prefix store.
-4. only with ``--decode-steps``: the model's decoding step alone for 1 and 8 sequences, decode
-   attention by lmforge's kernel and by SDPA taking turns every 5 steps (``--rounds`` times).
+4. only with ``--decode-steps``: the model's decoding step alone for 1 and 8 sequences (of
+   150…80 tokens, and one of 1000 beside seven of 80), decode attention by lmforge's kernel and
+   by SDPA taking turns every 5 steps (``--rounds`` times).
 5. only with ``--engine-passes``: the same closed loop on the engine in this process, every
    pass over the model timed, with two variants in alternate windows (``--compare``: decode
    attention by our kernel or by SDPA; the prefix store on or off): where 8 streams' time goes
@@ -406,46 +407,53 @@ def server_streams(
     return out
 
 
+# --decode-steps: the lengths of the 8 sequences in a step, per shape
+STEP_SHAPES = {"150_to_80": list(range(150, 70, -10)), "1000_and_7x80": [1000, *[80] * 7]}
+
+
 def decode_steps(folder: Path, rounds: int) -> dict[str, Any]:
     """A decoding step of the model alone (int8) for 1 and for 8 sequences, decode attention by
-    the kernel and by SDPA taking turns every 5 steps, `rounds` times. The sequences are real
-    FAQ answers cut to 150, 140, ..., 80 tokens: the kernel reads each one's own length where
-    SDPA reads the longest. One row runs through SDPA either way (a control for the noise)."""
+    the kernel and by SDPA taking turns every 5 steps, `rounds` times, for each of STEP_SHAPES
+    (the sequences are consecutive pieces of the FAQ's English answers): the kernel reads each
+    sequence's own length where SDPA reads the longest. One row runs through SDPA either way
+    (a control for the noise)."""
     torch.set_num_threads(cpu_threads())
     model, tokenizer = load_decoder(folder, "int8")
     faq = load_builtin("debian_faq")
-    texts = [tokenizer(a)["input_ids"] for a in faq[faq["lang"] == "en"]["answer"]]
-    cache = model.new_cache(8)
-    long_enough = [ids for ids in texts if len(ids) >= 150][:8]
-    sequences = [ids[:length] for ids, length in zip(long_enough, range(150, 70, -10), strict=True)]
-    for slot, ids in enumerate(sequences):
-        model.prefill(cache, slot, ids)
-    lengths = [len(ids) for ids in sequences]
-    following = [ids[-1] for ids in sequences]
-    times: dict[tuple[str, int], list[float]] = {}
-    for _ in range(rounds):
-        for rows in (1, 8):
-            for attention in ("kernel", "sdpa"):
-                model.attention = attention
-                model.step(cache, lengths[:rows], following[:rows])
-                started = time.perf_counter()
-                for _ in range(5):
+    text = tokenizer(" ".join(faq[faq["lang"] == "en"]["answer"]))["input_ids"]
+    out: dict[str, Any] = {"rounds": rounds}
+    for shape, lengths in STEP_SHAPES.items():
+        cache = model.new_cache(8)
+        starts = itertools.accumulate(lengths, initial=0)
+        sequences = [text[a : a + n] for a, n in zip(starts, lengths, strict=False)]
+        for slot, ids in enumerate(sequences):
+            model.prefill(cache, slot, ids)
+        following = [ids[-1] for ids in sequences]
+        times: dict[tuple[str, int], list[float]] = {}
+        for _ in range(rounds):
+            for rows in (1, 8):
+                for attention in ("kernel", "sdpa"):
+                    model.attention = attention
                     model.step(cache, lengths[:rows], following[:rows])
-                step = (time.perf_counter() - started) / 5
-                times.setdefault((attention, rows), []).append(step)
-
-    out: dict[str, Any] = {"rounds": rounds, "lengths": lengths}
-    for attention in ("kernel", "sdpa"):
-        one, eight = times[(attention, 1)], times[(attention, 8)]
-        out[attention] = {
-            "step_ms_1_row": 1000 * statistics.median(one),
-            "step_ms_8_rows": 1000 * statistics.median(eight),
-            "tokens_per_step_time_8_vs_1": paired_ratio([8 * t for t in one], eight),
-        }
-    for rows in (1, 8):
-        out[f"step_time_{rows}_kernel_vs_sdpa"] = paired_ratio(
-            times[("kernel", rows)], times[("sdpa", rows)]
-        )
+                    started = time.perf_counter()
+                    for _ in range(5):
+                        model.step(cache, lengths[:rows], following[:rows])
+                    step = (time.perf_counter() - started) / 5
+                    times.setdefault((attention, rows), []).append(step)
+        result: dict[str, Any] = {"lengths": lengths}
+        for attention in ("kernel", "sdpa"):
+            one, eight = times[(attention, 1)], times[(attention, 8)]
+            result[attention] = {
+                "step_ms_1_row": 1000 * statistics.median(one),
+                "step_ms_8_rows": 1000 * statistics.median(eight),
+                "tokens_per_step_time_8_vs_1": paired_ratio([8 * t for t in one], eight),
+            }
+        for rows in (1, 8):
+            result[f"step_time_{rows}_kernel_vs_sdpa"] = paired_ratio(
+                times[("kernel", rows)], times[("sdpa", rows)]
+            )
+        print(f"  {shape}: {result}", file=sys.stderr)
+        out[shape] = result
     return out
 
 

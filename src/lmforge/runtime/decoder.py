@@ -560,12 +560,19 @@ class DecoderModel:
         # Decoding rows attend through the kernel from two rows up; a single row through SDPA,
         # where the kernel measured no faster and its thread pool may as well stay idle.
         kernel = self.attention == "kernel" and n > 1
-        # per sliding window (None: none), what the decoding rows see (each its own slot's
-        # past and new token: positions start..pos; for SDPA as a mask) and each prompt's mask
+        seen_until = pos + 1  # each decoding row's positions end after its new token
+
+        def decoding_sees(window: int | None) -> torch.Tensor:
+            """Each decoding row sees its slot's past and new token (within the window): for
+            the kernel as each row's first visible position, for SDPA as a mask."""
+            if not kernel:
+                return _visible(pos, span, window).view(n, 1, 1, span)
+            return torch.zeros_like(pos) if window is None else (seen_until - window).clamp(min=0)
+
+        # per sliding window (None: none), what the decoding rows see and each prompt's mask
         masks = {
             w: (
-                (pos - w + 1).clamp(min=0) if w is not None else torch.zeros_like(pos),
-                None if kernel else _visible(pos, span, w).view(n, 1, 1, span),
+                decoding_sees(w),
                 [_prompt_mask(offset, length, w) for _, _, length, offset in parts],
             )
             for w in self._windows()
@@ -579,12 +586,12 @@ class DecoderModel:
                 cache.values[i][slot, :, offset : offset + length] = v[0, :, first : first + length]
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            starts, decoding, prompt_masks = masks[self.layers[i].window]
+            decoding, prompt_masks = masks[self.layers[i].window]
             attended = []
             if kernel:  # each decoding row attends to its slot's cache
                 one = q[0, :, :n].transpose(0, 1)  # (n, heads, dim)
                 out = decode_attention(
-                    one, cache.keys[i], cache.values[i], starts, pos + 1, self.scale
+                    one, cache.keys[i], cache.values[i], decoding, seen_until, self.scale
                 )
                 attended.append(out.transpose(0, 1).unsqueeze(0))
             elif n:

@@ -132,7 +132,10 @@ def test_resume_with_another_recipe_is_refused(
 def test_runs_with_different_precisions_in_one_process(
     toy_csv: Path, tiny_base: Path, home: Settings, tmp_path: Path
 ) -> None:
-    fp32 = _train(toy_recipe(toy_csv, tiny_base, max_steps=2), tmp_path / "a", home)
+    # fp32 by name: "auto" (the recipe's default) is bf16 on CPUs with native bf16
+    fp32 = _train(
+        toy_recipe(toy_csv, tiny_base, max_steps=2, precision="fp32"), tmp_path / "a", home
+    )
     bf16 = _train(
         toy_recipe(toy_csv, tiny_base, max_steps=2, precision="bf16", gradient_accumulation=2),
         tmp_path / "b",

@@ -11,7 +11,8 @@ HF model itself, so its RoPE variant and scaling are used as they are.
 
 Weight formats: ``fp32`` (exact), ``bf16`` (half the memory traffic, but emulated on CPUs without
 native bf16), ``int8`` (per-output-channel int8 weights with dynamically quantised activations,
-fbgemm's int8 GEMM: a quarter of the traffic and about 3× fp32's speed on AVX2, for 1 row or 8).
+fbgemm's int8 GEMM: a quarter of the traffic and 2.5–3.5× fp32's speed, for 1 row or 8; 8-bit
+activations where the CPU has VNNI, 7-bit on AVX2 without it).
 The 49k-row output layer is a fifth of the model's weights: it gets the same format, and runs
 on one position per sequence only (never on a prompt's other positions).
 """
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import CheckpointError, ModelNotFoundError, first_line
+from lmforge.hardware import cpu_has_int8_dot
 from lmforge.models.loading import from_pretrained
 from lmforge.runtime.attention import decode_attention
 
@@ -80,8 +82,8 @@ class _Linear:
     """y = x Wᵀ (+ b) in one of the weight formats; float32 in and out.
 
     int8 is fbgemm's dynamic quantisation: weights int8 per output channel, activations
-    quantised per call (so no calibration), int8 × int8 products accumulated in int32. On AVX2
-    its matmuls cost about the same for 1 to 8 rows, which is what batched decoding needs.
+    quantised per call (so no calibration), int8 × int8 products accumulated in int32. Its
+    matmuls cost 1.1–1.8× as much for 8 rows as for 1, which is what batched decoding needs.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, fmt: WeightFormat) -> None:
@@ -98,6 +100,8 @@ class _Linear:
                 qweight = torch.quantize_per_channel(w, scales, zero, 0, torch.qint8)
             self.packed = torch.ops.quantized.linear_prepack(qweight, b)
             self.out_features = w.shape[0]
+            # 7-bit activations where the CPU has no VNNI: its u8×s8 pair sums saturate int16
+            self.reduce_range = not cpu_has_int8_dot()
         else:
             self.weight = w.to(torch.bfloat16 if fmt == "bf16" else torch.float32)
             self.bias = b
@@ -114,14 +118,15 @@ class _Linear:
         """fbgemm quantises a call's activations with one scale, so many rows (a prompt) go in
         groups of similar magnitude: a token with "massive activations" (the first, in late
         layers) would otherwise flatten every other row of its call to a few levels."""
-        # reduce_range: 7-bit activations, so AVX2's u8×s8 pair sums cannot saturate
         if x.shape[0] <= _ROW_GROUP:
-            out: torch.Tensor = torch.ops.quantized.linear_dynamic(x, self.packed, True)
+            out: torch.Tensor = torch.ops.quantized.linear_dynamic(
+                x, self.packed, self.reduce_range
+            )
             return out
         order = x.abs().amax(dim=1).argsort()
         y = torch.empty(x.shape[0], self.out_features)
         for rows in torch.split(order, _ROW_GROUP):
-            y[rows] = torch.ops.quantized.linear_dynamic(x[rows], self.packed, True)
+            y[rows] = torch.ops.quantized.linear_dynamic(x[rows], self.packed, self.reduce_range)
         return y
 
 

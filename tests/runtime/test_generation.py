@@ -392,6 +392,23 @@ def test_int8_activations_use_all_8_bits_where_the_cpu_has_vnni(
         assert errors[True] < 0.75 * errors[False]
 
 
+def test_int8_keeps_a_massive_row_from_flattening_the_others() -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(64, 32)
+    x = torch.randn(decoder._ROW_GROUP + 8, 32)
+    x[0] *= 100  # a first token's "massive activations"
+    exact = x @ weight.T
+    linear = decoder._Linear(weight, None, "int8")
+    one_call = torch.ops.quantized.linear_dynamic(x, linear.packed, linear.reduce_range)
+    grouped = linear(x)
+    error = {
+        name: float((y[1:] - exact[1:]).abs().mean())
+        for name, y in [("one", one_call), ("grouped", grouped)]
+    }
+    assert error["grouped"] < 0.25 * error["one"]
+    assert torch.allclose(grouped[0], exact[0], rtol=0.05, atol=0.05 * float(exact[0].abs().max()))
+
+
 def test_unloadable_folders_get_one_line_errors(tmp_path: Path, tiny_base: Path) -> None:
     with pytest.raises(ModelNotFoundError, match=r"config\.json"):
         load_decoder(tmp_path)

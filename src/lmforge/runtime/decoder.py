@@ -75,7 +75,11 @@ _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
 }
 
-_ROW_GROUP = 16  # rows quantised together in a prompt (a decoding step's batch is one group)
+# Rows quantised together in one call: a decoding step's batch and the rows of a prompt joining
+# it after a reused prefix fit one call; longer prompts go in groups. Groups of 32 score the
+# perplexity of 16 (26.59 vs 26.55 with 8-bit activations, 27.934 vs 27.933 with 7-bit) and
+# make a pass with 8 decoding rows and an 18-token prompt 0.71× as long (one call, not two).
+_ROW_GROUP = 32
 
 
 class _Linear:

@@ -315,6 +315,20 @@ def paired_ratio(a: list[float], b: list[float]) -> float:
     return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
+def side_by_side(
+    runs: dict[str, dict[int, list[dict[str, Any]]]], key: str, suffix: str = ""
+) -> dict[str, float]:
+    """Two variants' windows (variant → load → windows): per load, the first's `key` over the
+    second's, window by window."""
+    (a, first), (b, second) = runs.items()
+    return {
+        f"{clients}_streams_{a}_vs_{b}{suffix}": paired_ratio(
+            [w[key] for w in first[clients]], [w[key] for w in second[clients]]
+        )
+        for clients in (1, 8)
+    }
+
+
 @contextlib.contextmanager
 def served(folder: Path, attention: str) -> Iterator[str]:
     """`lmforge serve` in a subprocess (int8, 8 slots) serving the decoder; yields the chat URL."""
@@ -397,13 +411,8 @@ def server_streams(
             "ratio_8_vs_1_whole_run": statistics.median(ratios(load, "tokens_per_s")),
             "ratios_per_round_steady": ratios(load, "steady_tokens_per_s"),
         }
-    if len(attentions) == 2:  # the first variant over the second, window by window
-        first, second = (runs[a] for a in attentions)
-        for clients in (1, 8):
-            out[f"{clients}_streams_{attentions[0]}_vs_{attentions[1]}_steady"] = paired_ratio(
-                [w["steady_tokens_per_s"] for w in first[clients]],
-                [w["steady_tokens_per_s"] for w in second[clients]],
-            )
+    if len(attentions) == 2:
+        out.update(side_by_side(runs, "steady_tokens_per_s", "_steady"))
     return out
 
 
@@ -555,12 +564,7 @@ def engine_passes(
             ratios(load, "decode_step_full_batch_ms")
         )
         out[variant]["tokens_ratio_8_vs_1"] = statistics.median(ratios(load, "tokens_per_s"))
-    first, second = (runs[v] for v in variants)
-    for clients in (1, 8):
-        out[f"{clients}_streams_{'_vs_'.join(variants)}"] = paired_ratio(
-            [w["tokens_per_s"] for w in first[clients]],
-            [w["tokens_per_s"] for w in second[clients]],
-        )
+    out.update(side_by_side(runs, "tokens_per_s"))
     return out
 
 

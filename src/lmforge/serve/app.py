@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lmforge.assistant.assistant import grounded_request
 from lmforge.errors import LmforgeError, ModelNotFoundError
+from lmforge.monitor import LoggedPrediction, PredictionLog
 from lmforge.registry import Registry
 from lmforge.serve.batcher import BatcherClosed, DeadlineExceeded, DynamicBatcher, QueueFull
 from lmforge.serve.config import ServeConfig
@@ -35,7 +36,6 @@ from lmforge.serve.limits import ApiError, BodyLimitMiddleware, RateLimiter, err
 from lmforge.serve.metrics import MetricsMiddleware, ServeMetrics
 from lmforge.serve.models import ModelChoiceError, ModelPool, background_priority
 from lmforge.serve.openai_api import add_generation_routes, ask_events, reply, submit
-from lmforge.serve.predlog import LoggedPrediction, PredictionLog
 from lmforge.settings import Settings, get_settings
 
 logger = logging.getLogger("lmforge.serve")

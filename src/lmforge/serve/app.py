@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lmforge.errors import LmforgeError, ModelNotFoundError
+from lmforge.errors import LmforgeError, ModelNotFoundError, ModelUnavailableError
 from lmforge.monitor import PredictionLog
 from lmforge.registry import Registry
 from lmforge.serve.config import ServeConfig
@@ -113,6 +113,9 @@ def _add_error_handlers(app: FastAPI, metrics: ServeMetrics) -> None:
     async def _lmforge_error(_: Request, exc: LmforgeError) -> JSONResponse:
         if isinstance(exc, ModelNotFoundError):
             return _error_response(404, exc.message, "model_not_found")
+        if isinstance(exc, ModelUnavailableError):  # exists but unusable: the server's fault
+            metrics.rejected.labels("model_unavailable").inc()  # as when a load() raises it
+            return _error_response(503, exc.message, "model_unavailable")
         return _error_response(422, exc.message, "invalid_request")
 
     @app.exception_handler(RequestValidationError)

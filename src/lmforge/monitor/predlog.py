@@ -50,6 +50,8 @@ class LoggedPrediction:
 
 
 class PredictionLog:
+    """Samples predictions into a buffer that one background task writes to the database."""
+
     def __init__(self, engine: Engine, config: LogSettings, seed: int | None = None) -> None:
         self.engine = engine
         self.config = config

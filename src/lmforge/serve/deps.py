@@ -44,6 +44,7 @@ class ServeState:
 
 
 def serve_state(request: Request) -> ServeState:
+    """The state of the app answering this request (a plain call: no dependency to solve)."""
     state: ServeState = request.app.state.lmforge
     return state
 

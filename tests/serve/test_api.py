@@ -16,9 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conftest import LiveServer, register_copy, serve_config
+from lmforge.errors import ModelUnavailableError
+from lmforge.monitor import PredictionLogRow
 from lmforge.registry import Registry
 from lmforge.serve import KeyStore
-from lmforge.serve.tables import PredictionLogRow
 from lmforge.settings import Settings
 
 
@@ -182,6 +183,38 @@ def test_embed_from_a_registered_version(site: Any) -> None:
     assert_error(
         call(site, "POST", "/v1/embed", json={"model": "nope", "inputs": ["a"]}), 404, "nope"
     )
+
+
+def test_a_model_that_exists_but_cannot_be_used_is_503_wherever_it_surfaces(
+    site: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = site.state.pool
+    damaged = ModelUnavailableError("tiny:v1 is damaged: model.safetensors is truncated")
+
+    async def classifier(ref: str | None) -> Any:
+        raise damaged
+
+    def decoder(ref: str | None) -> Any:
+        raise damaged
+
+    # Loading a model to classify with (the routes' load()), and a lookup outside it (the
+    # generic LmforgeError handler): both answer 503 model_unavailable, never 404 or 422.
+    monkeypatch.setattr(pool, "classifier", classifier)
+    monkeypatch.setattr(pool, "decoder", decoder)
+    chat = {"messages": [{"role": "user", "content": "hi"}]}
+    for path, body in [("/v1/predict", {"inputs": ["x"]}), ("/v1/chat/completions", chat)]:
+        r = call(site, "POST", path, json=body)
+        assert_error(r, 503, "tiny:v1 is damaged")
+        assert r.json()["error"]["code"] == "model_unavailable"
+        assert r.json()["error"]["type"] == "server_error"
+    text = call(site, "GET", "/metrics", scope=None).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    rejected = {
+        s.labels["reason"]: s.value
+        for s in families["lmforge_rejected_requests"].samples
+        if s.name.endswith("_total")
+    }
+    assert rejected["model_unavailable"] >= 2
 
 
 def test_health_readiness_and_metrics(site: Any) -> None:

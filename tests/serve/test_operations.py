@@ -21,9 +21,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from conftest import LiveServer, register_copy, serve_config
+from lmforge.monitor import PredictionLogRow
 from lmforge.registry import Registry
 from lmforge.serve import KeyStore
-from lmforge.serve.tables import PredictionLogRow
 from lmforge.settings import Settings
 
 

@@ -1,10 +1,13 @@
-"""The server's tables, in the registry's database: API keys and the prediction log."""
+"""The server's own table, in the registry's database: API keys.
+
+The prediction log's table lives below the HTTP layer, in :mod:`lmforge.monitor.tables`.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Integer, String
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -27,20 +30,6 @@ class ApiKeyRow(ServeBase):
     scopes: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-
-
-class PredictionLogRow(ServeBase):
-    __tablename__ = "prediction_log"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)
-    model: Mapped[str] = mapped_column(String(64), index=True)
-    version: Mapped[int] = mapped_column(Integer)
-    label: Mapped[str] = mapped_column(String(128))
-    score: Mapped[float] = mapped_column(Float)
-    latency_ms: Mapped[float] = mapped_column(Float)
-    key_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    text: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 def create_tables(engine: Engine) -> None:

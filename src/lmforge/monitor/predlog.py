@@ -1,7 +1,8 @@
-"""The prediction log: a sample of served predictions, written to the database in the background.
+"""The prediction log's writer: a sample of served predictions, written in the background.
 
 Rows are buffered and written by one task every ``flush_seconds`` (in a thread, off the event
 loop), so logging never adds a database round trip to a request; closing writes what is left.
+The server owns one (``serve``); nothing here knows about HTTP.
 """
 
 from __future__ import annotations
@@ -11,19 +12,34 @@ import contextlib
 import logging
 import random
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
-from lmforge.serve.config import LogConfig
-from lmforge.serve.tables import PredictionLogRow, create_tables
+from lmforge.monitor.tables import PredictionLogRow, create_tables
 
 _MAX_BUFFER = 10_000  # rows held between flushes; past it new rows are dropped (and counted)
-logger = logging.getLogger("lmforge.serve")
+logger = logging.getLogger("lmforge.serve")  # the server's logger: the server runs this writer
+
+
+class LogSettings(Protocol):
+    """What the writer needs of its configuration (the server's ``prediction_log`` section)."""
+
+    @property
+    def sample_rate(self) -> float: ...
+
+    @property
+    def include_text(self) -> bool: ...
+
+    @property
+    def flush_seconds(self) -> float: ...
 
 
 @dataclass(frozen=True)
 class LoggedPrediction:
+    """One prediction to log, as the server hands it over."""
+
     model: str
     version: int
     label: str
@@ -34,7 +50,9 @@ class LoggedPrediction:
 
 
 class PredictionLog:
-    def __init__(self, engine: Engine, config: LogConfig, seed: int | None = None) -> None:
+    """Samples predictions into a buffer that one background task writes to the database."""
+
+    def __init__(self, engine: Engine, config: LogSettings, seed: int | None = None) -> None:
         self.engine = engine
         self.config = config
         self._random = random.Random(seed)

@@ -1,0 +1,21 @@
+"""Monitoring: the prediction log (its table, the server's background writer, and a reader for
+batch jobs).
+
+This package sits below the HTTP layer: it imports no FastAPI or Starlette, so a batch job can
+read what the servers logged without loading a server. The feedback loop builds here next.
+"""
+
+from __future__ import annotations
+
+from lmforge.monitor.predlog import LoggedPrediction, LogSettings, PredictionLog
+from lmforge.monitor.reader import PredictionRecord, read_predictions
+from lmforge.monitor.tables import PredictionLogRow
+
+__all__ = [
+    "LogSettings",
+    "LoggedPrediction",
+    "PredictionLog",
+    "PredictionLogRow",
+    "PredictionRecord",
+    "read_predictions",
+]

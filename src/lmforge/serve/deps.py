@@ -1,0 +1,189 @@
+"""What every router shares: the server's state, the caller's key (auth, scope, rate limit),
+the input limits, and running a batch or loading a model with their errors mapped to HTTP.
+
+Plain module-level functions reading the app's state from ``request.app.state``: a route takes
+the caller's key as a dependency (``PredictKey``, ``AdminKey``) and the rest as calls.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the dependencies' annotations at run
+# time.
+import asyncio
+import math
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Request
+
+from lmforge.errors import LmforgeError, ModelNotFoundError
+from lmforge.monitor import PredictionLog
+from lmforge.registry import Registry
+from lmforge.serve.batcher import BatcherClosed, DeadlineExceeded, DynamicBatcher, QueueFull
+from lmforge.serve.config import ServeConfig
+from lmforge.serve.keys import ApiKey, KeyStore, hash_key
+from lmforge.serve.limits import ApiError, RateLimiter
+from lmforge.serve.metrics import ServeMetrics
+from lmforge.serve.models import ModelChoiceError, ModelPool
+
+T = TypeVar("T")
+
+
+@dataclass
+class ServeState:
+    """Everything a request may need, built once by ``create_app`` (``app.state.lmforge``)."""
+
+    config: ServeConfig
+    registry: Registry
+    keys: KeyStore
+    pool: ModelPool
+    log: PredictionLog
+    limiter: RateLimiter
+    metrics: ServeMetrics
+    key_cache: dict[str, tuple[float, ApiKey | None]]  # by the secret's hash, never the secret
+
+
+def serve_state(request: Request) -> ServeState:
+    """The state of the app answering this request (a plain call: no dependency to solve)."""
+    state: ServeState = request.app.state.lmforge
+    return state
+
+
+# --- the caller: key, scope, rate limit -----------------------------------------------------
+
+
+async def caller(request: Request, scope: str) -> ApiKey | None:
+    """The key the request carries (None with auth off), its scope, then the rate limit."""
+    state = serve_state(request)
+    config = state.config
+    if not config.auth.enabled:
+        identity = request.client.host if request.client else "local"
+        key = None
+    else:
+        scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secret:
+            raise ApiError(
+                401,
+                "missing API key — send 'Authorization: Bearer <key>' "
+                "(create one with `lmforge keys create`)",
+                "missing_key",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        key = await verify_key(state, secret.strip())
+        if key is None:
+            raise ApiError(
+                401,
+                "invalid or revoked API key — check it, or create a new one with "
+                "`lmforge keys create`",
+                "invalid_key",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        if not key.allows(scope):
+            raise ApiError(
+                403,
+                f"the key '{key.name}' lacks the '{scope}' scope — use a key created with "
+                f"--scope {scope}",
+                "missing_scope",
+            )
+        identity = f"key:{key.id}"
+    wait = state.limiter.check(identity)
+    if wait is not None:
+        raise ApiError(
+            429,
+            f"rate limit of {config.limits.rate_per_second:g} requests/s "
+            f"(burst {config.limits.burst}) exceeded — retry after {wait:.2f} s",
+            "rate_limited",
+            {"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+    return key
+
+
+def scoped(scope: str) -> Any:
+    """A dependency: the caller's key, which must hold ``scope``."""
+
+    # One plain dependency (not a chain of them): it runs on every request.
+    async def check(request: Request) -> ApiKey | None:
+        return await caller(request, scope)
+
+    return Depends(check)
+
+
+PredictKey = Annotated[ApiKey | None, scoped("predict")]
+AdminKey = Annotated[ApiKey | None, scoped("admin")]
+
+
+async def verify_key(state: ServeState, secret: str) -> ApiKey | None:
+    """The key for a secret, trusting a verified answer for ``auth.cache_seconds``."""
+    ttl = state.config.auth.cache_seconds
+    now = time.monotonic()
+    digest = hash_key(secret)
+    cached = state.key_cache.get(digest)
+    if cached is not None and now - cached[0] < ttl:
+        return cached[1]
+    key = await asyncio.to_thread(state.keys.verify, secret)
+    if ttl > 0:
+        if len(state.key_cache) > 10_000:
+            state.key_cache.clear()
+        state.key_cache[digest] = (now, key)
+    return key
+
+
+# --- inputs, batches, models ----------------------------------------------------------------
+
+
+def check_inputs(state: ServeState, inputs: list[str]) -> None:
+    """Refuse more texts, or longer ones, than ``limits`` allows (422)."""
+    limits = state.config.limits
+    if len(inputs) > limits.max_inputs:
+        raise ApiError(
+            422,
+            f"{len(inputs)} inputs exceed the limit of {limits.max_inputs} per request "
+            "(limits.max_inputs) — split them over several requests",
+            "too_many_inputs",
+        )
+    for i, text in enumerate(inputs):
+        if len(text) > limits.max_chars:
+            raise ApiError(
+                422,
+                f"inputs[{i}] has {len(text)} characters, over the limit of "
+                f"{limits.max_chars} (limits.max_chars) — shorten it",
+                "input_too_long",
+            )
+
+
+async def run_batch(
+    state: ServeState, batcher: DynamicBatcher[Any], inputs: list[str]
+) -> list[Any]:
+    """The batcher's results for the inputs; a full queue, the deadline or shutdown as HTTP."""
+    timeout_s = state.config.batching.timeout_s
+    try:
+        return await batcher.submit(inputs, timeout_s)
+    except QueueFull as exc:
+        raise ApiError(
+            429,
+            "the model's queue is full — retry after the Retry-After seconds",
+            "queue_full",
+            {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))},
+        ) from None
+    except DeadlineExceeded:
+        raise ApiError(
+            504,
+            f"no result within {timeout_s:g} s (batching.timeout_s) — the server is "
+            "overloaded; retry later",
+            "deadline_exceeded",
+        ) from None
+    except BatcherClosed:
+        raise ApiError(
+            503, "the server is shutting down — retry on another replica", "shutting_down"
+        ) from None
+
+
+async def load(coro: Awaitable[T]) -> T:
+    """A model from the pool: an unknown one stays the request's fault (404, or 422 when the
+    request must name one); any other failure to load it is the server's (503)."""
+    try:
+        return await coro
+    except (ModelNotFoundError, ModelChoiceError):
+        raise
+    except LmforgeError as exc:  # unsupported, corrupt version, missing weights
+        raise ApiError(503, exc.message, "model_unavailable") from None

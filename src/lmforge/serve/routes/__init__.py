@@ -1,0 +1,23 @@
+"""The HTTP routes, one ``APIRouter`` per area; ``create_app`` includes them in this order
+(which is also the order of the OpenAPI document's paths).
+
+Adding a route is adding a function to its area's file; a new area is a new file here, listed
+in ``ROUTERS``. What routes share (the caller's key, limits, the model pool) is in
+:mod:`lmforge.serve.deps`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from lmforge.serve.routes import assistant, generation, inference, models, operations
+
+ROUTERS: tuple[APIRouter, ...] = (
+    generation.router,
+    inference.router,
+    assistant.router,
+    models.router,
+    operations.router,
+)
+
+__all__ = ["ROUTERS"]

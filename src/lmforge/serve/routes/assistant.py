@@ -1,0 +1,139 @@
+"""The customer-service assistant: POST /v1/assistant/ask answers from the FAQ with a citation,
+or refuses politely; with ``assistant.generate`` a decoder also writes an answer from the top
+entries (retrieval-augmented), streamed with ``stream: true``."""
+
+# No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time.
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from lmforge.assistant.assistant import grounded_request
+from lmforge.runtime.generation import FinishReason, GenerationRequest
+from lmforge.serve.deps import PredictKey, check_inputs, run_batch, serve_state
+from lmforge.serve.limits import ApiError, error_body
+from lmforge.serve.metrics import ServeMetrics
+from lmforge.serve.models import ServedDecoder
+from lmforge.serve.schemas import RequestBody
+from lmforge.serve.streaming import Events, drain, public_reason, reply, submit
+
+router = APIRouter(tags=["assistant"])
+
+
+class AskRequest(RequestBody):
+    question: str = Field(min_length=1, description="a customer's question, any language")
+    stream: bool = Field(
+        False,
+        description="server-sent events: the retrieved answer at once (type 'answer'), then the "
+        "written answer as it is generated (type 'delta'), then type 'done'",
+    )
+
+
+class AskSource(BaseModel):
+    question: str
+    citation: str
+    lang: str
+    score: float
+
+
+class AskResponse(BaseModel):
+    question: str
+    answered: bool = Field(description="false: nothing in the FAQ is close enough; a refusal")
+    answer: str = Field(description="the cited entry's answer, or a polite refusal")
+    citation: str | None
+    score: float | None = Field(description="cosine similarity of the best entry")
+    threshold: float
+    sources: list[AskSource]
+    generated_answer: str | None = Field(
+        None,
+        description="with assistant.generate: an answer written by the decoder from the top "
+        "entries (answered questions in a language the decoder covers), else null",
+    )
+
+
+@router.post(
+    "/v1/assistant/ask",
+    response_model=AskResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def ask(body: AskRequest, request: Request, _: PredictKey) -> Response:
+    """Answer from the FAQ with the entry and its citation, or refuse politely (`stream:
+    true` sends the retrieved answer at once and the written one as it is generated)."""
+    state = serve_state(request)
+    served = state.pool.assistant
+    if served is None:
+        raise ApiError(
+            404,
+            "the assistant is not enabled on this server — add an 'assistant:' section "
+            "with 'faq:' to the server config",
+            "assistant_disabled",
+        )
+    check_inputs(state, [body.question])
+    (answer,) = await run_batch(state, served.batcher, [body.question])
+    assistant = state.config.assistant
+    assert assistant is not None
+    writes = assistant.generate and answer.answered  # no text is made up for a refusal
+    decoder = state.pool.assistant_decoder(answer.language) if writes else None
+    if body.stream:
+        writing = None
+        if decoder is not None:
+            prompt, params = await asyncio.to_thread(
+                grounded_request, decoder.engine, answer, assistant.generate_max_tokens
+            )
+            writing = (decoder, *submit(decoder, prompt, params, state.metrics, truncate=True))
+        return StreamingResponse(
+            ask_events(answer.to_json(), writing, state.metrics),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    if decoder is not None:
+        prompt, params = await asyncio.to_thread(
+            grounded_request, decoder.engine, answer, assistant.generate_max_tokens
+        )
+        generated = await reply(
+            decoder, prompt, params, state.metrics, state.config.generation.timeout_s
+        )
+        answer = dataclasses.replace(answer, generated=generated.strip())
+    return JSONResponse(answer.to_json())
+
+
+async def ask_events(
+    answer: dict[str, Any],
+    writing: tuple[ServedDecoder, GenerationRequest, Events] | None,
+    metrics: ServeMetrics,
+) -> AsyncIterator[str]:
+    """The assistant's stream: the retrieved answer, the written answer's deltas (when one is
+    being written), then the end with the whole written text."""
+
+    def event(body: dict[str, Any]) -> str:
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    yield event({"type": "answer", **answer})
+    parts: list[str] = []
+    reason: FinishReason | None = None
+    if writing is not None:
+        served, seq, queue = writing
+        try:
+            while reason is None:
+                delta, reason = await drain(queue)
+                if reason == "error":
+                    failure = error_body(
+                        "generation failed on the server — retry", "generation_failed"
+                    )
+                    yield event(failure)
+                    return
+                if delta:
+                    parts.append(delta)
+                    yield event({"type": "delta", "text": delta})
+        finally:
+            seq.cancel()  # the client went away: free the slot
+        metrics.count_tokens(served.name, len(seq.generated), seq.cached_tokens)
+    written = "".join(parts).strip() if writing is not None else None
+    finish = public_reason(reason)
+    yield event({"type": "done", "generated_answer": written, "finish_reason": finish})
+    yield "data: [DONE]\n\n"

@@ -1,0 +1,267 @@
+"""OpenAI-compatible text generation: POST /v1/chat/completions and POST /v1/completions.
+
+The bodies and answers follow the OpenAI API (the official client works unchanged), with two
+extensions a small local model needs: ``top_k`` and ``repetition_penalty``, and
+``truncate_prompt`` to keep the end of a prompt too long for the context instead of refusing
+it. ``stream: true`` answers with server-sent events; a client that goes away mid-stream frees
+its sequence slot before the next decoding step.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time.
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import Field
+
+from lmforge.runtime.generation import GenerationError, GenerationRequest, SamplingParams
+from lmforge.serve.config import ServeConfig
+from lmforge.serve.deps import PredictKey, serve_state
+from lmforge.serve.limits import ApiError, error_body
+from lmforge.serve.metrics import ServeMetrics
+from lmforge.serve.models import ServedDecoder
+from lmforge.serve.schemas import RequestBody
+from lmforge.serve.streaming import Events, collect, drain, public_reason, submit
+
+router = APIRouter(tags=["generation"])
+
+
+class TextPart(RequestBody):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(RequestBody):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = Field(None, max_length=64)
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(RequestBody):
+    include_usage: bool = False
+
+
+class _Sampling(RequestBody):
+    model: str | None = Field(
+        None, max_length=256, description="a served decoder (see GET /v1/models)"
+    )
+    max_tokens: int | None = Field(
+        None, ge=1, description="tokens to generate at most (generation.max_tokens caps it)"
+    )
+    temperature: float = Field(1.0, ge=0, le=2, description="0 is greedy")
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, description="extension: keep the k likeliest tokens (0: off)")
+    repetition_penalty: float = Field(
+        1.0, gt=0, le=10, description="extension: >1 discourages tokens already present"
+    )
+    stop: str | list[str] | None = Field(None, description="up to 4 strings that end the text")
+    seed: int | None = Field(None, description="same seed and request, same text")
+    n: int = Field(1, ge=1, le=1, description="only 1 choice per request")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(None, max_length=256)
+    truncate_prompt: bool = Field(
+        False, description="extension: keep the end of a prompt too long for the context"
+    )
+    frequency_penalty: float = Field(0.0, ge=0, le=0, description="not supported (0 only)")
+    presence_penalty: float = Field(0.0, ge=0, le=0, description="not supported (0 only)")
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1, description="alias of max_tokens")
+
+
+class CompletionRequest(_Sampling):
+    prompt: str = Field(min_length=1)
+
+
+Chunk = Callable[[str, str | None], dict[str, Any]]
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request, _: PredictKey) -> Any:
+    """A chat answer from a served decoder (OpenAI-compatible; `stream: true` for SSE)."""
+    state = serve_state(request)
+    served = state.pool.decoder(body.model)
+    params = _sampling(state.config, body, body.max_completion_tokens or body.max_tokens)
+    messages = [
+        {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+        for m in body.messages
+    ]
+    _check_chars(state.config, [m["content"] for m in messages])
+    try:
+        prompt = await asyncio.to_thread(served.engine.encode_chat, messages)
+    except GenerationError as exc:
+        raise ApiError(422, exc.message, "no_chat_template") from None
+    seq, queue = submit(served, prompt, params, state.metrics, body.truncate_prompt)
+    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    if body.stream:
+        first = True
+
+        def chunk(delta: str, reason: str | None) -> dict[str, Any]:
+            nonlocal first
+            content: dict[str, Any] = {"content": delta} if delta else {}
+            if first:
+                content, first = {"role": "assistant", **content}, False
+            return {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": served.name,
+                "choices": [
+                    {"index": 0, "delta": content, "logprobs": None, "finish_reason": reason}
+                ],
+            }
+
+        include = bool(body.stream_options and body.stream_options.include_usage)
+        return _stream(served, seq, queue, chunk, include, state.metrics)
+    text, reason = await collect(request, seq, queue, state.config.generation.timeout_s)
+    _finished(served, seq, state.metrics)
+    return JSONResponse(
+        {
+            "id": ident,
+            "object": "chat.completion",
+            "created": created,
+            "model": served.name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": public_reason(reason),
+                }
+            ],
+            "usage": _usage(seq),
+        }
+    )
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request, _: PredictKey) -> Any:
+    """A plain continuation of a prompt (OpenAI-compatible; `stream: true` for SSE)."""
+    state = serve_state(request)
+    served = state.pool.decoder(body.model)
+    params = _sampling(state.config, body, body.max_tokens)
+    _check_chars(state.config, [body.prompt])
+    prompt = await asyncio.to_thread(served.engine.encode, body.prompt)
+    seq, queue = submit(served, prompt, params, state.metrics, body.truncate_prompt)
+    ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def chunk(delta: str, reason: str | None) -> dict[str, Any]:
+        return {
+            "id": ident,
+            "object": "text_completion",
+            "created": created,
+            "model": served.name,
+            "choices": [{"index": 0, "text": delta, "logprobs": None, "finish_reason": reason}],
+        }
+
+    if body.stream:
+        include = bool(body.stream_options and body.stream_options.include_usage)
+        return _stream(served, seq, queue, chunk, include, state.metrics)
+    text, reason = await collect(request, seq, queue, state.config.generation.timeout_s)
+    _finished(served, seq, state.metrics)
+    return JSONResponse({**chunk(text, public_reason(reason)), "usage": _usage(seq)})
+
+
+def _sampling(config: ServeConfig, body: _Sampling, max_tokens: int | None) -> SamplingParams:
+    generation = config.generation
+    wanted = max_tokens or generation.default_max_tokens
+    if wanted > generation.max_tokens:
+        raise ApiError(
+            422,
+            f"max_tokens {wanted} exceeds the server's limit of {generation.max_tokens} "
+            "(generation.max_tokens) — ask for fewer",
+            "max_tokens_too_large",
+        )
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    if len(stop) > 4 or any(not s or len(s) > 64 for s in stop):
+        raise ApiError(
+            422, "stop takes up to 4 non-empty strings of at most 64 characters", "bad_stop"
+        )
+    return SamplingParams(
+        max_tokens=wanted,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        repetition_penalty=body.repetition_penalty,
+        stop=tuple(stop),
+        seed=body.seed,
+    )
+
+
+def _check_chars(config: ServeConfig, texts: list[str]) -> None:
+    total = sum(len(t) for t in texts)
+    if total > config.limits.max_chars:
+        raise ApiError(
+            422,
+            f"the prompt has {total} characters, over the limit of {config.limits.max_chars} "
+            "(limits.max_chars) — shorten it",
+            "input_too_long",
+        )
+
+
+def _usage(seq: GenerationRequest) -> dict[str, Any]:
+    prompt, completion = len(seq.prompt), len(seq.generated)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        # OpenAI's field for prompt caching: positions taken from the prefix store
+        "prompt_tokens_details": {"cached_tokens": seq.cached_tokens},
+    }
+
+
+def _finished(served: ServedDecoder, seq: GenerationRequest, metrics: ServeMetrics) -> None:
+    metrics.count_tokens(served.name, len(seq.generated), seq.cached_tokens)
+    if seq.first_token_s is not None:
+        metrics.time_to_first_token.labels(served.name).observe(seq.first_token_s)
+
+
+def _stream(
+    served: ServedDecoder,
+    seq: GenerationRequest,
+    queue: Events,
+    chunk: Chunk,
+    include_usage: bool,
+    metrics: ServeMetrics,
+) -> StreamingResponse:
+    async def events() -> AsyncIterator[str]:
+        try:
+            while True:
+                delta, reason = await drain(queue)
+                if reason == "error":  # the openai client raises on an "error" event
+                    failure = error_body(
+                        "generation failed on the server — retry", "generation_failed"
+                    )
+                    yield f"data: {json.dumps(failure)}\n\n"
+                    return
+                if delta or reason is not None:
+                    body = chunk(delta, public_reason(reason))
+                    yield f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+                if reason is not None:
+                    break
+            _finished(served, seq, metrics)
+            if include_usage:
+                tail = {**chunk("", None), "choices": [], "usage": _usage(seq)}
+                yield f"data: {json.dumps(tail)}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            seq.cancel()  # the client went away (the generator is closed): free the slot
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

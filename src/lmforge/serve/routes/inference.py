@@ -1,0 +1,99 @@
+"""Classify and embed: POST /v1/predict and POST /v1/embed, batched with concurrent requests."""
+
+# No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time.
+import json
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from lmforge.monitor import LoggedPrediction
+from lmforge.serve.deps import PredictKey, check_inputs, load, run_batch, serve_state
+from lmforge.serve.schemas import RequestBody
+
+router = APIRouter(tags=["inference"])
+
+
+class PredictRequest(RequestBody):
+    model: str | None = Field(
+        None,
+        max_length=128,
+        description="NAME (its production version, else its latest) or NAME:VERSION; may be "
+        "left out when the server holds one model",
+        examples=["sentiment-en"],
+    )
+    inputs: list[str] = Field(
+        min_length=1, description="texts to classify (limits.max_inputs, limits.max_chars)"
+    )
+
+
+class PredictionOut(BaseModel):
+    label: str
+    score: float
+    scores: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    model: str = Field(description="the version that answered, NAME:vN")
+    backend: str
+    predictions: list[PredictionOut]
+
+
+class EmbedRequest(RequestBody):
+    model: str = Field(
+        "minilm-l6",
+        max_length=128,
+        description="a catalogue encoder (minilm-l6, multilingual-e5-small) or a registered "
+        "NAME[:VERSION]",
+    )
+    inputs: list[str] = Field(min_length=1)
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    dimensions: int
+    embeddings: list[list[float]] = Field(description="L2-normalised, one per input")
+
+
+@router.post("/v1/predict", response_model=PredictResponse)
+async def predict(body: PredictRequest, request: Request, key: PredictKey) -> Response:
+    """Classify texts with a registered model, batched with concurrent requests."""
+    state = serve_state(request)
+    check_inputs(state, body.inputs)
+    served = await load(state.pool.classifier(body.model))
+    start = time.perf_counter()
+    results = await run_batch(state, served.batcher, body.inputs)
+    latency_ms = (time.perf_counter() - start) * 1000
+    log = state.log
+    for text, p in zip(body.inputs, results, strict=True):
+        if log.sample():
+            log.add(
+                LoggedPrediction(
+                    served.name,
+                    served.version or 0,
+                    p.label,
+                    p.score,
+                    latency_ms,
+                    key.name if key else None,
+                    text,
+                )
+            )
+            state.metrics.predictions_logged.inc()
+    # The hot path: built by hand (the shape of PredictResponse), not re-validated.
+    answer = {
+        "model": served.ref,
+        "backend": served.backend,
+        "predictions": [{"label": p.label, "score": p.score, "scores": p.scores} for p in results],
+    }
+    return Response(json.dumps(answer), media_type="application/json")
+
+
+@router.post("/v1/embed", response_model=EmbedResponse)
+async def embed(body: EmbedRequest, request: Request, _: PredictKey) -> EmbedResponse:
+    """Mean-pooled, L2-normalised sentence embeddings from an encoder."""
+    state = serve_state(request)
+    check_inputs(state, body.inputs)
+    served = await load(state.pool.embedder(body.model))
+    vectors = await run_batch(state, served.batcher, body.inputs)
+    return EmbedResponse(model=served.public_ref, dimensions=len(vectors[0]), embeddings=vectors)

@@ -1,0 +1,88 @@
+"""Registered models: list them, show one, promote a version (admin) — the hot swap."""
+
+# No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time.
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+
+from lmforge.errors import ModelNotFoundError
+from lmforge.registry import ModelVersion
+from lmforge.serve.deps import AdminKey, PredictKey, ServeState, load, serve_state
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/v1/models")
+async def list_models(request: Request, _: PredictKey) -> dict[str, Any]:
+    """Every registered model with its versions, stages and test metrics, and the decoders
+    served for generation (OpenAI's list shape: each entry has id and object)."""
+    state = serve_state(request)
+    versions = await asyncio.to_thread(state.registry.list)
+    names = sorted({v.name for v in versions})
+    decoders = [
+        {
+            "id": d.name,
+            "object": "model",
+            "created": d.created,
+            "owned_by": "lmforge",
+            "kind": "decoder",
+            "weights": d.weights,
+            "context": d.context,
+        }
+        for d in state.pool.decoders.values()
+    ]
+    registered = [_model_json(state, n, [v for v in versions if v.name == n]) for n in names]
+    return {"object": "list", "data": registered + decoders}
+
+
+@router.get("/v1/models/{name}")
+async def show_model(
+    name: Annotated[str, Path(max_length=64)], request: Request, _: PredictKey
+) -> dict[str, Any]:
+    """One model's versions, stages and test metrics, and which of them this replica serves."""
+    state = serve_state(request)
+    versions = await asyncio.to_thread(state.registry.list, name)
+    if not versions:
+        raise ModelNotFoundError(f"no registered model named '{name}'", "see GET /v1/models")
+    return _model_json(state, name, versions)
+
+
+@router.post("/v1/models/{name}/versions/{version}/promote")
+async def promote(
+    name: Annotated[str, Path(max_length=64)],
+    version: Annotated[int, Path(ge=1, le=1_000_000)],
+    request: Request,
+    _: AdminKey,
+) -> dict[str, Any]:
+    """Make a version the production one and serve it: loaded first, then swapped in, so no
+    request in flight fails."""
+    promoted = await load(serve_state(request).pool.promote(f"{name}:v{version}"))
+    return promoted.to_json()
+
+
+def _model_json(state: ServeState, name: str, versions: list[ModelVersion]) -> dict[str, Any]:
+    loaded = set(state.pool.loaded)
+    return {
+        "id": name,
+        "object": "model",
+        "created": int(min(v.created_at for v in versions).timestamp()),
+        "owned_by": "lmforge",
+        "kind": "registered",
+        "name": name,
+        "serving": state.pool.aliases.get(name),
+        "versions": [
+            {
+                "version": v.version,
+                "ref": v.ref,
+                "stage": v.stage,
+                "task": v.task,
+                "labels": v.labels,
+                "test_metrics": v.metrics,
+                "parent": v.parent,
+                "created_at": v.created_at.isoformat(),
+                "loaded": v.ref in loaded,
+            }
+            for v in versions
+        ],
+    }

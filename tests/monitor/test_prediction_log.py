@@ -1,0 +1,137 @@
+"""The prediction log below the HTTP layer: the writer, the reader a batch job uses, and what a
+real server logs read back without FastAPI."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import LiveServer, register_copy, serve_config
+from lmforge.errors import LmforgeError
+from lmforge.monitor import LoggedPrediction, PredictionLog, PredictionRecord, read_predictions
+from lmforge.registry import Registry
+from lmforge.serve import KeyStore
+from lmforge.settings import Settings
+
+
+@dataclass(frozen=True)
+class Policy:
+    sample_rate: float = 1.0
+    include_text: bool = True
+    flush_seconds: float = 0.05
+
+
+def prediction(model: str, version: int, label: str, text: str) -> LoggedPrediction:
+    return LoggedPrediction(model, version, label, 0.75, 12.5, "job", text)
+
+
+def write(settings: Settings, rows: list[LoggedPrediction], policy: Policy = Policy()) -> None:
+    log = PredictionLog(Registry(settings).engine, policy)
+
+    async def run() -> None:
+        for row in rows:
+            log.add(row)
+        await log.flush()
+
+    asyncio.run(run())
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home", database_url=None)
+
+
+def test_importing_monitor_loads_no_web_framework() -> None:
+    code = (
+        "import sys, lmforge.monitor\n"
+        "loaded = {m.split('.')[0] for m in sys.modules}\n"
+        "web = sorted(loaded & {'fastapi', 'starlette', 'uvicorn'})\n"
+        "print(','.join(web))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
+
+
+def test_an_empty_database_reads_as_no_rows(settings: Settings) -> None:
+    assert read_predictions(settings) == []
+
+
+def test_rows_read_back_typed_in_log_order(settings: Settings) -> None:
+    write(settings, [prediction("a", 1, "pos", "first"), prediction("a", 2, "neg", "second")])
+    rows = read_predictions(settings)
+    assert [(r.ref, r.label, r.text) for r in rows] == [
+        ("a:v1", "pos", "first"),
+        ("a:v2", "neg", "second"),
+    ]
+    first = rows[0]
+    assert isinstance(first, PredictionRecord)
+    assert first.score == 0.75 and first.latency_ms == 12.5 and first.key_name == "job"
+    assert first.created_at.tzinfo is not None
+    assert abs(datetime.now(UTC) - first.created_at) < timedelta(minutes=5)
+
+
+def test_filters_and_the_limit_keeps_the_latest(settings: Settings) -> None:
+    write(settings, [prediction("a", 1, "pos", f"a{i}") for i in range(5)])
+    write(settings, [prediction("b", 1, "neg", "b0"), prediction("a", 2, "neg", "a-v2")])
+    assert [r.text for r in read_predictions(settings, limit=3)] == ["a4", "b0", "a-v2"]
+    assert [r.text for r in read_predictions(settings, model="b")] == ["b0"]
+    assert [r.text for r in read_predictions(settings, model="a", version=2)] == ["a-v2"]
+    assert len(read_predictions(settings, model="a")) == 6
+    future = datetime.now(UTC) + timedelta(hours=1)
+    assert read_predictions(settings, since=future) == []
+    past = datetime.now(UTC) - timedelta(hours=1)
+    assert len(read_predictions(settings, since=past)) == 7
+    assert len(read_predictions(settings, since=past.replace(tzinfo=None))) == 7  # naive: UTC
+
+
+def test_texts_are_kept_only_when_the_policy_says_so(settings: Settings) -> None:
+    write(settings, [prediction("a", 1, "pos", "secret text")], Policy(include_text=False))
+    (row,) = read_predictions(settings)
+    assert row.text is None
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [({"limit": 0}, "limit"), ({"version": 1}, "model")])
+def test_bad_reader_arguments_are_one_line_errors(
+    settings: Settings, kwargs: dict[str, int], needle: str
+) -> None:
+    with pytest.raises(LmforgeError, match=needle) as caught:
+        read_predictions(settings, **kwargs)  # type: ignore[arg-type]
+    assert "\n" not in str(caught.value)
+
+
+def test_a_job_reads_what_the_server_logged(tiny_model_dir: Path, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home", database_url=None)
+    register_copy(settings, tiny_model_dir, "tiny", stage="production")
+    _, secret = KeyStore(Registry(settings).engine).create("scorer", ["predict"])
+    config = serve_config(
+        prediction_log={"sample_rate": 1.0, "flush_seconds": 0.1, "include_text": True}
+    )
+    texts = ["a wonderful film", "a dull mess"]
+    with LiveServer(config, settings) as server:
+        r = httpx.post(
+            server.url + "/v1/predict",
+            json={"inputs": texts},
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        answered = r.json()["predictions"]
+        deadline = time.monotonic() + 10
+        rows = read_predictions(settings, model="tiny")
+        while len(rows) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            rows = read_predictions(settings, model="tiny")
+    assert [r.text for r in rows] == texts
+    assert [r.label for r in rows] == [p["label"] for p in answered]
+    assert [r.score for r in rows] == pytest.approx([p["score"] for p in answered])
+    assert {r.ref for r in rows} == {"tiny:v1"} and {r.key_name for r in rows} == {"scorer"}
+    assert all(r.latency_ms > 0 for r in rows)

@@ -336,11 +336,11 @@ def run_trainer(
     def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
         batch = collator(rows)
         widths.append(int(batch["input_ids"].shape[1]))
-        return batch  # type: ignore[no-any-return]
+        return batch
 
     clock = StepClock()
 
-    class StepEnd(TrainerCallback):  # type: ignore[misc]
+    class StepEnd(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             clock.tick()
 
@@ -369,7 +369,7 @@ def run_trainer(
         trainer = Trainer(
             model=model,
             args=args,
-            train_dataset=dataset,  # type: ignore[arg-type]
+            train_dataset=dataset,
             data_collator=collate,
             callbacks=[StepEnd()],
         )

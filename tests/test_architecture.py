@@ -97,8 +97,7 @@ def describe(graph: grimp.ImportGraph, component: list[str]) -> str:
     ]
     return (
         f"  cycle: {' -> '.join(cycle)}\n"
-        f"    all imports between its {len(component)} modules:\n      "
-        + "\n      ".join(inside)
+        f"    all imports between its {len(component)} modules:\n      " + "\n      ".join(inside)
     )
 
 

@@ -29,6 +29,10 @@ One run measures, on this machine:
    without HTTP, and what each choice gives.
 
     .venv/bin/python benchmarks/generation.py --json /tmp/generation.json
+
+One file over 400 lines on purpose: a benchmark is read as one protocol, and its five parts
+share the prompts, the paired-ratio helpers and the JSON document; the HTTP client it shares
+with ``serve_load.py`` lives in ``loadgen.py``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Architecture checks on lmforge's import graph: no import cycle between its modules.
+"""Architecture checks: no import cycle between lmforge's modules, and benchmarks that use only
+lmforge's public names.
 
 The graph is grimp's (import-linter's engine), which counts every import statement, those inside
 functions and under ``TYPE_CHECKING`` included, so a cycle cannot hide in a function body. The
@@ -7,12 +8,15 @@ stage layering itself is import-linter's contract in pyproject.toml (``lint-impo
 
 from __future__ import annotations
 
+import ast
 from collections import deque
+from pathlib import Path
 
 import grimp
 import pytest
 
 PACKAGE = "lmforge"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def strongly_connected(graph: grimp.ImportGraph) -> list[list[str]]:
@@ -123,3 +127,64 @@ def test_the_cycle_finder_finds_a_known_cycle_and_no_false_one() -> None:
     assert "cycle: p.a -> p.b -> p.c -> p.a" in described and "p.c (l.1) -> p.a" in described
     graph.remove_import(importer="p.c", imported="p.a")
     assert strongly_connected(graph) == []
+
+
+def private_lmforge_names(source: str) -> list[str]:
+    """Each private name (a ``_`` part, dunders aside) that ``source`` imports from lmforge, or
+    reaches as an attribute of an imported lmforge module, with its line."""
+
+    def private(name: str) -> bool:
+        return any(p.startswith("_") and not p.endswith("__") for p in name.split("."))
+
+    found = []
+    modules: set[str] = set()  # local names bound to lmforge modules
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == PACKAGE:
+            for alias in node.names:
+                if private(f"{node.module}.{alias.name}"):
+                    found.append(f"l.{node.lineno}: from {node.module} import {alias.name}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == PACKAGE:
+                    modules.add(alias.asname or PACKAGE)
+                    if private(alias.name):
+                        found.append(f"l.{node.lineno}: import {alias.name}")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and private(node.attr):
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in modules:
+                found.append(f"l.{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+@pytest.mark.xfail(
+    reason="benchmarks/sft_step.py's private imports are being replaced by issue 15", strict=False
+)
+def test_benchmarks_use_only_public_lmforge_names() -> None:
+    found = {
+        path.name: names
+        for path in sorted(BENCHMARKS.glob("*.py"))
+        if (names := private_lmforge_names(path.read_text()))
+    }
+    assert not found, "private lmforge names in benchmarks/:\n" + "\n".join(
+        f"  {name}: {', '.join(names)}" for name, names in found.items()
+    )
+
+
+def test_the_private_name_finder() -> None:
+    source = (
+        "import lmforge.train.loop as loop\n"
+        "from lmforge.train.sft import _adapt, chat_examples\n"
+        "from lmforge.compress._finetune import fit_classifier\n"
+        "from accelerate.state import AcceleratorState\n"
+        "loop._private(1)\n"
+        "AcceleratorState._reset_state()\n"
+        "x.__doc__\n"
+    )
+    assert private_lmforge_names(source) == [
+        "l.2: from lmforge.train.sft import _adapt",
+        "l.3: from lmforge.compress._finetune import fit_classifier",
+        "l.5: loop._private",
+    ]

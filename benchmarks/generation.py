@@ -29,6 +29,10 @@ One run measures, on this machine:
    without HTTP, and what each choice gives.
 
     .venv/bin/python benchmarks/generation.py --json /tmp/generation.json
+
+One file over 400 lines on purpose: a benchmark is read as one protocol, and its five parts
+share the prompts, the paired-ratio helpers and the JSON document; the HTTP client it shares
+with ``serve_load.py`` lives in ``loadgen.py``.
 """
 
 from __future__ import annotations
@@ -61,8 +65,9 @@ from lmforge.models.catalogue import covers_language, resolve_base  # noqa: E402
 from lmforge.runtime.backends import cpu_threads  # noqa: E402
 from lmforge.runtime.decoder import PrefixStore, load_decoder  # noqa: E402
 from lmforge.runtime.generation import GenerationEngine, SamplingParams  # noqa: E402
+from lmforge.runtime.measure import percentile  # noqa: E402
 from lmforge.settings import get_settings  # noqa: E402
-from serve_load import Connection, free_port, stop, wait_ready  # noqa: E402
+from loadgen import Connection, free_port, stop, wait_ready  # noqa: E402
 
 QUESTIONS = [
     "Write a short story about a lighthouse keeper.",
@@ -230,7 +235,7 @@ async def stream_httpx(client: httpx.AsyncClient, url: str, question: str, token
 
 
 async def stream_raw(connection: Connection, question: str, tokens: int) -> Answer:
-    """One streamed chat answer read with serve_load's small HTTP/1.1 client. The load
+    """One streamed chat answer read with loadgen's small HTTP/1.1 client. The load
     generator shares the server's two cores, so it does as little as it can: JSON is parsed
     only until the first text arrives and for the last event (the usage); httpx, parsing every
     event, took several times the CPU (see docs/benchmarks.md)."""
@@ -296,7 +301,7 @@ async def closed_loop(
         "tokens_per_s": sum(a[0] for a in answers) / elapsed,
         "steady_tokens_per_s": tokens_between(answers, steady_from, stop_at)
         / (stop_at - steady_from),
-        "ttft_p50_ms": 1000 * statistics.median(a[2] - a[1] for a in answers),
+        "ttft_p50_ms": 1000 * percentile([a[2] - a[1] for a in answers], 50),
         "requests": len(answers),
         "prompt_tokens_cached_share": sum(a[5] for a in answers) / sum(a[4] for a in answers),
         "client_cpu_share_of_a_core": client_cpu / elapsed,

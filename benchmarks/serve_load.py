@@ -13,8 +13,10 @@ One run measures, side by side on one machine:
 4. overload: an open-loop load at 2× the throughput measured in (2) for ``--overload-seconds``,
    sampling the server's memory each second.
 
-The clients speak HTTP/1.1 over raw asyncio sockets (keep-alive), so the load generator costs
-little CPU on the shared cores. Every phase is bounded in time and count.
+The clients (``loadgen.py``) speak HTTP/1.1 over raw asyncio sockets (keep-alive), so the load
+generator costs little CPU on the shared cores; latencies and the runtime's own figures are timed
+and summarised by the runtime's timers (``lmforge.runtime.measure``), as ``lmforge bench`` does.
+Every phase is bounded in time and count.
 
     .venv/bin/python benchmarks/serve_load.py sentiment-en:v3 --seconds 20 --overload-seconds 60
 """
@@ -26,300 +28,21 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lmforge.runtime.measure import percentile, repeat_for, time_calls
+from loadgen import PhaseResult, closed_loop, free_port, open_loop, sequential, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# --- a small HTTP/1.1 client ------------------------------------------------------------------
-
-
-class Connection:
-    def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
-        self.host, self.port = host, port
-        self.extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def _send(
-        self, path: str, body: bytes
-    ) -> tuple[asyncio.StreamReader, int, dict[str, str]]:
-        """POST `body`; the reader positioned at the answer's body, its status and headers."""
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{self.extra}\r\n"
-        )
-        self.writer.write(head.encode() + body)
-        status_line = await self.reader.readline()
-        if not status_line:
-            raise ConnectionError("server closed the connection")
-        headers = {}
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode().partition(":")
-            headers[name.lower()] = value.strip()
-        return self.reader, int(status_line.split()[1]), headers
-
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        reader, status, headers = await self._send(path, body)
-        payload = await reader.readexactly(int(headers.get("content-length", 0)))
-        if headers.get("connection", "").lower() == "close":
-            self.close()
-        return status, payload
-
-    async def events(self, path: str, body: bytes) -> AsyncIterator[bytes]:
-        """POST, then each server-sent event of the streamed (chunked) answer as it arrives."""
-        reader, status, _ = await self._send(path, body)
-        if status != 200:
-            raise ConnectionError(f"server answered {status}")
-        pending = b""
-        while size := int((await reader.readline()).split(b";")[0], 16):
-            pending += (await reader.readexactly(size + 2))[:-2]  # the chunk, less its CRLF
-            *complete, pending = pending.split(b"\n\n")
-            for event in complete:
-                yield event
-        await reader.readline()  # the empty trailer after the last chunk
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-
-@dataclass
-class PhaseResult:
-    seconds: float = 0.0
-    ok: list[float] = field(default_factory=list)  # latency (s) of 200s
-    rejected: list[float] = field(default_factory=list)  # latency (s) of 429s
-    other: dict[int, int] = field(default_factory=dict)
-    errors: int = 0
-
-    def record(self, status: int, seconds: float) -> None:
-        if status == 200:
-            self.ok.append(seconds)
-        elif status == 429:
-            self.rejected.append(seconds)
-        else:
-            self.other[status] = self.other.get(status, 0) + 1
-
-    def merge(self, other: PhaseResult) -> None:
-        self.seconds += other.seconds
-        self.ok += other.ok
-        self.rejected += other.rejected
-        self.errors += other.errors
-        for status, count in other.other.items():
-            self.other[status] = self.other.get(status, 0) + count
-
-    def summary(self) -> dict[str, Any]:
-        ok = sorted(self.ok)
-        return {
-            "seconds": round(self.seconds, 2),
-            "ok": len(ok),
-            "ok_per_second": round(len(ok) / self.seconds, 1) if self.seconds else 0.0,
-            "p50_ms": round(_quantile(ok, 0.5) * 1000, 2) if ok else None,
-            "p99_ms": round(_quantile(ok, 0.99) * 1000, 2) if ok else None,
-            "rejected_429": len(self.rejected),
-            "rejected_p99_ms": round(_quantile(sorted(self.rejected), 0.99) * 1000, 2)
-            if self.rejected
-            else None,
-            "other_status": {str(k): v for k, v in self.other.items()},
-            "connection_errors": self.errors,
-        }
-
-
-def sequential(
-    host: str,
-    port: int,
-    headers: dict[str, str],
-    path: str,
-    bodies: list[bytes],
-    count: int,
-    offset: int,
-) -> PhaseResult:
-    """One client, one request at a time, over a blocking socket: the thinnest client there is,
-    so that what is measured is the server's latency, not the load generator's."""
-    result = PhaseResult()
-    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    with socket.create_connection((host, port)) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        stream = sock.makefile("rb")
-        begin = time.perf_counter()
-        for i in range(count):
-            body = bodies[(offset + i) % len(bodies)]
-            head = (
-                f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n{extra}\r\n"
-            )
-            start = time.perf_counter()
-            sock.sendall(head.encode() + body)
-            status = int(stream.readline().split()[1])
-            length = 0
-            while (line := stream.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            stream.read(length)
-            result.record(status, time.perf_counter() - start)
-        result.seconds = time.perf_counter() - begin
-    return result
-
-
-def _quantile(values: Sequence[float], q: float) -> float:
-    return values[min(len(values) - 1, int(q * len(values)))]
-
-
-def _body(model: str, text: str) -> bytes:
+def request_body(model: str, text: str) -> bytes:
     return json.dumps({"model": model, "inputs": [text]}).encode()
-
-
-async def closed_loop(
-    host: str,
-    port: int,
-    headers: dict[str, str],
-    path: str,
-    bodies: list[bytes],
-    clients: int,
-    seconds: float,
-    max_requests: int,
-) -> PhaseResult:
-    result = PhaseResult()
-    stop = time.perf_counter() + seconds
-    sent = 0
-
-    async def client(index: int) -> None:
-        nonlocal sent
-        conn = Connection(host, port, headers)
-        i = index
-        while time.perf_counter() < stop and sent < max_requests:
-            sent += 1
-            body = bodies[i % len(bodies)]
-            i += clients
-            start = time.perf_counter()
-            try:
-                status, _ = await conn.post(path, body)
-            except (ConnectionError, OSError, asyncio.IncompleteReadError):
-                result.errors += 1
-                conn.close()
-                continue
-            result.record(status, time.perf_counter() - start)
-        conn.close()
-
-    begin = time.perf_counter()
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    result.seconds = time.perf_counter() - begin
-    return result
-
-
-async def open_loop(
-    host: str,
-    port: int,
-    headers: dict[str, str],
-    path: str,
-    bodies: list[bytes],
-    rate: float,
-    seconds: float,
-    pid: int,
-) -> tuple[PhaseResult, list[float]]:
-    """Requests start on a fixed schedule whatever the answers; idle connections are reused."""
-    result = PhaseResult()
-    idle: list[Connection] = []
-    memory: list[float] = []
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def one(body: bytes) -> None:
-        reused = bool(idle)
-        conn = idle.pop() if idle else Connection(host, port, headers)
-        start = time.perf_counter()
-        try:
-            try:
-                status, _ = await conn.post(path, body)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                if not reused:
-                    raise
-                # The server closed a connection that sat idle past its keep-alive timeout:
-                # like any HTTP client, send again on a fresh one.
-                conn.close()
-                conn = Connection(host, port, headers)
-                status, _ = await conn.post(path, body)
-        except (ConnectionError, OSError, asyncio.IncompleteReadError):
-            result.errors += 1
-            conn.close()
-            return
-        result.record(status, time.perf_counter() - start)
-        idle.append(conn)
-
-    async def sample_memory() -> None:
-        while True:
-            memory.append(rss_mb(pid))
-            await asyncio.sleep(1.0)
-
-    sampler = asyncio.get_running_loop().create_task(sample_memory())
-    begin = time.perf_counter()
-    n = 0
-    while (now := time.perf_counter()) - begin < seconds:
-        due = begin + n / rate
-        if due > now:
-            await asyncio.sleep(due - now)
-        task = asyncio.get_running_loop().create_task(one(bodies[n % len(bodies)]))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        n += 1
-    await asyncio.gather(*tasks)
-    result.seconds = time.perf_counter() - begin
-    sampler.cancel()
-    for conn in idle:
-        conn.close()
-    return result, memory
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-# --- servers ------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(port: int, process: subprocess.Popen[bytes], path: str, timeout: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"server on port {port} not ready in {timeout:.0f} s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 # --- the runtime alone --------------------------------------------------------------------------
@@ -337,21 +60,21 @@ class Runtime:
         self.predictor.predict(texts[:64])  # warm-up
 
     def batch1_latencies(self, count: int, offset: int) -> list[float]:
-        out = []
-        for i in range(count):
-            text = self.texts[(offset + i) % len(self.texts)]
-            start = time.perf_counter()
-            self.predictor.predict([text])
-            out.append(time.perf_counter() - start)
-        return out
+        """Seconds per batch-1 prediction, for ``count`` texts from ``offset`` on."""
+        n = len(self.texts)
+        return time_calls(
+            lambda i: self.predictor.predict([self.texts[(offset + i) % n]]), runs=count
+        )
 
     def batch32_rows_per_second(self, seconds: float, offset: int) -> float:
-        rows, begin = 0, time.perf_counter()
-        while time.perf_counter() - begin < seconds:
-            start = (offset + rows) % len(self.texts)
+        """Rows per second predicted 32 at a time, consecutive texts from ``offset`` on."""
+
+        def batch(i: int) -> None:
+            start = (offset + 32 * i) % len(self.texts)
             self.predictor.predict(self.ring[start : start + 32])
-            rows += 32
-        return rows / (time.perf_counter() - begin)
+
+        batches, elapsed = repeat_for(batch, min_seconds=seconds, min_calls=1)
+        return 32 * batches / elapsed
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -385,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = KeyStore(registry.engine)
     key, secret = keys.create("serve-load-benchmark", ["predict"])
     headers = {"Authorization": f"Bearer {secret}"}
-    bodies = [_body(version.ref, t) for t in texts]
+    bodies = [request_body(version.ref, t) for t in texts]
     port = free_port()
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as config:
         # Capacity is what is measured, so the per-key rate limit is off for this key's server.
@@ -439,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             rates.append(rate)
             ratios.append(len(phase.ok) / phase.seconds / rate)
         results["runtime"] = {
-            "batch1_p50_ms": statistics.median(singles) * 1000,
+            "batch1_p50_ms": percentile(singles, 50) * 1000,
             "batch32_rows_per_second": statistics.median(rates),
         }
         results["serve_1_client"] = one.summary()

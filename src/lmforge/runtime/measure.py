@@ -1,8 +1,9 @@
-"""Measuring a backend: batch-1 latency and fixed-shape batch throughput.
+"""Measuring a backend: batch-1 latency and fixed-shape batch throughput, and the timers under them.
 
-Used by `lmforge compress` (to rank variants) and `lmforge bench` (to compare backends). Inputs
-are real texts; for throughput they are packed to an exact token length so every backend sees
-the same shapes.
+Used by `lmforge compress` (to rank variants), `lmforge bench` (to compare backends) and the
+scripts in ``benchmarks/``, so that a p50 or a p99 means the same everywhere: `percentile` is
+the one definition. Inputs are real texts; for throughput they are packed to an exact token
+length so every backend sees the same shapes.
 """
 
 from __future__ import annotations
@@ -76,20 +77,44 @@ def measure_throughput(
     )
 
 
-def time_latency(call: Callable[[int], object], *, runs: int = 50, warmup: int = 5) -> Latency:
-    """p50/p99 of ``call(i)`` for i = 0, 1, … after ``warmup`` untimed calls (any input: token
-    rows, or texts for transformers' pipeline)."""
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0–100) of ``samples``, interpolating linearly between the two
+    nearest ranks (numpy's default; ``q=50`` is the median): the p50 and p99 of lmforge and of
+    its benchmarks."""
+    if not samples:
+        raise ValueError("no samples")
+    return float(np.percentile(samples, q))
+
+
+def time_calls(call: Callable[[int], object], *, runs: int, warmup: int = 0) -> list[float]:
+    """Seconds taken by each of ``call(warmup)`` … ``call(warmup + runs - 1)``, after ``warmup``
+    untimed calls ``call(0)`` … ``call(warmup - 1)``."""
     samples = []
     for i in range(warmup + runs):
         start = time.perf_counter()
         call(i)
         if i >= warmup:
-            samples.append((time.perf_counter() - start) * 1000)
-    return Latency(
-        p50_ms=float(np.percentile(samples, 50)),
-        p99_ms=float(np.percentile(samples, 99)),
-        runs=runs,
-    )
+            samples.append(time.perf_counter() - start)
+    return samples
+
+
+def repeat_for(
+    call: Callable[[int], object], *, min_seconds: float, min_calls: int = 3
+) -> tuple[int, float]:
+    """Calls ``call(0)``, ``call(1)``, … until at least ``min_seconds`` have passed and
+    ``min_calls`` calls were made; returns (calls, seconds)."""
+    done, start = 0, time.perf_counter()
+    while done < min_calls or time.perf_counter() - start < min_seconds:
+        call(done)
+        done += 1
+    return done, time.perf_counter() - start
+
+
+def time_latency(call: Callable[[int], object], *, runs: int = 50, warmup: int = 5) -> Latency:
+    """p50/p99 of ``call(i)`` for i = 0, 1, … after ``warmup`` untimed calls (any input: token
+    rows, or texts for transformers' pipeline)."""
+    samples = [s * 1000 for s in time_calls(call, runs=runs, warmup=warmup)]
+    return Latency(p50_ms=percentile(samples, 50), p99_ms=percentile(samples, 99), runs=runs)
 
 
 def time_throughput(
@@ -99,11 +124,7 @@ def time_throughput(
     untimed warm-up call (first calls allocate and pick kernels); at least ``min_seconds`` and
     3 batches."""
     call(0)
-    done, start = 0, time.perf_counter()
-    while done < 3 or time.perf_counter() - start < min_seconds:
-        call(done)
-        done += 1
-    seconds = time.perf_counter() - start
+    done, seconds = repeat_for(call, min_seconds=min_seconds, min_calls=3)
     return Throughput(
         sequences_per_second=done * batch_size / seconds,
         batch_size=batch_size,

@@ -23,6 +23,7 @@ import numpy as np
 from lmforge.assistant.faq import FaqEntry
 from lmforge.assistant.retrieval import Bm25Retriever, DenseRetriever, Embed, reciprocal_ranks
 from lmforge.errors import CheckpointError, DataError, ModelNotFoundError
+from lmforge.models.meta import META_FILE, ClassificationMeta, SimilarityMeta, read_model_meta
 
 if TYPE_CHECKING:
     from lmforge.registry import Registry
@@ -272,10 +273,14 @@ def resolve_encoder(ref: str, cache_dir: Path, registry: Registry | None = None)
             "use multilingual-e5-small, minilm-l6, a Hugging Face folder or a registered "
             "similarity model",
         )
-    meta_file = folder / "lmforge.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    query = str(meta.get("text_prefix", ""))
-    return EncoderChoice(ref, folder, query, str(meta.get("passage_prefix", query)), False)
+    query = passage = ""  # a plain Hugging Face folder: no prefixes
+    if (folder / META_FILE).is_file():
+        meta = read_model_meta(folder)
+        if isinstance(meta, SimilarityMeta):
+            query, passage = meta.text_prefix, meta.passage
+        elif isinstance(meta, ClassificationMeta):
+            query = passage = meta.text_prefix
+    return EncoderChoice(ref, folder, query, passage, False)
 
 
 def build_assistant(

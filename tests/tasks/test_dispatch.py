@@ -25,7 +25,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def chat_recipe(folder: Path, base: Path) -> Path:
-    pairs = [(f"hello {name}?", f"hi {name}, glad to see you.") for name in "abcdefghijklmnopqrstuvwx"]
+    names = "abcdefghijklmnopqrstuvwx"  # 24 pairs: the split needs 20 at least
+    pairs = [(f"hello {name}?", f"hi {name}, glad to see you.") for name in names]
     csv = folder / "chat.csv"
     csv.write_text("prompt,response\n" + "".join(f'"{p}","{r}"\n' for p, r in pairs))
     recipe = {

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lmforge.errors import LmforgeError
-    from lmforge.pipeline import RunResult, run_recipe
     from lmforge.recipe import Recipe, load_recipe, parse_recipe
     from lmforge.registry import ModelVersion, Registry
     from lmforge.runtime import Prediction, Predictor
     from lmforge.settings import Settings
+    from lmforge.tasks import RunResult, run_recipe
 
 __version__ = "0.1.0"
 _EXPORTS = {
@@ -25,11 +25,11 @@ _EXPORTS = {
     "Predictor": "lmforge.runtime",
     "Recipe": "lmforge.recipe",
     "Registry": "lmforge.registry",
-    "RunResult": "lmforge.pipeline",
+    "RunResult": "lmforge.tasks",
     "Settings": "lmforge.settings",
     "load_recipe": "lmforge.recipe",
     "parse_recipe": "lmforge.recipe",
-    "run_recipe": "lmforge.pipeline",
+    "run_recipe": "lmforge.tasks",
 }
 __all__ = [
     "LmforgeError",

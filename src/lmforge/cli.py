@@ -10,7 +10,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.table import Table
 
 from lmforge.errors import LmforgeError
 from lmforge.registry.card import percent
+
+if TYPE_CHECKING:  # the tasks import torch: loaded only when a recipe runs
+    from lmforge.tasks import Report
 
 app = typer.Typer(
     help="lmforge: adapt, evaluate and register language models from one recipe.",
@@ -137,103 +140,27 @@ def _print_table(
     out.print(table)
 
 
-def _retrieval_cells(m: dict[str, Any]) -> list[str]:
-    return [percent(m["hit@1"]), percent(m["hit@5"]), f"{m['mrr']:.3f}"]
-
-
 def _run(recipe_path: Path, resume: Path | None, json_output: bool, register: bool | None) -> None:
     from lmforge.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)  # before the heavy imports: a bad recipe fails at once
-    if resume is not None and not resume.is_dir():
-        raise LmforgeError(f"run folder {resume} not found", "give a folder under ~/.lmforge/runs")
-    from lmforge.pipeline import run_assistant, run_generation, run_recipe, run_similarity
+    from lmforge.tasks import run_recipe
 
-    if recipe.task != "classification" and resume is not None:
-        raise LmforgeError("--resume is for classification runs", "run the recipe again")
-    if recipe.task == "assistant":
-        built = run_assistant(recipe, register=register, progress=RichProgress())
-        if json_output:
-            _print_json(built.summary())
-            return
-        _print_table(
-            f"{recipe.name}: the FAQ's questions, asked as a customer would",
-            ["questions → entries", "retriever", "n", "hit@1", "hit@5", "MRR"],
-            [
-                [r["probe"], r["retriever"], str(r["queries"]), *_retrieval_cells(r)]
-                for r in built.evaluation.retrieval
-            ],
-            text_columns=2,
-        )
-        r = built.evaluation.to_json()["refusal"]
-        out.print(
-            f"refusal threshold {r['threshold']:.3f} ({'tuned on half' if r['tuned'] else 'given'}"
-            f"); held out: FAQ questions answered {percent(r['held_out_answered_in_domain'])} "
-            f"({percent(r['held_out_answered_with_right_entry'])} with the right entry), "
-            f"off-topic refused {percent(r['held_out_refused_off_topic'])}; "
-            f"run folder {built.run_dir}",
-            highlight=False,
-        )
-        if built.version is not None:
-            v = built.version
-            out.print(f"registered [bold]{v.ref}[/bold]; serve with --assistant {v.name}")
-        return
-    if recipe.task == "generation":
-        tuned = run_generation(recipe, register=register, progress=RichProgress())
-        if json_output:
-            _print_json(tuned.summary())
-            return
-        _print_table(
-            f"{recipe.name}: held-out responses",
-            ["model", "loss per response token", "perplexity"],
-            [
-                [name, f"{m['response_loss']:.3f}", f"{m['perplexity']:.2f}"]
-                for name, m in [("fine-tuned", tuned.metrics), *tuned.baselines.items()]
-            ],
-        )
-        for sample in tuned.samples:
-            out.print(f"[bold]Q:[/bold] {sample['prompt']}", highlight=False)
-            out.print(f"  base:  {sample['base']}", highlight=False)
-            out.print(f"  tuned: {sample['tuned']}", highlight=False)
-        out.print(f"trained {tuned.outcome.steps} steps; run folder {tuned.run_dir}")
-        if tuned.version is not None:
-            v = tuned.version
-            out.print(f"registered [bold]{v.ref}[/bold]; serve with --decoder {v.name}")
-        return
-    if recipe.task == "similarity":
-        similar = run_similarity(recipe, register=register, progress=RichProgress())
-        if json_output:
-            _print_json(similar.summary())
-            return
-        _print_table(
-            f"{recipe.name}: test pairs, each text → its partner",
-            ["model", "hit@1", "hit@5", "MRR"],
-            [
-                [name, *_retrieval_cells(m)]
-                for name, m in [("fine-tuned", similar.metrics), *similar.baselines.items()]
-            ],
-        )
-        out.print(f"trained {similar.fit.steps} steps; run folder {similar.run_dir}")
-        if similar.version is not None:
-            v = similar.version
-            out.print(f"registered [bold]{v.ref}[/bold] ({v.stage}); embed with POST /v1/embed")
-        return
     result = run_recipe(recipe, register=register, resume=resume, progress=RichProgress())
     if json_output:
         _print_json(result.summary())
         return
-    out.print(_metrics_table(result.metrics, result.baselines, f"{recipe.name}: test split"))
-    t = result.outcome
-    out.print(
-        f"trained {t.steps} steps at {t.samples_per_second:.1f} samples/s"
-        + (" (stopped early)" if t.stopped_early else "")
-        + f"; run folder {result.run_dir}"
-    )
-    if result.version is not None:
-        v = result.version
-        out.print(f"registered [bold]{v.ref}[/bold] ({v.stage}) at {v.path}")
+    _print_report(result.report())
     if result.compression is not None:
         _print_compress(result.compression)
+
+
+def _print_report(report: Report) -> None:
+    """A run's report, whatever its task: its tables, then its lines."""
+    for table in report.tables:
+        _print_table(table.title, table.columns, table.rows, table.text_columns)
+    for line in report.lines:
+        out.print(line.text, highlight=line.highlight)
 
 
 @app.command()

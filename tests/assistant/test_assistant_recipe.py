@@ -18,11 +18,11 @@ import yaml
 from conftest import LiveServer, lmforge, serve_config
 from lmforge.assistant.assistant import resolve_encoder
 from lmforge.errors import DataError, ModelNotFoundError
-from lmforge.pipeline import AssistantResult, run_assistant
 from lmforge.recipe import load_recipe
 from lmforge.registry import Registry
 from lmforge.serve.server import check_bind
 from lmforge.settings import Settings
+from lmforge.tasks import RunResult, run_recipe
 
 FAQ = [
     ("How do I reset my password?", "Open Settings, then Account, and choose Reset password."),
@@ -53,23 +53,23 @@ def faq_recipe(folder: Path, **assistant: Any) -> Path:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[AssistantResult, Settings]:
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunResult, Settings]:
     folder = tmp_path_factory.mktemp("assistant-recipe")
     settings = Settings(home=folder / "home", database_url=None)
-    return run_assistant(load_recipe(faq_recipe(folder)), settings=settings), settings
+    return run_recipe(load_recipe(faq_recipe(folder)), settings=settings), settings
 
 
 def test_the_run_measures_retrieval_and_refusal_and_registers(
-    built: tuple[AssistantResult, Settings],
+    built: tuple[RunResult, Settings],
 ) -> None:
     result, _ = built
-    rows = {r["retriever"]: r for r in result.evaluation.retrieval}
+    rows = {r["retriever"]: r for r in result.output.evaluation.retrieval}
     assert rows.keys() == {"assistant", "BM25", "TF-IDF"}
     assert rows["assistant"]["probe"] == "en question → answer"
     assert rows["assistant"]["queries"] == len(FAQ)
     assert rows["assistant"]["hit@5"] == 1.0 and rows["assistant"]["hit@1"] >= 0.5
-    assert result.evaluation.tuned and -1 <= result.evaluation.threshold <= 1
-    assert result.metrics["threshold"] == round(result.evaluation.threshold, 4)
+    assert result.output.evaluation.tuned and -1 <= result.output.evaluation.threshold <= 1
+    assert result.metrics["threshold"] == round(result.output.evaluation.threshold, 4)
     assert {"bm25", "tfidf"} == set(result.baselines)
     assert result.version is not None and result.version.task == "assistant"
     folder = result.version.path
@@ -83,7 +83,7 @@ def test_the_run_measures_retrieval_and_refusal_and_registers(
 
 
 @pytest.fixture(scope="module")
-def site(built: tuple[AssistantResult, Settings], tiny_decoder_dir: Path) -> Iterator[Any]:
+def site(built: tuple[RunResult, Settings], tiny_decoder_dir: Path) -> Iterator[Any]:
     _, settings = built
     config = serve_config(
         models=[],
@@ -148,7 +148,7 @@ def test_a_refused_question_streams_no_written_text(site: Any) -> None:
 
 
 def test_the_cli_answers_from_the_registered_assistant(
-    built: tuple[AssistantResult, Settings],
+    built: tuple[RunResult, Settings],
 ) -> None:
     _, settings = built
     command = ["app", "assistant", "--model", "help-desk", "--json", "Where is an invoice?"]
@@ -171,14 +171,15 @@ def test_serving_what_is_not_an_assistant_is_refused(home: Settings) -> None:
 
 
 def test_a_registered_similarity_model_can_be_the_encoder(
-    built: tuple[AssistantResult, Settings],
+    built: tuple[RunResult, Settings],
 ) -> None:
     _, settings = built
     registry = Registry(settings)
     minilm = resolve_encoder("minilm-l6", settings.cache_dir)
     staging = registry.new_staging_dir()
     shutil.copytree(minilm.path, staging, dirs_exist_ok=True)
-    (staging / "lmforge.json").write_text(json.dumps({"text_prefix": "q: ", "task": "x"}))
+    meta = {"task": "similarity", "labels": [], "text_prefix": "q: ", "max_length": 128}
+    (staging / "lmforge.json").write_text(json.dumps(meta))
     registry.register(
         "faq-vectors",
         staging,
@@ -203,5 +204,5 @@ def test_a_wrong_answer_column_is_a_clear_error(tmp_path: Path) -> None:
     broken = recipe.model_copy(update={"data": recipe.data.model_copy(update={"source": source})})
     settings = Settings(home=tmp_path / "home", database_url=None)
     with pytest.raises(DataError, match=r"lacks the column\(s\) answer"):
-        run_assistant(broken, settings=settings)
+        run_recipe(broken, settings=settings)
     assert not settings.runs_dir.exists() or not any(settings.runs_dir.iterdir())

@@ -9,12 +9,12 @@ from pydantic import ValidationError
 from conftest import toy_recipe
 from lmforge.compress.stage import REFERENCE, Variant, _choose, compress_version
 from lmforge.errors import DataError, RecipeError
-from lmforge.pipeline import run_recipe
 from lmforge.recipe import parse_recipe
 from lmforge.recipe.schema import CompressConfig
 from lmforge.registry import Registry
 from lmforge.runtime import Predictor
 from lmforge.settings import Settings
+from lmforge.tasks import run_recipe
 
 FAST = {
     "structures": ["original"],

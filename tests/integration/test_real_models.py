@@ -65,14 +65,14 @@ def test_minilm_run_predict_and_registry_round_trip(home: Settings, tmp_path: Pa
 
 def test_minilm_resume_after_interruption(home: Settings, tmp_path: Path) -> None:
     first = run_recipe(load_recipe(small_english_recipe(tmp_path, max_steps=5)), register=False)
-    assert first.outcome.steps == 5
+    assert first.output.outcome.steps == 5
     resumed = run_recipe(
         load_recipe(small_english_recipe(tmp_path, max_steps=10)),
         register=False,
         resume=first.run_dir,
     )
-    assert resumed.outcome.steps == 10
-    assert resumed.outcome.history[0] == first.outcome.history[0]
+    assert resumed.output.outcome.steps == 10
+    assert resumed.output.outcome.history[0] == first.output.outcome.history[0]
     assert (first.run_dir / "model" / "model.safetensors").is_file()
 
 
@@ -85,7 +85,7 @@ def test_e5_lora_on_chinese_reviews(home: Settings, tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(recipe, allow_unicode=True))
     result = run_recipe(load_recipe(path))
     assert result.version is not None
-    assert result.outcome.trainable_parameters < result.outcome.total_parameters / 10
+    assert result.output.outcome.trainable_parameters < result.output.outcome.total_parameters / 10
     assert (result.version.path / "adapter" / "adapter_model.safetensors").is_file()
     assert set(result.baselines) == {"majority", "snownlp"}
     meta = json.loads((result.version.path / "lmforge.json").read_text())
@@ -133,8 +133,8 @@ def test_minilm_run_then_compress_registers_an_int8_child(home: Settings, tmp_pa
     int8 = Predictor(child.path)
     assert int8.backend.name == "onnx-int8"
     # What the runtime serves is what the compress stage measured.
-    texts = result.data.test["text"].tolist()
-    truth = result.data.label_ids("test")
+    texts = result.output.data.test["text"].tolist()
+    truth = result.output.data.label_ids("test")
     served = (int8.predict_proba(texts).argmax(1) == truth).mean()
     assert served == pytest.approx(compression.chosen.accuracy, abs=1.5 / len(texts))
     # ... and what the server answers over HTTP is the runtime's own answer.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmforge.errors import CheckpointError, LmforgeError
+from lmforge.errors import CheckpointError, LmforgeError, ModelUnavailableError
 from lmforge.models.classifier import collate, load_classifier, load_tokenizer, tokenize
 from lmforge.runtime import BACKENDS, Predictor, available_backends, length_buckets
 from lmforge.runtime.tokenizer import TextTokenizer
@@ -130,7 +130,7 @@ def test_corrupt_onnx_is_a_load_error_and_other_models_keep_working(
     good = Predictor(tiny_model_dir, backend="onnx-int8")
     folder = shutil.copytree(tiny_model_dir, tmp_path / "m")
     (folder / "model.int8.onnx").write_bytes(b"\x08\x07not a protobuf" * 50)
-    with pytest.raises(CheckpointError, match=r"cannot load the ONNX model .*corrupt"):
+    with pytest.raises(ModelUnavailableError, match=r"cannot load the ONNX model .*corrupt"):
         Predictor(folder, backend="onnx-int8")
     assert good.predict(["still serving"])[0].label in {"negative", "positive"}
 
@@ -138,7 +138,7 @@ def test_corrupt_onnx_is_a_load_error_and_other_models_keep_working(
 def test_corrupt_safetensors_is_a_load_error(tiny_model_dir: Path, tmp_path: Path) -> None:
     folder = shutil.copytree(tiny_model_dir, tmp_path / "m")
     (folder / "model.safetensors").write_bytes(b"not weights")
-    with pytest.raises(CheckpointError, match=r"cannot load the model .*damaged"):
+    with pytest.raises(ModelUnavailableError, match=r"cannot load the model .*damaged"):
         Predictor(folder, backend="torch-fp32")
 
 
@@ -147,7 +147,7 @@ def test_damaged_metadata_or_tokenizer_is_a_clear_error(
 ) -> None:
     folder = shutil.copytree(tiny_model_dir, tmp_path / "m")
     (folder / "lmforge.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match=r"lmforge\.json is damaged"):
+    with pytest.raises(ModelUnavailableError, match=r"lmforge\.json is damaged"):
         Predictor(folder)
     shutil.copy2(tiny_model_dir / "lmforge.json", folder / "lmforge.json")
     (folder / "tokenizer.json").unlink()
@@ -165,3 +165,38 @@ def test_onnx_prediction_needs_neither_torch_nor_transformers(tiny_model_dir: Pa
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_truncated_weights_or_an_unknown_architecture_are_unavailable(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "m")
+    weights = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(weights[: len(weights) // 2])  # an interrupted copy
+    with pytest.raises(ModelUnavailableError, match=r"cannot load the model .*damaged") as info:
+        Predictor(folder, backend="torch-fp32")
+    assert "\n" not in info.value.message
+    shutil.copy2(tiny_model_dir / "model.safetensors", folder / "model.safetensors")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "no-such-arch"}))
+    with pytest.raises(ModelUnavailableError, match="cannot load the model"):
+        Predictor(folder, backend="torch-fp32")
+
+
+@pytest.mark.parametrize(
+    ("task", "served_by"),
+    [
+        ("similarity", "Embedder and POST /v1/embed"),
+        ("generation", "`lmforge generate` and POST /v1/chat/completions"),
+        ("assistant", "`lmforge app assistant` and POST /v1/assistant/ask"),
+    ],
+)
+def test_a_version_of_another_task_is_refused_in_one_line(
+    tiny_model_dir: Path, tmp_path: Path, task: str, served_by: str
+) -> None:
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "m")
+    meta = {"task": task, "labels": [], "base_model": "tiny", "max_length": 32}
+    (folder / "lmforge.json").write_text(json.dumps(meta))
+    with pytest.raises(LmforgeError, match=f"holds a {task} model, not a classifier") as info:
+        Predictor(folder)
+    assert served_by in info.value.message and "\n" not in info.value.message

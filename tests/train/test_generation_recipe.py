@@ -14,11 +14,11 @@ from transformers import AutoTokenizer
 
 from conftest import LiveServer, lmforge, serve_config
 from lmforge.errors import DataError, ModelNotFoundError, RecipeError
-from lmforge.pipeline import run_generation
 from lmforge.recipe import load_recipe
 from lmforge.registry import Registry
 from lmforge.registry.refs import resolve_model
 from lmforge.settings import Settings
+from lmforge.tasks import run_recipe
 from lmforge.train.sft import IGNORE, chat_examples
 
 PAIRS = [
@@ -132,10 +132,10 @@ def test_generation_run_learns_registers_and_serves(
 def test_bad_generation_recipes(home: Settings, tmp_path: Path, tiny_base: Path) -> None:
     encoder = load_recipe(recipe_file(tmp_path, Path("minilm-l6")))
     with pytest.raises(RecipeError, match="needs a decoder"):
-        run_generation(encoder, settings=home)
+        run_recipe(encoder, settings=home)
     no_template = load_recipe(recipe_file(tmp_path, tiny_base))
     with pytest.raises((DataError, ModelNotFoundError, RecipeError)):
-        run_generation(no_template, settings=home)
+        run_recipe(no_template, settings=home)
     with pytest.raises(ModelNotFoundError, match="unknown decoder"):
         resolve_model("no-such-model", "decoder", home)
     assert Registry(home).list() == []

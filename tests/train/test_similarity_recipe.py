@@ -15,11 +15,11 @@ import yaml
 
 from conftest import LiveServer, lmforge, serve_config
 from lmforge.errors import DataError, RecipeError
-from lmforge.pipeline import run_recipe, run_similarity
 from lmforge.recipe import load_recipe
 from lmforge.registry import Registry
 from lmforge.runtime.embedder import Embedder
 from lmforge.settings import Settings
+from lmforge.tasks import run_recipe
 
 TOPICS = [
     ("password", "Open Settings, then Account, and choose Reset password."),
@@ -74,12 +74,13 @@ def similarity_recipe(folder: Path, base: Path, **source: Any) -> Path:
 def test_similarity_run_registers_an_encoder_that_embed_serves(
     home: Settings, tmp_path: Path, tiny_base: Path, one_thread: None
 ) -> None:
-    result = run_similarity(load_recipe(similarity_recipe(tmp_path, tiny_base)), settings=home)
+    result = run_recipe(load_recipe(similarity_recipe(tmp_path, tiny_base)), settings=home)
     assert set(result.baselines) == {"untuned", "bm25"}
     for scores in (result.metrics, *result.baselines.values()):
-        assert scores["queries"] == len(result.data.test) > 0
+        assert scores["queries"] == len(result.output.data.test) > 0
         assert 0 <= scores["hit@1"] <= scores["hit@5"] <= 1 and 0 < scores["mrr"] <= 1
-    assert result.fit.steps > 0 and result.fit.losses[-1] < result.fit.losses[0]
+    fit = result.output.fit
+    assert fit.steps > 0 and fit.losses[-1] < fit.losses[0]
     version = result.version
     assert version is not None and version.task == "similarity" and version.labels == []
     assert version.metrics == result.metrics
@@ -129,15 +130,15 @@ def test_bad_similarity_recipes_fail_with_one_line(
         load_recipe(path)
     wrong = load_recipe(similarity_recipe(tmp_path, tiny_base, pair_column="reply"))
     with pytest.raises(DataError, match="column 'reply' not in"):
-        run_similarity(wrong, settings=home)
+        run_recipe(wrong, settings=home)
     few = load_recipe(similarity_recipe(tmp_path, tiny_base, limit=10))
     with pytest.raises(DataError, match="usable pairs"):
-        run_similarity(few, settings=home)
+        run_recipe(few, settings=home)
     decoder = yaml.safe_load(similarity_recipe(tmp_path, tiny_base).read_text())
     decoder["model"]["base"] = "smollm2-135m-instruct"
     path.write_text(yaml.safe_dump(decoder))
     with pytest.raises(RecipeError, match="is a decoder"):
-        run_similarity(load_recipe(path), settings=home)
+        run_recipe(load_recipe(path), settings=home)
     classification = yaml.safe_load(similarity_recipe(tmp_path, tiny_base).read_text())
     classification.update(task="classification", model={"base": "smollm2-135m-instruct"})
     path.write_text(yaml.safe_dump(classification))

@@ -30,6 +30,7 @@ from lmforge.data import PreparedData, prepare_data
 from lmforge.errors import DataError, LmforgeError, RecipeError, describe_exception
 from lmforge.evaluate.metrics import classification_metrics
 from lmforge.hardware import cpu_has_int8_dot, cpu_has_native_bf16
+from lmforge.models.meta import derived_meta, read_model_meta, require_classifier, write_model_meta
 from lmforge.progress import ProgressReporter, SilentProgress
 from lmforge.recipe import dump_recipe, load_recipe
 from lmforge.recipe.schema import CompressConfig, CompressFormat, Recipe
@@ -42,7 +43,7 @@ from lmforge.runtime.backends import (
     cpu_threads,
 )
 from lmforge.runtime.measure import measure_latency, measure_throughput, packed_rows
-from lmforge.runtime.predictor import length_buckets, read_model_meta
+from lmforge.runtime.predictor import length_buckets
 from lmforge.runtime.tokenizer import TextTokenizer
 from lmforge.settings import Settings, get_settings
 
@@ -163,8 +164,8 @@ def compress_version(
         f"compress-{source.name}-v{source.version}-{datetime.now(UTC):%Y%m%d-%H%M%S-%f}"
     )
     run_dir.mkdir(parents=True)
-    meta = read_model_meta(source.path)
-    tokenizer = TextTokenizer(source.path, int(meta["max_length"]), meta.get("text_prefix", ""))
+    meta = require_classifier(read_model_meta(source.path), source.path)
+    tokenizer = TextTokenizer(source.path, meta.max_length, meta.text_prefix)
     split = _TokenisedSplit(data, tokenizer)
     notes: list[str] = []
 
@@ -265,10 +266,7 @@ def _copy_model_folder(src: Path, dst: Path, *, weights: bool = True, **meta_upd
     for name in (WEIGHTS, *FOLDER_FILES) if weights else FOLDER_FILES:
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
-    meta = read_model_meta(src)
-    meta.pop("runtime", None)
-    meta.update(meta_updates)
-    (dst / "lmforge.json").write_text(json.dumps(meta, indent=1))
+    write_model_meta(dst, derived_meta(read_model_meta(src), **meta_updates))
     return dst
 
 

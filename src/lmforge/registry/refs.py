@@ -15,13 +15,19 @@ upward, and every caller sits above this stage.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from lmforge.errors import ModelNotFoundError, ModelUnavailableError, first_line
+from lmforge.errors import ModelNotFoundError
 from lmforge.models.catalogue import CATALOGUE, CatalogueEntry, passage_prefix
+from lmforge.models.meta import (
+    META_FILE,
+    ClassificationMeta,
+    ModelMeta,
+    SimilarityMeta,
+    read_model_meta,
+)
 from lmforge.registry.store import ModelVersion, Registry, parse_ref
 from lmforge.settings import Settings
 
@@ -137,8 +143,8 @@ def _folder(ref: str, folder: Path, kinds: tuple[Kind, ...]) -> ResolvedModel:
     """A local Hugging Face folder: trusted to be the kind wanted, unless its lmforge.json (a
     model lmforge made) says it is another."""
     meta = _read_meta(folder)
-    task = meta.get("task")
-    made = _KIND_OF_TASK.get(task) if isinstance(task, str) else None
+    task = meta.task if meta is not None else None
+    made = _KIND_OF_TASK.get(task) if task is not None else None
     if made is not None and made not in kinds:
         raise ModelNotFoundError(f"{ref} (task {task}) is not {_nouns(kinds)}", _fix(kinds))
     # resolve_model looks in folders only when a kind a folder can be is wanted
@@ -154,7 +160,7 @@ def _registered(version: ModelVersion, kinds: tuple[Kind, ...]) -> ResolvedModel
             f"{version.ref} (task {version.task}) is not {_nouns(kinds)}", _fix(kinds)
         )
     # only an encoder's prefixes matter to its callers; other kinds' folders are not read here
-    query, passage = _prefixes(_read_meta(version.path) if kind == "encoder" else {})
+    query, passage = _prefixes(_read_meta(version.path) if kind == "encoder" else None)
     return ResolvedModel(
         version.ref,
         kind,
@@ -174,31 +180,17 @@ def _is_registered_name(registry: Registry, ref: str) -> bool:
     return bool(registry.list(name))
 
 
-def _prefixes(meta: dict[str, Any]) -> tuple[str, str]:
+def _prefixes(meta: ModelMeta | None) -> tuple[str, str]:
     """The query and passage prefixes a model folder's lmforge.json records ("" when none)."""
-    query = str(meta.get("text_prefix", ""))
-    return query, str(meta.get("passage_prefix", query))
+    if isinstance(meta, SimilarityMeta):
+        return meta.text_prefix, meta.passage
+    query = meta.text_prefix if isinstance(meta, ClassificationMeta) else ""
+    return query, query
 
 
-def _read_meta(folder: Path) -> dict[str, Any]:
-    """A model folder's lmforge.json ({} for a plain Hugging Face folder without one)."""
-    path = folder / "lmforge.json"
-    if not path.is_file():
-        return {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelUnavailableError(
-            f"{path} is damaged ({first_line(exc, 120)})", "save or register the model again"
-        ) from exc
-    if not isinstance(meta, dict):
-        raise ModelUnavailableError(
-            f"{path} is damaged (not a JSON object)", "save or register the model again"
-        )
-    return meta
-
-
-# --- one-line messages ----------------------------------------------------------------------
+def _read_meta(folder: Path) -> ModelMeta | None:
+    """A model folder's metadata (None for a plain Hugging Face folder without lmforge.json)."""
+    return read_model_meta(folder) if (folder / META_FILE).is_file() else None
 
 
 def _a(word: str) -> str:

@@ -15,7 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
-from lmforge.errors import CheckpointError, LmforgeError, first_line
+from lmforge.errors import LmforgeError
+from lmforge.models.loading import unavailable_on_failure
 
 TORCH_BACKENDS = ("torch-fp32", "torch-bf16", "torch-int8")
 ONNX_FILES = {"onnx-fp32": "model.onnx", "onnx-int8": "model.int8.onnx"}
@@ -78,16 +79,14 @@ class OnnxBackend:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        try:
+        with unavailable_on_failure(
+            f"the ONNX model {path}",
+            "the file is corrupt or incomplete; re-run `lmforge compress` or use another version",
+            errors=(Exception,),  # onnxruntime raises its own exception types for bad files
+        ):
             self.session = ort.InferenceSession(
                 str(path), options, providers=["CPUExecutionProvider"]
             )
-        except Exception as exc:  # onnxruntime raises its own exception types for bad files
-            raise CheckpointError(
-                f"cannot load the ONNX model {path} ({first_line(exc, 160)})",
-                "the file is corrupt or incomplete; re-run `lmforge compress` or use another "
-                "version",
-            ) from exc
         self.name = name
         self.path = path
         self._inputs = {i.name for i in self.session.get_inputs()}
@@ -106,18 +105,15 @@ class OnnxBackend:
 class TorchBackend:
     def __init__(self, folder: Path, *, name: str = "torch-fp32", threads: int = 1) -> None:
         import torch
-        from safetensors import SafetensorError
 
         from lmforge.models.classifier import load_classifier
 
         torch.set_num_threads(threads)
-        try:
+        with unavailable_on_failure(
+            f"the model in {folder}",
+            "the version folder is damaged; re-register it or use another version",
+        ):
             model = load_classifier(folder)
-        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
-            raise CheckpointError(
-                f"cannot load the model in {folder}: {first_line(exc, 160)}",
-                "the version folder is damaged; re-register it or use another version",
-            ) from exc
         model.eval()
         module: torch.nn.Module = model
         if name == "torch-bf16":

@@ -7,7 +7,6 @@ ones, and can keep an LRU cache of results keyed by the cleaned text.
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from lmforge.data.text import clean_text
-from lmforge.errors import CheckpointError, ModelNotFoundError
-from lmforge.recipe.schema import CleaningConfig
+from lmforge.models.meta import ClassificationMeta, require_classifier
+from lmforge.models.meta import read_model_meta as read_typed_meta
 from lmforge.runtime.backends import Backend, available_backends, load_backend
 from lmforge.runtime.tokenizer import TextTokenizer
 
@@ -35,26 +34,16 @@ class Prediction:
 
 
 def read_model_meta(folder: Path) -> dict[str, Any]:
-    path = folder / "lmforge.json"
-    if not path.is_file():
-        raise ModelNotFoundError(
-            f"{folder} is not an lmforge model folder (no lmforge.json)",
-            "give a registered NAME[:VERSION]",
-        )
-    try:
-        meta: dict[str, Any] = json.loads(path.read_text())
-        meta["labels"], meta["max_length"]
-    except (ValueError, KeyError) as exc:
-        raise CheckpointError(
-            f"{path} is damaged ({type(exc).__name__}: {exc})",
-            "re-register the version or use another one",
-        ) from exc
-    return meta
+    """A model folder's metadata as a plain dict of its JSON keys (every key, defaults filled
+    in), for callers that look keys up by name; read through the one typed reader,
+    :func:`lmforge.models.meta.read_model_meta`, so the errors are the same."""
+    return read_typed_meta(folder).model_dump(mode="json")
 
 
 def default_backend(meta: dict[str, Any]) -> str:
-    """The backend a version was registered for (compressed versions name theirs)."""
-    return str(meta.get("runtime", {}).get("backend", "torch-fp32"))
+    """The backend a version was registered for (compressed versions name theirs), from
+    :func:`read_model_meta`'s dict."""
+    return str((meta.get("runtime") or {}).get("backend", "torch-fp32"))
 
 
 def length_buckets(
@@ -76,6 +65,9 @@ def length_buckets(
 class Predictor:
     """Load a model folder (a registered version) and classify texts.
 
+    A folder of another task (similarity, generation, assistant) is refused with a one-line
+    error naming what serves it.
+
     ``backend`` defaults to the one the version was registered for; any of
     :func:`available_backends` may be asked for instead.
     """
@@ -89,18 +81,16 @@ class Predictor:
         cache_size: int = 0,
         threads: int | None = None,
     ) -> None:
-        meta = read_model_meta(folder)
+        meta = require_classifier(read_typed_meta(folder), folder)
         self.folder = folder
-        self.meta = meta
-        self.labels: list[str] = list(meta["labels"])
-        self.text_prefix: str = meta.get("text_prefix", "")
-        self.max_length: int = int(meta["max_length"])
-        self.cleaning = CleaningConfig.model_validate(meta.get("cleaning", {}))
+        self.meta: ClassificationMeta = meta
+        self.labels: list[str] = list(meta.labels)
+        self.text_prefix: str = meta.text_prefix
+        self.max_length: int = meta.max_length
+        self.cleaning = meta.cleaning
         self.batch_size = batch_size
         self.tokenizer = TextTokenizer(folder, self.max_length, self.text_prefix)
-        self.backend: Backend = load_backend(
-            folder, backend or default_backend(meta), threads=threads
-        )
+        self.backend: Backend = load_backend(folder, backend or meta.backend, threads=threads)
         self.cache_size = cache_size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.cache_hits = 0

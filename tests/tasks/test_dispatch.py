@@ -1,0 +1,95 @@
+"""One dispatch for every task: the registry of tasks matches the recipe's task names, and
+``lmforge.run_recipe`` runs whatever task the recipe names (a generation recipe used to fail
+with an encoder error), writing lmforge.json and registering in one place."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import get_args
+
+import pytest
+import yaml
+
+import lmforge
+from lmforge.errors import LmforgeError, RecipeError
+from lmforge.models.meta import GenerationMeta, read_model_meta
+from lmforge.recipe import load_recipe
+from lmforge.recipe.schema import TaskName
+from lmforge.registry import Registry
+from lmforge.settings import Settings
+from lmforge.tasks import TASKS
+from lmforge.tasks.generation import GenerationOutput
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def chat_recipe(folder: Path, base: Path) -> Path:
+    names = "abcdefghijklmnopqrstuvwx"  # 24 pairs: the split needs 20 at least
+    pairs = [(f"hello {name}?", f"hi {name}, glad to see you.") for name in names]
+    csv = folder / "chat.csv"
+    csv.write_text("prompt,response\n" + "".join(f'"{p}","{r}"\n' for p, r in pairs))
+    recipe = {
+        "name": "tiny-chat",
+        "task": "generation",
+        "data": {
+            "source": {"path": str(csv), "text_column": "prompt", "pair_column": "response"},
+            "split": {"validation": 0.125, "test": 0.25},
+        },
+        "model": {"base": str(base)},
+        "adaptation": {"method": "lora", "lora": {"r": 4, "alpha": 8}},
+        "training": {"epochs": 1, "batch_size": 4, "learning_rate": 3e-3, "max_length": 64},
+    }
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_every_task_a_recipe_can_name_has_one_entry() -> None:
+    assert sorted(TASKS) == sorted(get_args(TaskName))
+    assert all(name == task.name for name, task in TASKS.items())
+
+
+def test_the_faq_chat_example_is_a_generation_task_and_passes_its_check() -> None:
+    recipe = load_recipe(EXAMPLES / "faq-chat.yaml")
+    TASKS[recipe.task].check(recipe)  # a decoder: the encoder check refused it before
+    with pytest.raises(RecipeError, match="needs an encoder"):
+        TASKS["similarity"].check(recipe)
+
+
+def test_lmforge_run_recipe_runs_a_generation_recipe(
+    home: Settings, tmp_path: Path, tiny_decoder_dir: Path, one_thread: None
+) -> None:
+    result = lmforge.run_recipe(load_recipe(chat_recipe(tmp_path, tiny_decoder_dir)))
+    assert isinstance(result.output, GenerationOutput) and len(result.output.samples) == 3
+    version = result.version
+    assert version is not None and version.task == "generation"
+    assert Registry(home).get("tiny-chat").ref == version.ref
+    meta = read_model_meta(version.path)
+    assert isinstance(meta, GenerationMeta) and meta.max_length == 64
+    assert json.loads((version.path / "lmforge.json").read_text()) == {
+        "task": "generation",
+        "labels": [],
+        "base_model": str(tiny_decoder_dir),
+        "max_length": 64,
+    }
+    summary = result.summary()
+    assert list(summary) == [
+        "run_dir",
+        "version",
+        "test_metrics",
+        "baseline_metrics",
+        "data",
+        "training",
+        "samples",
+    ]
+    lines = [line.text for line in result.report().lines]
+    assert lines[-1] == f"registered [bold]{version.ref}[/bold]; serve with --decoder tiny-chat"
+
+
+def test_resume_is_refused_where_the_task_cannot_resume(home: Settings, tmp_path: Path) -> None:
+    recipe = load_recipe(EXAMPLES / "faq-chat.yaml")
+    with pytest.raises(LmforgeError, match="--resume is for classification runs"):
+        lmforge.run_recipe(recipe, resume=tmp_path)
+    with pytest.raises(LmforgeError, match="not found"):
+        lmforge.run_recipe(recipe, resume=tmp_path / "gone")

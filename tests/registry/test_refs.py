@@ -31,7 +31,11 @@ def registry(settings: Settings) -> Iterator[Registry]:
     for task in ("classification", "similarity", "generation", "assistant"):
         staging = reg.new_staging_dir()
         (staging / "config.json").write_text("{}")
-        meta = {"task": task, "text_prefix": "q: "} if task == "similarity" else {"task": task}
+        meta = (
+            {"task": task, "text_prefix": "q: ", "max_length": 16}
+            if task == "similarity"
+            else {"task": task}
+        )
         (staging / "lmforge.json").write_text(json.dumps(meta))
         reg.register(
             task,
@@ -136,7 +140,9 @@ def test_a_hugging_face_folder_is_the_kind_wanted(settings: Settings, tmp_path: 
         found = resolve_model(str(folder), kind, settings)
         assert (found.source, found.kind, found.ref) == ("folder", kind, str(folder))
         assert found.locate(settings.cache_dir) == folder.resolve()
-    tuned = hf_folder(tmp_path / "tuned", {"task": "similarity", "text_prefix": "q: "})
+    tuned = hf_folder(
+        tmp_path / "tuned", {"task": "similarity", "text_prefix": "q: ", "max_length": 16}
+    )
     found = resolve_model(str(tuned), "encoder", settings)
     assert (found.text_prefix, found.passage_prefix) == ("q: ", "q: ")
     assert not (settings.home / "lmforge.db").exists()
@@ -145,10 +151,10 @@ def test_a_hugging_face_folder_is_the_kind_wanted(settings: Settings, tmp_path: 
 def test_a_folder_lmforge_made_for_another_task_is_refused(
     settings: Settings, tmp_path: Path
 ) -> None:
-    chat = hf_folder(tmp_path / "chat", {"task": "generation"})
+    chat = hf_folder(tmp_path / "chat", {"task": "generation", "max_length": 16})
     message = refused(ModelNotFoundError, str(chat), "encoder", settings)
     assert "(task generation) is not a similarity model" in message
-    vectors = hf_folder(tmp_path / "vectors", {"task": "similarity"})
+    vectors = hf_folder(tmp_path / "vectors", {"task": "similarity", "max_length": 16})
     message = refused(ModelNotFoundError, str(vectors), "decoder", settings)
     assert "(task similarity) is not a generation model" in message
     assert "smollm2-135m-instruct" in message  # the fix names the catalogue's decoders

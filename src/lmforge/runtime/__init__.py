@@ -1,7 +1,7 @@
 """The inference runtime: load a registered version and predict, on torch or ONNX Runtime."""
 
 from lmforge.runtime.backends import BACKENDS, available_backends, load_backend
-from lmforge.runtime.predictor import Prediction, Predictor, length_buckets, read_model_meta
+from lmforge.runtime.predictor import Prediction, Predictor, length_buckets
 
 __all__ = [
     "BACKENDS",
@@ -10,5 +10,4 @@ __all__ = [
     "available_backends",
     "length_buckets",
     "load_backend",
-    "read_model_meta",
 ]

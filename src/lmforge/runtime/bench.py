@@ -24,8 +24,8 @@ import numpy as np
 from lmforge.data.text import clean_text
 from lmforge.errors import LmforgeError, describe_exception
 from lmforge.models.loading import from_pretrained
+from lmforge.models.meta import read_model_meta, require_classifier
 from lmforge.progress import ProgressReporter, SilentProgress
-from lmforge.recipe.schema import CleaningConfig
 from lmforge.runtime.backends import (
     Backend,
     available_backends,
@@ -42,7 +42,6 @@ from lmforge.runtime.measure import (
     time_latency,
     time_throughput,
 )
-from lmforge.runtime.predictor import read_model_meta
 from lmforge.runtime.tokenizer import TextTokenizer
 
 TORCH_EAGER = "torch-eager"
@@ -559,17 +558,15 @@ def bench_model(
     and unknown backend names raise :class:`LmforgeError` before anything is measured.
     """
     progress = progress or SilentProgress()
-    meta = read_model_meta(folder)
+    meta = require_classifier(read_model_meta(folder), folder)
     names = _choose_backends(folder, backends)
     config = _read_config(folder)
     lengths = _check_settings(lengths, config, batch_size, latency_runs, min_seconds)
     threads = cpu_threads()
 
     texts, source = bench_texts(folder, progress)
-    cleaning = CleaningConfig.model_validate(meta.get("cleaning", {}))
-    prefix = str(meta.get("text_prefix", ""))
-    max_length = int(meta["max_length"])
-    cleaned = [t for t in (clean_text(t, cleaning) for t in texts) if t]
+    prefix, max_length = meta.text_prefix, meta.max_length
+    cleaned = [t for t in (clean_text(t, meta.cleaning) for t in texts) if t]
     if not cleaned:
         raise LmforgeError(f"no texts to measure with: {source} is empty", "use another version")
     rows = TextTokenizer(folder, max_length, prefix)(cleaned)

@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from lmforge.data.text import clean_text
-from lmforge.models.meta import ClassificationMeta, require_classifier
-from lmforge.models.meta import read_model_meta as read_typed_meta
+from lmforge.models.meta import ClassificationMeta, read_model_meta, require_classifier
 from lmforge.runtime.backends import Backend, available_backends, load_backend
 from lmforge.runtime.tokenizer import TextTokenizer
 
@@ -31,19 +30,6 @@ class Prediction:
 
     def to_json(self) -> dict[str, Any]:
         return {"text": self.text, "label": self.label, "score": self.score, "scores": self.scores}
-
-
-def read_model_meta(folder: Path) -> dict[str, Any]:
-    """A model folder's metadata as a plain dict of its JSON keys (every key, defaults filled
-    in), for callers that look keys up by name; read through the one typed reader,
-    :func:`lmforge.models.meta.read_model_meta`, so the errors are the same."""
-    return read_typed_meta(folder).model_dump(mode="json")
-
-
-def default_backend(meta: dict[str, Any]) -> str:
-    """The backend a version was registered for (compressed versions name theirs), from
-    :func:`read_model_meta`'s dict."""
-    return str((meta.get("runtime") or {}).get("backend", "torch-fp32"))
 
 
 def length_buckets(
@@ -81,7 +67,7 @@ class Predictor:
         cache_size: int = 0,
         threads: int | None = None,
     ) -> None:
-        meta = require_classifier(read_typed_meta(folder), folder)
+        meta = require_classifier(read_model_meta(folder), folder)
         self.folder = folder
         self.meta: ClassificationMeta = meta
         self.labels: list[str] = list(meta.labels)

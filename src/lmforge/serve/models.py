@@ -31,14 +31,20 @@ import numpy as np
 
 from lmforge.assistant.assistant import build_assistant, open_assistant
 from lmforge.assistant.faq import load_faq
-from lmforge.errors import LmforgeError, ModelNotFoundError
+from lmforge.errors import LmforgeError, ModelNotFoundError, ModelUnavailableError
 from lmforge.models.catalogue import covers_language
+from lmforge.models.meta import (
+    ClassificationMeta,
+    SimilarityMeta,
+    read_model_meta,
+    require_classifier,
+)
 from lmforge.registry import ModelVersion, Registry
 from lmforge.registry.refs import ResolvedModel, resolve_model
 from lmforge.registry.store import parse_ref
 from lmforge.runtime.embedder import Embedder
 from lmforge.runtime.generation import GenerationEngine
-from lmforge.runtime.predictor import Predictor, default_backend, read_model_meta
+from lmforge.runtime.predictor import Predictor
 from lmforge.serve.batcher import DynamicBatcher
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.metrics import ServeMetrics
@@ -370,20 +376,22 @@ class ModelPool:
                 f"{version.ref} is a {version.task} model, not a classifier",
                 "embed with it through POST /v1/embed",
             )
-        meta = read_model_meta(version.path)
-        backend = self.config.backend or default_backend(meta)
+        meta = require_classifier(read_model_meta(version.path), version.path)
+        backend = self.config.backend or meta.backend
         predictor = Predictor(
             version.path, backend=backend, batch_size=self.config.batching.max_batch
         )
         return _Loaded(version.name, version.version, backend, predictor.predict)
 
     def _load_version_embedder(self, version: ModelVersion) -> _Loaded:
-        meta = read_model_meta(version.path)
-        embedder = Embedder(
-            version.path,
-            max_length=int(meta["max_length"]),
-            text_prefix=meta.get("text_prefix", ""),
-        )
+        meta = read_model_meta(version.path)  # resolve_model let only these two tasks through
+        if not isinstance(meta, SimilarityMeta | ClassificationMeta):
+            raise ModelUnavailableError(
+                f"{version.ref}'s lmforge.json says task {meta.task}, its registry row "
+                f"{version.task}",
+                "re-register the version",
+            )
+        embedder = Embedder(version.path, max_length=meta.max_length, text_prefix=meta.text_prefix)
         return _Loaded(
             version.name, version.version, "torch-fp32", _rows(embedder.embed), "embedder"
         )

@@ -29,13 +29,9 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.runtime.attention import prepare as prepare_attention
-from lmforge.runtime.decoder import (
-    DecodeAttention,
-    DecoderModel,
-    PrefixStore,
-    WeightFormat,
-    load_decoder,
-)
+from lmforge.runtime.decoder import DecodeAttention, DecoderModel, load_decoder
+from lmforge.runtime.int8 import WeightFormat
+from lmforge.runtime.kv_cache import PrefixStore
 
 __all__ = [
     "Completion",
@@ -234,7 +230,7 @@ class GenerationEngine:
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self.max_waiting = max_waiting
-        self.context = min(model.context, max_context or model.context)
+        self.context = min(model.config.context, max_context or model.config.context)
         self.eos_ids = _eos_ids(tokenizer, model)
         self.cache = model.new_cache(max_batch)
         if model.attention == "kernel":

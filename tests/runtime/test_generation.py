@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import CHAT_TEMPLATE
-from lmforge.errors import CheckpointError, ModelNotFoundError
+from lmforge.errors import CheckpointError, ModelNotFoundError, ModelUnavailableError
 from lmforge.hardware import cpu_has_int8_dot
 from lmforge.runtime import int8
 from lmforge.runtime.decoder import load_decoder
@@ -411,7 +411,7 @@ def test_int8_keeps_a_massive_row_from_flattening_the_others() -> None:
 def test_unloadable_folders_get_one_line_errors(tmp_path: Path, tiny_base: Path) -> None:
     with pytest.raises(ModelNotFoundError, match=r"config\.json"):
         load_decoder(tmp_path)
-    with pytest.raises(ModelNotFoundError, match="architecture 'bert'"):
+    with pytest.raises(ModelUnavailableError, match="architecture 'bert'"):
         load_decoder(tiny_base)
     broken = tmp_path / "broken"
     broken.mkdir()

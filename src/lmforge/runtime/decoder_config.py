@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lmforge.errors import ModelNotFoundError
+from lmforge.errors import ModelUnavailableError
 
 __all__ = [
     "ACTIVATIONS",
@@ -96,15 +96,16 @@ class DecoderConfig:
 
     @classmethod
     def from_hf(cls, config: Any) -> DecoderConfig:
-        """From a Hugging Face model config; ModelNotFoundError for what the runtime lacks."""
+        """From a Hugging Face model config. A model the forward pass does not implement exists
+        but cannot be served: ModelUnavailableError (the server's 503), not "not found"."""
         features = ARCHITECTURES.get(config.model_type)
         if features is None:
-            raise ModelNotFoundError(
+            raise ModelUnavailableError(
                 f"decoder architecture '{config.model_type}' is not supported by the runtime",
                 f"use a model of one of: {', '.join(SUPPORTED_ARCHITECTURES)}",
             )
         if any(getattr(config, name, None) for name in _UNSUPPORTED_FIELDS):
-            raise ModelNotFoundError(
+            raise ModelUnavailableError(
                 f"this {features.label} variant (logit soft-capping or bidirectional attention) "
                 "is not supported by the runtime",
                 f"use a causal {features.label} text model without soft-capping",
@@ -113,7 +114,7 @@ class DecoderConfig:
         head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
         activation = getattr(config, "hidden_activation", None) or config.hidden_act
         if activation not in ACTIVATIONS:
-            raise ModelNotFoundError(
+            raise ModelUnavailableError(
                 f"the decoder's MLP activation '{activation}' is not supported by the runtime",
                 f"use a model whose activation is one of: {', '.join(ACTIVATIONS)}",
             )

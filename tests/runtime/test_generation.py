@@ -17,9 +17,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import CHAT_TEMPLATE
-from lmforge.errors import CheckpointError, ModelNotFoundError
+from lmforge.errors import CheckpointError, ModelNotFoundError, ModelUnavailableError
 from lmforge.hardware import cpu_has_int8_dot
-from lmforge.runtime import decoder
+from lmforge.runtime import int8
 from lmforge.runtime.decoder import load_decoder
 from lmforge.runtime.generation import (
     EngineFull,
@@ -28,6 +28,7 @@ from lmforge.runtime.generation import (
     SamplingParams,
     TextDecoder,
 )
+from lmforge.runtime.kv_cache import PrefixStore
 
 GREEDY = SamplingParams(max_tokens=24, temperature=0)
 PROMPTS = ["hello world", "a wonderful, moving film", "i hated every minute of it, how are you?"]
@@ -158,8 +159,6 @@ def test_a_prompt_after_a_reused_prefix_matches_a_whole_prefill(
 
 
 def test_prefix_store_keeps_recent_sequences_within_its_budget() -> None:
-    from lmforge.runtime.decoder import PrefixStore
-
     def kv(n: int) -> torch.Tensor:
         return torch.full((1, 2, 1, n, 1), float(n))
 
@@ -382,8 +381,8 @@ def test_int8_activations_use_all_8_bits_where_the_cpu_has_vnni(
     exact = x @ weight.T
     errors = {}
     for vnni in (False, True):
-        monkeypatch.setattr(decoder, "cpu_has_int8_dot", lambda vnni=vnni: vnni)
-        linear = decoder._Linear(weight, None, "int8")
+        monkeypatch.setattr(int8, "cpu_has_int8_dot", lambda vnni=vnni: vnni)
+        linear = int8.Linear(weight, None, "int8")
         assert linear.reduce_range is not vnni
         if vnni and not cpu_has_int8_dot():
             continue  # 8-bit activations without VNNI may saturate: never chosen there
@@ -395,10 +394,10 @@ def test_int8_activations_use_all_8_bits_where_the_cpu_has_vnni(
 def test_int8_keeps_a_massive_row_from_flattening_the_others() -> None:
     torch.manual_seed(0)
     weight = torch.randn(64, 32)
-    x = torch.randn(decoder._ROW_GROUP + 8, 32)
+    x = torch.randn(int8.ROW_GROUP + 8, 32)
     x[0] *= 100  # a first token's "massive activations"
     exact = x @ weight.T
-    linear = decoder._Linear(weight, None, "int8")
+    linear = int8.Linear(weight, None, "int8")
     one_call = torch.ops.quantized.linear_dynamic(x, linear.packed, linear.reduce_range)
     grouped = linear(x)
     error = {
@@ -412,7 +411,7 @@ def test_int8_keeps_a_massive_row_from_flattening_the_others() -> None:
 def test_unloadable_folders_get_one_line_errors(tmp_path: Path, tiny_base: Path) -> None:
     with pytest.raises(ModelNotFoundError, match=r"config\.json"):
         load_decoder(tmp_path)
-    with pytest.raises(ModelNotFoundError, match="architecture 'bert'"):
+    with pytest.raises(ModelUnavailableError, match="architecture 'bert'"):
         load_decoder(tiny_base)
     broken = tmp_path / "broken"
     broken.mkdir()

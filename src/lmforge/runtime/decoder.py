@@ -3,25 +3,26 @@ KV cache.
 
 transformers' ``generate()`` decodes one request at a time (or a padded batch that starts and
 ends together). A server needs requests to join and leave the running batch between steps, so
-this module keeps its own cache: one row ("slot") per running sequence, each with its own
-length, and runs the same maths as ``LlamaForCausalLM`` (RMSNorm, rotary positions, grouped-query
-attention, SwiGLU) on the weights of a loaded Hugging Face model; Gemma 3 adds a few norms,
-GELU, scaled embeddings and sliding-window layers (see _Layer). Rotary embeddings come from the
-HF model itself, so its RoPE variant and scaling are used as they are.
+the runtime keeps its own cache (kv_cache.py): one row ("slot") per running sequence, each with
+its own length. DecoderModel runs the same maths as ``LlamaForCausalLM`` (RMSNorm, rotary
+positions, grouped-query attention, SwiGLU) on the weights of a loaded Hugging Face model.
 
-Weight formats: ``fp32`` (exact), ``bf16`` (half the memory traffic, but emulated on CPUs without
-native bf16), ``int8`` (per-output-channel int8 weights with dynamically quantised activations,
-fbgemm's int8 GEMM: a quarter of the traffic and 2.5–3.5× fp32's speed, for 1 row or 8; 8-bit
-activations where the CPU has VNNI, 7-bit on AVX2 without it).
+There is one decoder class: what tells architectures apart is a handful of features in its
+DecoderConfig (as litgpt's one ``GPT`` is configured by its ``Config``), each read from the
+Hugging Face config or, where that leaves it implicit in the model type, from ARCHITECTURES.
+Gemma 3, for one, adds query/key norms, norms of the attention's and the MLP's outputs, GELU,
+scaled embeddings, RMSNorm weights stored as an offset from 1, and sliding-window layers with
+their own rotary table. Rotary embeddings come from the HF model itself, so its RoPE variant
+and scaling are used as they are.
+
+The linears run in one of the weight formats of int8.py (fp32, bf16, int8 after SmoothQuant).
 The 49k-row output layer is a fifth of the model's weights: it gets the same format, and runs
 on one position per sequence only (never on a prompt's other positions).
 """
 
 from __future__ import annotations
 
-import collections
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,275 +31,40 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import CheckpointError, ModelNotFoundError, first_line
-from lmforge.hardware import cpu_has_int8_dot
 from lmforge.models.loading import from_pretrained
 from lmforge.runtime.attention import decode_attention
+from lmforge.runtime.decoder_config import ACTIVATIONS, DecoderConfig
+from lmforge.runtime.int8 import (
+    CALIBRATION_TEXTS,
+    Linear,
+    SmoothSite,
+    WeightFormat,
+    fused_linear,
+    smooth_quant,
+)
+from lmforge.runtime.kv_cache import KVCache
 
-__all__ = [
-    "SUPPORTED_ARCHITECTURES",
-    "DecodeAttention",
-    "DecoderModel",
-    "KVCache",
-    "PrefixStore",
-    "WeightFormat",
-    "load_decoder",
-]
+__all__ = ["DecodeAttention", "DecoderModel", "load_decoder"]
 
-WeightFormat = Literal["fp32", "bf16", "int8"]
 # decoding rows' attention: our kernel (runtime/attention.py), or SDPA under a mask (the reference)
 DecodeAttention = Literal["kernel", "sdpa"]
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "gemma3_text")
-
-
-# Calibration for int8 (the activations' range per channel): varied everyday English, fixed so
-# that a model quantises the same way every time it loads.
-CALIBRATION_TEXTS = (
-    "How do I reset my password? Open Settings, choose Account, then Reset password.",
-    "The package manager downloads software from the archive, checks its signature and "
-    "installs it together with the libraries it depends on.",
-    "Once upon a time, a lighthouse keeper lived alone on a rocky island in the cold sea.",
-    "Q: What is the capital of France? A: The capital of France is Paris.",
-    "To bake bread, mix flour, water, salt and yeast, knead the dough, let it rise for two "
-    "hours and bake it at 220 degrees for thirty minutes.",
-    "The film was a delight: warm, funny and beautifully acted, though a little too long.",
-    "def add(a, b):\n    return a + b\n\nprint(add(2, 3))  # prints 5",
-    "In 1969, Apollo 11 landed on the Moon; Neil Armstrong and Buzz Aldrin walked on its "
-    "surface while Michael Collins orbited above.",
-    "Thank you for contacting support. We have received your request and will reply within "
-    "24 hours. Your ticket number is 48213.",
-    "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen.",
-)
-
-
-_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "silu": F.silu,
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-}
-
-# Rows quantised together in one call: a decoding step's batch and the rows of a prompt joining
-# it after a reused prefix fit one call; longer prompts go in groups. Groups of 32 score the
-# perplexity of 16 (26.59 vs 26.55 with 8-bit activations, 27.934 vs 27.933 with 7-bit) and
-# make a pass with 8 decoding rows and an 18-token prompt 0.71× as long (one call, not two).
-_ROW_GROUP = 32
-
-
-class _Linear:
-    """y = x Wᵀ (+ b) in one of the weight formats; float32 in and out.
-
-    int8 is fbgemm's dynamic quantisation: weights int8 per output channel, activations
-    quantised per call (so no calibration), int8 × int8 products accumulated in int32. Its
-    matmuls cost 1.1–1.8× as much for 8 rows as for 1, which is what batched decoding needs.
-    """
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, fmt: WeightFormat) -> None:
-        self.fmt = fmt
-        w = weight.detach().float().contiguous()
-        b = None if bias is None else bias.detach().float().contiguous()
-        if fmt == "int8":
-            scales = (w.abs().amax(dim=1).clamp(min=1e-8) / 127.0).double()
-            zero = torch.zeros(w.shape[0], dtype=torch.long)
-            with warnings.catch_warnings():
-                # quantized tensors are deprecated in torch (the fbgemm kernels are not yet
-                # replaced on CPU); torch is pinned, and tests load this path on every run
-                warnings.simplefilter("ignore", UserWarning)
-                qweight = torch.quantize_per_channel(w, scales, zero, 0, torch.qint8)
-            self.packed = torch.ops.quantized.linear_prepack(qweight, b)
-            self.out_features = w.shape[0]
-            # 7-bit activations where the CPU has no VNNI: its u8×s8 pair sums saturate int16
-            self.reduce_range = not cpu_has_int8_dot()
-        else:
-            self.weight = w.to(torch.bfloat16 if fmt == "bf16" else torch.float32)
-            self.bias = b
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fmt == "int8":
-            return self._int8(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], -1)
-        if self.fmt == "bf16":
-            y = F.linear(x.to(torch.bfloat16), self.weight).float()
-            return y if self.bias is None else y + self.bias
-        return F.linear(x, self.weight, self.bias)
-
-    def _int8(self, x: torch.Tensor) -> torch.Tensor:
-        """fbgemm quantises a call's activations with one scale, so many rows (a prompt) go in
-        groups of similar magnitude: a token with "massive activations" (the first, in late
-        layers) would otherwise flatten every other row of its call to a few levels."""
-        if x.shape[0] <= _ROW_GROUP:
-            out: torch.Tensor = torch.ops.quantized.linear_dynamic(
-                x, self.packed, self.reduce_range
-            )
-            return out
-        order = x.abs().amax(dim=1).argsort()
-        y = torch.empty(x.shape[0], self.out_features)
-        for rows in torch.split(order, _ROW_GROUP):
-            y[rows] = torch.ops.quantized.linear_dynamic(x[rows], self.packed, self.reduce_range)
-        return y
-
-
-class _Recorder:
-    """Passes through to a linear and keeps the largest |input| seen per input channel."""
-
-    def __init__(self, inner: _Linear) -> None:
-        self.inner = inner
-        self.amax = torch.zeros(inner.weight.shape[1])
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        self.amax = torch.maximum(self.amax, x.detach().abs().reshape(-1, x.shape[-1]).amax(0))
-        return self.inner(x)
-
-
-def _linear_parts(parts: list[Any], fmt: WeightFormat = "fp32") -> _Linear:
-    """Several nn.Linear with one input fused into one (q/k/v, gate/up): fewer, larger matmuls."""
-    weight = parts[0].weight if len(parts) == 1 else torch.cat([p.weight for p in parts])
-    biases = [p.bias for p in parts]
-    bias = None
-    if any(b is not None for b in biases):
-        bias = torch.cat([torch.zeros(p.out_features) if p.bias is None else p.bias for p in parts])
-    return _Linear(weight, bias, fmt)
 
 
 @dataclass
 class _Layer:
+    """One transformer layer's weights; the optional norms are there where the features ask."""
+
     attn_norm: torch.Tensor
-    qkv: _Linear
-    out: _Linear
+    qkv: Linear
+    out: Linear
     mlp_norm: torch.Tensor
-    gate_up: _Linear
-    down: _Linear
-    # Gemma 3's additions (None for Llama-family layers)
+    gate_up: Linear
+    down: Linear
     window: int | None = None  # sliding-window attention: only the last `window` positions
     rope: str | None = None  # which rotary table (local and global layers use different ones)
     qk_norm: torch.Tensor | None = None  # RMSNorm per head of queries and keys: (heads, 1, dim)
     attn_out_norm: torch.Tensor | None = None  # RMSNorm of the attention's output
     mlp_out_norm: torch.Tensor | None = None  # RMSNorm of the MLP's output
-
-
-class KVCache:
-    """Keys and values of up to `slots` sequences: per layer (slots, kv_heads, capacity, head_dim).
-
-    Running sequences occupy slots 0..n-1 (kept contiguous, so a step reads a view, not a copy);
-    capacity grows by doubling as sequences get longer and is cut back when the cache empties.
-    """
-
-    def __init__(self, layers: int, slots: int, kv_heads: int, head_dim: int, limit: int) -> None:
-        self.shape = (slots, kv_heads, head_dim)
-        self.layers = layers
-        self.limit = limit  # the model's context window
-        self.capacity = 0
-        self.keys: list[torch.Tensor] = []
-        self.values: list[torch.Tensor] = []
-        self.reserve(min(256, limit))
-
-    def reserve(self, length: int) -> None:
-        """Make room for `length` positions per slot (keeping what is stored)."""
-        if length <= self.capacity:
-            return
-        capacity = min(self.limit, max(length, 2 * self.capacity))
-        slots, heads, dim = self.shape
-        for store in (self.keys, self.values):
-            for i in range(self.layers):
-                grown = torch.zeros(slots, heads, capacity, dim)
-                if store[i:]:
-                    grown[:, :, : self.capacity] = store[i]
-                    store[i] = grown
-                else:
-                    store.append(grown)
-        self.capacity = capacity
-
-    def reset(self) -> None:
-        """Free the memory of long sequences once nothing runs."""
-        if self.capacity > 256:
-            self.keys, self.values, self.capacity = [], [], 0
-            self.reserve(min(256, self.limit))
-
-    def move(self, source: int, target: int, length: int) -> None:
-        """Copy slot `source`'s first `length` positions into slot `target` (compaction)."""
-        for store in (self.keys, self.values):
-            for layer in store:
-                layer[target, :, :length] = layer[source, :, :length]
-
-    def read(self, slot: int, length: int) -> torch.Tensor:
-        """A copy of slot's first `length` positions: (layers, 2, kv_heads, length, head_dim)."""
-        return torch.stack(
-            [
-                torch.stack((keys[slot, :, :length], values[slot, :, :length]))
-                for keys, values in zip(self.keys, self.values, strict=True)
-            ]
-        )
-
-    def write(self, slot: int, stored: torch.Tensor, length: int) -> None:
-        """Put the first `length` positions of what `read` returned into slot `slot`."""
-        self.reserve(length + 1)
-        for layer, (keys, values) in enumerate(zip(self.keys, self.values, strict=True)):
-            keys[slot, :, :length] = stored[layer, 0, :, :length]
-            values[slot, :, :length] = stored[layer, 1, :, :length]
-
-
-class PrefixStore:
-    """Keys and values of finished sequences, for the prompts that start the same way.
-
-    Chat prompts share the template's system prompt, and a conversation's next turn repeats
-    the turns before it: the positions a new prompt shares with a stored sequence are copied
-    into its slot instead of computed again (vLLM's automatic prefix caching, with whole
-    sequences rather than blocks). Least recently used sequences leave first, so that at most
-    `budget` positions are kept; a position of SmolLM2-135M takes 46 KB in float32.
-    """
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.entries: collections.OrderedDict[tuple[int, ...], torch.Tensor] = (
-            collections.OrderedDict()
-        )
-
-    @property
-    def positions(self) -> int:
-        return sum(map(len, self.entries))
-
-    def keeps(self, length: int) -> bool:
-        """Whether a sequence of `length` positions would be kept (so the caller can skip
-        copying its keys and values out of the cache)."""
-        return 0 < length <= self.budget
-
-    def match(self, prompt: Sequence[int]) -> tuple[int, torch.Tensor | None]:
-        """The longest stored prefix of `prompt` (its last token excepted: it must run, to give
-        the logits of the first new token) and the stored keys and values that hold it."""
-        wanted = tuple(prompt[:-1])
-        best, found = 0, None
-        for tokens in self.entries:
-            shared = _shared_prefix(tokens, wanted)
-            if shared > best:
-                best, found = shared, tokens
-        if found is None:
-            return 0, None
-        self.entries.move_to_end(found)
-        return best, self.entries[found]
-
-    def add(self, tokens: Sequence[int], stored: torch.Tensor) -> None:
-        """Keep the keys and values `stored` (as KVCache.read gives them) of `tokens`."""
-        key = tuple(tokens)
-        if not self.keeps(len(key)):
-            return
-        for other in list(self.entries):
-            if other[: len(key)] == key:  # already held by a longer sequence
-                self.entries.move_to_end(other)
-                return
-            if key[: len(other)] == other:  # a shorter one this one replaces
-                del self.entries[other]
-        self.entries[key] = stored
-        while self.positions > self.budget:
-            self.entries.popitem(last=False)
-
-
-def _shared_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    """How many leading tokens a and b share (binary search over slice comparisons, which run
-    in C: a 2,000-token prompt against a stored sequence costs microseconds)."""
-    low, high = 0, min(len(a), len(b))
-    while low < high:
-        mid = (low + high + 1) // 2
-        if a[:mid] == b[:mid]:
-            low = mid
-        else:
-            high = mid - 1
-    return low
 
 
 class DecoderModel:
@@ -310,148 +76,103 @@ class DecoderModel:
         fmt: WeightFormat = "fp32",
         calibration: list[list[int]] | None = None,
     ) -> None:
-        config = hf_model.config
-        if config.model_type not in SUPPORTED_ARCHITECTURES:
-            raise ModelNotFoundError(
-                f"decoder architecture '{config.model_type}' is not supported by the runtime",
-                f"use a model of one of: {', '.join(SUPPORTED_ARCHITECTURES)}",
-            )
-        gemma = config.model_type == "gemma3_text"
-        if gemma and (
-            config.attn_logit_softcapping
-            or config.final_logit_softcapping
-            or config.use_bidirectional_attention
-        ):
-            raise ModelNotFoundError(
-                "this Gemma 3 variant (logit soft-capping or bidirectional attention) is not "
-                "supported by the runtime",
-                "use a causal Gemma 3 text model without soft-capping",
-            )
+        config = DecoderConfig.from_hf(hf_model.config)
+        features = config.features
         self.config = config
         self.format: WeightFormat = fmt
         self.attention: DecodeAttention = "kernel"
-        self.heads = int(config.num_attention_heads)
-        self.kv_heads = int(getattr(config, "num_key_value_heads", None) or self.heads)
-        self.head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // self.heads)
-        self.eps = float(config.rms_norm_eps)
-        self.context = int(config.max_position_embeddings)
-        self.vocab_size = int(config.vocab_size)
-        # Gemma 3: attention scaled by query_pre_attn_scalar, GELU in the MLP, RMSNorm weights
-        # stored as an offset from 1, embeddings multiplied by sqrt(hidden size)
-        self.scale = float(getattr(config, "query_pre_attn_scalar", None) or self.head_dim) ** -0.5
-        activation = getattr(config, "hidden_activation", None) or config.hidden_act
-        if activation not in _ACTIVATIONS:
-            raise ModelNotFoundError(
-                f"the decoder's MLP activation '{activation}' is not supported by the runtime",
-                f"use a model whose activation is one of: {', '.join(_ACTIVATIONS)}",
-            )
-        self.activation = _ACTIVATIONS[activation]
-        offset = 1.0 if gemma else 0.0
+        self.activation = ACTIVATIONS[config.activation]
 
         def norm(module: Any) -> torch.Tensor:
             weight: torch.Tensor = module.weight.detach().float()
-            return weight + offset
+            return weight + features.norm_offset
 
         core = hf_model.model
         self.embed = core.embed_tokens.weight.detach().float().contiguous()
-        scale = getattr(core.embed_tokens, "embed_scale", None)
-        self.embed_scale: torch.Tensor | None = None if scale is None else scale.detach().float()
+        self.embed_scale: torch.Tensor | None = None
+        if features.scale_embeddings:
+            self.embed_scale = core.embed_tokens.embed_scale.detach().float()
         self.rotary = core.rotary_emb
         self.norm = norm(core.norm)
-        kinds = list(getattr(config, "layer_types", None) or [])
-        self.layers = []
+        self.layers: list[_Layer] = []
         for i, layer in enumerate(core.layers):
             attention = layer.self_attn
             part = _Layer(
                 attn_norm=norm(layer.input_layernorm),
-                qkv=_linear_parts([attention.q_proj, attention.k_proj, attention.v_proj]),
-                out=_linear_parts([attention.o_proj]),
-                # Llama names its pre-MLP norm post_attention_layernorm; Gemma uses that name
-                # for a norm of the attention's output and has a pre_feedforward_layernorm
-                mlp_norm=norm(
-                    layer.pre_feedforward_layernorm if gemma else layer.post_attention_layernorm
-                ),
-                gate_up=_linear_parts([layer.mlp.gate_proj, layer.mlp.up_proj]),
-                down=_linear_parts([layer.mlp.down_proj]),
+                qkv=fused_linear([attention.q_proj, attention.k_proj, attention.v_proj]),
+                out=fused_linear([attention.o_proj]),
+                mlp_norm=norm(getattr(layer, features.mlp_norm)),
+                gate_up=fused_linear([layer.mlp.gate_proj, layer.mlp.up_proj]),
+                down=fused_linear([layer.mlp.down_proj]),
+                window=config.windows[i],
+                rope=config.rope_tables[i],
             )
-            if gemma:
-                part.window = config.sliding_window if kinds[i] == "sliding_attention" else None
-                part.rope = kinds[i]
-                q_norm = norm(attention.q_norm).expand(self.heads, -1)
-                k_norm = norm(attention.k_norm).expand(self.kv_heads, -1)
+            if features.qk_norm:
+                q_norm = norm(attention.q_norm).expand(config.heads, -1)
+                k_norm = norm(attention.k_norm).expand(config.kv_heads, -1)
                 part.qk_norm = torch.cat([q_norm, k_norm]).unsqueeze(1)
+            if features.post_norms:
                 part.attn_out_norm = norm(layer.post_attention_layernorm)
                 part.mlp_out_norm = norm(layer.post_feedforward_layernorm)
             self.layers.append(part)
-        self.lm_head = _linear_parts([hf_model.lm_head])
-        self.intermediate = int(config.intermediate_size)
-        if fmt == "int8":
-            self._smooth(calibration or [])
+        self.lm_head = fused_linear([hf_model.lm_head])
+        if fmt == "int8" and calibration:
+            smooth_quant(self._smooth_sites(), lambda: self._calibrate(calibration))
         if fmt != "fp32":
             self._convert(fmt)
 
     # --- reduced formats ------------------------------------------------------------------
 
-    def _smooth(self, calibration: list[list[int]], alpha: float = 0.5) -> None:
-        """SmoothQuant: move activation outliers into the weights before int8.
+    def _smooth_sites(self) -> list[SmoothSite]:
+        """The linears SmoothQuant rescales, and where each one's input is divided in return:
+        the RMSNorm weight before q/k/v, gate/up and the output layer, the up projection's rows
+        before down."""
+        up = slice(self.config.intermediate, None)
+        sites: list[SmoothSite] = []
+        for layer in self.layers:
 
-        A few channels of a linear's input (the SwiGLU product above all) run 100× larger than
-        the rest, and one scale per row of activations would flatten everything else to zero.
-        Dividing input channel j by s_j and multiplying weight column j by s_j leaves the
-        product unchanged; s_j = max|x_j|^α / max|W_j|^(1-α) from a few calibration texts
-        balances the two. The division is folded into what produces the input: the RMSNorm
-        weight before q/k/v, gate/up and the output layer, the up projection's rows before down.
-        """
-        linears = [
-            (i, name) for i in range(len(self.layers)) for name in ("qkv", "gate_up", "down")
-        ]
-        recorders: dict[tuple[int, str], _Recorder] = {}
-        for i, name in linears:
-            recorders[(i, name)] = _Recorder(getattr(self.layers[i], name))
-            setattr(self.layers[i], name, recorders[(i, name)])
-        head = _Recorder(self.lm_head)
-        self.lm_head = head  # type: ignore[assignment]
+            def fold_attn_norm(s: torch.Tensor, layer: _Layer = layer) -> None:
+                layer.attn_norm = layer.attn_norm / s
+
+            def fold_mlp_norm(s: torch.Tensor, layer: _Layer = layer) -> None:
+                layer.mlp_norm = layer.mlp_norm / s
+
+            def fold_up(s: torch.Tensor, layer: _Layer = layer) -> None:
+                layer.gate_up.weight[up] /= s[:, None]
+                if layer.gate_up.bias is not None:
+                    layer.gate_up.bias[up] /= s
+
+            sites += [
+                SmoothSite(layer, "qkv", fold_attn_norm),
+                SmoothSite(layer, "gate_up", fold_mlp_norm),
+                SmoothSite(layer, "down", fold_up),
+            ]
+
+        def fold_norm(s: torch.Tensor) -> None:
+            self.norm = self.norm / s
+
+        return [*sites, SmoothSite(self, "lm_head", fold_norm)]
+
+    def _calibrate(self, calibration: list[list[int]]) -> None:
         for tokens in calibration:
             self.prefill(self.new_cache(1), 0, tokens, every_position=True)
-        for (i, name), recorder in recorders.items():
-            setattr(self.layers[i], name, recorder.inner)
-        self.lm_head = head.inner
-        if not calibration:
-            return
-
-        def factor(recorder: _Recorder) -> torch.Tensor:
-            weight = recorder.inner.weight.abs().amax(dim=0).clamp(min=1e-5)
-            return (recorder.amax.clamp(min=1e-5) ** alpha / weight ** (1 - alpha)).clamp(min=1e-5)
-
-        for i, layer in enumerate(self.layers):
-            s = factor(recorders[(i, "qkv")])
-            layer.attn_norm = layer.attn_norm / s
-            layer.qkv.weight = layer.qkv.weight * s
-            s = factor(recorders[(i, "gate_up")])
-            layer.mlp_norm = layer.mlp_norm / s
-            layer.gate_up.weight = layer.gate_up.weight * s
-            s = factor(recorders[(i, "down")])
-            layer.down.weight = layer.down.weight * s
-            up = slice(self.intermediate, None)
-            layer.gate_up.weight[up] /= s[:, None]
-            if layer.gate_up.bias is not None:
-                layer.gate_up.bias[up] /= s
-        s = factor(head)
-        self.norm = self.norm / s
-        self.lm_head.weight = self.lm_head.weight * s
 
     def _convert(self, fmt: WeightFormat) -> None:
         for layer in self.layers:
-            for name in ("qkv", "out", "gate_up", "down"):
-                linear = getattr(layer, name)
-                setattr(layer, name, _Linear(linear.weight, linear.bias, fmt))
-        self.lm_head = _Linear(self.lm_head.weight, self.lm_head.bias, fmt)
+            layer.qkv = layer.qkv.to_format(fmt)
+            layer.out = layer.out.to_format(fmt)
+            layer.gate_up = layer.gate_up.to_format(fmt)
+            layer.down = layer.down.to_format(fmt)
+        self.lm_head = self.lm_head.to_format(fmt)
+
+    # --- the forward pass -----------------------------------------------------------------
 
     def new_cache(self, slots: int) -> KVCache:
-        return KVCache(len(self.layers), slots, self.kv_heads, self.head_dim, self.context)
+        c = self.config
+        return KVCache(c.layers, slots, c.kv_heads, c.head_dim, c.context)
 
     def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), weight, self.eps)
+        return F.rms_norm(x, (x.shape[-1],), weight, self.config.eps)
 
     def _blocks(
         self,
@@ -466,24 +187,25 @@ class DecoderModel:
         if self.embed_scale is not None:
             hidden = hidden * self.embed_scale
         batch, steps, _ = hidden.shape
+        heads, kv_heads, head_dim = self.config.heads, self.config.kv_heads, self.config.head_dim
         rotary = {}  # per rotary table: (cos, sin) as (batch, 1, steps, head_dim)
         for kind in {layer.rope for layer in self.layers}:
             cos, sin = self.rotary(hidden, positions, *([kind] if kind else []))
             rotary[kind] = cos.unsqueeze(1), sin.unsqueeze(1)
-        half = self.head_dim // 2
-        rotated_heads = self.heads + self.kv_heads  # queries and keys are rotated together
-        q_size = self.heads * self.head_dim
+        half = head_dim // 2
+        rotated_heads = heads + kv_heads  # queries and keys are rotated together
+        q_size = heads * head_dim
         for i, layer in enumerate(self.layers):
             qkv = layer.qkv(self._rms(hidden, layer.attn_norm))
-            qk = qkv[..., : rotated_heads * self.head_dim]
-            qk = qk.view(batch, steps, rotated_heads, self.head_dim).transpose(1, 2)
+            qk = qkv[..., : rotated_heads * head_dim]
+            qk = qk.view(batch, steps, rotated_heads, head_dim).transpose(1, 2)
             if layer.qk_norm is not None:
-                qk = F.rms_norm(qk, (self.head_dim,), None, self.eps) * layer.qk_norm
+                qk = F.rms_norm(qk, (head_dim,), None, self.config.eps) * layer.qk_norm
             cos, sin = rotary[layer.rope]
             qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
-            q, k = torch.split(qk, [self.heads, self.kv_heads], dim=1)
-            v = qkv[..., rotated_heads * self.head_dim :]
-            v = v.view(batch, steps, self.kv_heads, self.head_dim).transpose(1, 2)
+            q, k = torch.split(qk, [heads, kv_heads], dim=1)
+            v = qkv[..., rotated_heads * head_dim :]
+            v = v.view(batch, steps, kv_heads, head_dim).transpose(1, 2)
             write(i, k, v)
             attended = attend(i, q, k, v)  # (batch, heads, steps, head_dim)
             out = layer.out(attended.transpose(1, 2).reshape(batch, steps, q_size))
@@ -491,7 +213,7 @@ class DecoderModel:
                 out = self._rms(out, layer.attn_out_norm)
             hidden = hidden + out
             gate_up = layer.gate_up(self._rms(hidden, layer.mlp_norm))
-            gate, up = torch.split(gate_up, self.intermediate, dim=-1)
+            gate, up = torch.split(gate_up, self.config.intermediate, dim=-1)
             out = layer.down(self.activation(gate) * up)
             if layer.mlp_out_norm is not None:
                 out = self._rms(out, layer.mlp_out_norm)
@@ -511,6 +233,7 @@ class DecoderModel:
         """Run a prompt into an empty slot; return the logits of its last position (vocab,),
         or with `every_position` those of all positions (tokens, vocab) for scoring text."""
         n = len(tokens)
+        scale = self.config.attention_scale
         cache.reserve(n + 1)
         positions = torch.arange(n)
         masks = {w: _prompt_mask(0, n, w) for w in self._windows()}
@@ -522,7 +245,7 @@ class DecoderModel:
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             mask = masks[self.layers[i].window]
             return F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=mask is None, scale=self.scale, enable_gqa=True
+                q, k, v, attn_mask=mask, is_causal=mask is None, scale=scale, enable_gqa=True
             )
 
         hidden = self._blocks(torch.tensor([tokens]), positions.unsqueeze(0), write, attend)
@@ -552,6 +275,7 @@ class DecoderModel:
         (n + len(prompts), vocab); the caller advances the lengths.
         """
         n = len(tokens)
+        scale = self.config.attention_scale
         offsets = list(offsets) or [0] * len(prompts)
         ends = [offset + len(p) for offset, p in zip(offsets, prompts, strict=True)]
         cache.reserve(max([*lengths, *ends]) + 1)
@@ -600,7 +324,7 @@ class DecoderModel:
             if kernel:  # each decoding row attends to its slot's cache
                 one = q[0, :, :n].transpose(0, 1)  # (n, heads, dim)
                 out = decode_attention(
-                    one, cache.keys[i], cache.values[i], decoding, seen_until, self.scale
+                    one, cache.keys[i], cache.values[i], decoding, seen_until, scale
                 )
                 attended.append(out.transpose(0, 1).unsqueeze(0))
             elif n:
@@ -608,7 +332,7 @@ class DecoderModel:
                 values = cache.values[i][:n, :, :span]
                 one = q[0, :, :n].transpose(0, 1).unsqueeze(2)  # (n, heads, 1, dim)
                 out = F.scaled_dot_product_attention(
-                    one, keys, values, attn_mask=decoding, scale=self.scale, enable_gqa=True
+                    one, keys, values, attn_mask=decoding, scale=scale, enable_gqa=True
                 )
                 attended.append(out.squeeze(2).transpose(0, 1).unsqueeze(0))
             for (slot, first, length, offset), seen in zip(parts, prompt_masks, strict=True):
@@ -619,7 +343,7 @@ class DecoderModel:
                         k[:, :, rows_of],
                         v[:, :, rows_of],
                         is_causal=True,
-                        scale=self.scale,
+                        scale=scale,
                         enable_gqa=True,
                     )
                 else:  # its rows attend to its slot's cache, written above
@@ -629,7 +353,7 @@ class DecoderModel:
                         cache.keys[i][slot : slot + 1, :, :end],
                         cache.values[i][slot : slot + 1, :, :end],
                         attn_mask=seen,
-                        scale=self.scale,
+                        scale=scale,
                         enable_gqa=True,
                     )
                 attended.append(out)

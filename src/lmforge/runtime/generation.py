@@ -11,6 +11,10 @@ slow one never holds the batch.
 
 Sampling follows transformers' order (repetition penalty, temperature, top-k, top-p), so with
 temperature 0 the tokens are exactly greedy ``generate()``'s.
+
+The module is kept whole (about 490 lines, over the ~400 guideline) until the generation-speed
+issue (24) settles the decoder backend, since its engine loop is what that issue reworks; the
+request types and sampling could then move to a module of their own.
 """
 
 from __future__ import annotations
@@ -29,13 +33,9 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.runtime.attention import prepare as prepare_attention
-from lmforge.runtime.decoder import (
-    DecodeAttention,
-    DecoderModel,
-    PrefixStore,
-    WeightFormat,
-    load_decoder,
-)
+from lmforge.runtime.decoder import DecodeAttention, DecoderModel, load_decoder
+from lmforge.runtime.int8 import WeightFormat
+from lmforge.runtime.kv_cache import PrefixStore
 
 __all__ = [
     "Completion",
@@ -234,7 +234,7 @@ class GenerationEngine:
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self.max_waiting = max_waiting
-        self.context = min(model.context, max_context or model.context)
+        self.context = min(model.config.context, max_context or model.config.context)
         self.eos_ids = _eos_ids(tokenizer, model)
         self.cache = model.new_cache(max_batch)
         if model.attention == "kernel":

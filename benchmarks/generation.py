@@ -63,8 +63,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from lmforge.data.sources import load_builtin  # noqa: E402
 from lmforge.models.catalogue import covers_language, resolve_base  # noqa: E402
 from lmforge.runtime.backends import cpu_threads  # noqa: E402
-from lmforge.runtime.decoder import PrefixStore, load_decoder  # noqa: E402
+from lmforge.runtime.decoder import load_decoder  # noqa: E402
 from lmforge.runtime.generation import GenerationEngine, SamplingParams  # noqa: E402
+from lmforge.runtime.kv_cache import PrefixStore  # noqa: E402
 from lmforge.runtime.measure import percentile  # noqa: E402
 from lmforge.settings import get_settings  # noqa: E402
 from loadgen import Connection, free_port, stop, wait_ready  # noqa: E402

@@ -12,8 +12,8 @@ import torch
 
 from lmforge.errors import CheckpointError, LmforgeError, ModelUnavailableError
 from lmforge.models.classifier import collate, load_classifier, load_tokenizer, tokenize
+from lmforge.models.tokenizer import TextTokenizer
 from lmforge.runtime import BACKENDS, Predictor, available_backends, length_buckets
-from lmforge.runtime.tokenizer import TextTokenizer
 
 TEXTS = [
     "a wonderful film",

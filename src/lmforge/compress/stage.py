@@ -31,6 +31,7 @@ from lmforge.errors import DataError, LmforgeError, RecipeError, describe_except
 from lmforge.evaluate.metrics import classification_metrics
 from lmforge.hardware import cpu_has_int8_dot, cpu_has_native_bf16
 from lmforge.models.meta import derived_meta, read_model_meta, require_classifier, write_model_meta
+from lmforge.models.tokenizer import TextTokenizer
 from lmforge.progress import ProgressReporter, SilentProgress
 from lmforge.recipe import dump_recipe, load_recipe
 from lmforge.recipe.schema import CompressConfig, CompressFormat, Recipe
@@ -44,7 +45,6 @@ from lmforge.runtime.backends import (
 )
 from lmforge.runtime.measure import measure_latency, measure_throughput, packed_rows
 from lmforge.runtime.predictor import length_buckets
-from lmforge.runtime.tokenizer import TextTokenizer
 from lmforge.settings import Settings, get_settings
 
 ALL_FORMATS: tuple[str, ...] = get_args(CompressFormat)

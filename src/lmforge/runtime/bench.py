@@ -25,6 +25,7 @@ from lmforge.data.text import clean_text
 from lmforge.errors import LmforgeError, describe_exception
 from lmforge.models.loading import from_pretrained
 from lmforge.models.meta import read_model_meta, require_classifier
+from lmforge.models.tokenizer import TextTokenizer
 from lmforge.progress import ProgressReporter, SilentProgress
 from lmforge.runtime.backends import (
     Backend,
@@ -42,7 +43,6 @@ from lmforge.runtime.measure import (
     time_latency,
     time_throughput,
 )
-from lmforge.runtime.tokenizer import TextTokenizer
 
 TORCH_EAGER = "torch-eager"
 PIPELINE = "transformers-pipeline"

@@ -14,9 +14,9 @@ import numpy as np
 
 from lmforge.errors import CheckpointError, first_line
 from lmforge.models.loading import from_pretrained
+from lmforge.models.tokenizer import TextTokenizer
 from lmforge.runtime.backends import cpu_threads
 from lmforge.runtime.predictor import length_buckets
-from lmforge.runtime.tokenizer import TextTokenizer
 
 
 class Embedder:

@@ -17,8 +17,8 @@ import numpy as np
 
 from lmforge.data.text import clean_text
 from lmforge.models.meta import ClassificationMeta, read_model_meta, require_classifier
+from lmforge.models.tokenizer import TextTokenizer
 from lmforge.runtime.backends import Backend, available_backends, load_backend
-from lmforge.runtime.tokenizer import TextTokenizer
 
 
 @dataclass(frozen=True)

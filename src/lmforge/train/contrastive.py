@@ -25,8 +25,8 @@ from lmforge.errors import DataError
 from lmforge.models.classifier import collate, quiet_transformers
 from lmforge.models.encoder import mean_pooled
 from lmforge.models.loading import from_pretrained
+from lmforge.models.tokenizer import TextTokenizer
 from lmforge.progress import ProgressReporter, SilentProgress
-from lmforge.runtime.tokenizer import TextTokenizer
 
 TOKENIZER_FILES = (
     "tokenizer.json",

@@ -160,7 +160,7 @@ def _toy_problem() -> tuple[torch.nn.Linear, Any, Any, Any]:
     def rows(idx: list[int]) -> dict[str, torch.Tensor]:
         return {"x": x[idx], "y": y[idx]}
 
-    def loss(m: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def loss(m: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return ((m(batch["x"]) - batch["y"]) ** 2).mean()
 
     return model, (lambda epoch: shuffled_batches(32, 8, 0, epoch)), rows, loss

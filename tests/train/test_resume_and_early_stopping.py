@@ -22,16 +22,7 @@ from lmforge.train.sft import chat_examples, fine_tune_decoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-PAIRS = [
-    ("reset password", "open settings and reset the password"),
-    ("cancel plan", "billing page, cancel the plan"),
-    ("download invoice", "invoices are in billing as pdf"),
-    ("install package", "use apt to install the package"),
-    ("upgrade kernel", "install a newer kernel image"),
-    ("report bug", "use reportbug to report a bug"),
-    ("change language", "the language is under preferences"),
-    ("delete account", "contact support to delete the account"),
-]
+PAIRS = [(f"question {i}", f"the answer to question {i}") for i in range(8)]
 
 
 class Killed(Exception):

@@ -164,6 +164,10 @@ def fit_embeddings(
     passages = tokenizer([passage_prefix + p for _, p in pairs])
     if freeze_word_embeddings:
         model.get_input_embeddings().requires_grad_(False)
+    if getattr(model, "pooler", None) is not None:
+        # Mean pooling never uses BERT's pooler: it gets no gradient, which DDP (torchrun)
+        # refuses in a parameter that is meant to train.
+        model.pooler.requires_grad_(False)
 
     def batches(epoch: int) -> list[list[int]]:
         # A lone pair has no negative to learn from.

@@ -153,15 +153,14 @@ def train(
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
     # The scheduler stays unwrapped: Accelerate would step it once per process, but our step
     # count already divides the data between processes.
-    model, optimizer = accelerator.prepare(model, optimizer)
-    raw_model = accelerator.unwrap_model(model)
+    objective, optimizer = accelerator.prepare(_Objective(model, loss_fn), optimizer)
 
     step, bad_evals = 0, 0
     history: list[dict[str, float]] = []
     best: dict[str, float] = {}
     losses: list[float] = []
     if state is not None and ckpt_dir is not None:
-        load_checkpoint(ckpt_dir / "last", raw_model, optimizer, scheduler)
+        load_checkpoint(ckpt_dir / "last", model, optimizer, scheduler)
         step, history, best = state["step"], state["history"], state["best"]
         bad_evals, losses = state["bad_evals"], state["losses"]
         progress.note(f"resumed from step {step} of {total_steps}")
@@ -172,18 +171,18 @@ def train(
     running_loss, running_n, step_loss, step_micro = 0.0, 0, 0.0, 0
     micro_done = step * schedule.gradient_accumulation
     progress.start(description, total_steps, completed=step)
-    model.train()
+    objective.train()
     try:
         while step < total_steps and micro_per_epoch and not stopped_early:
             epoch, skip = divmod(micro_done, micro_per_epoch)
             for idx in batches(epoch)[: micro_per_epoch * world][rank::world][skip:]:
                 tick = time.perf_counter()
                 batch = {k: v.to(accelerator.device) for k, v in collate_rows(idx).items()}
-                with accelerator.accumulate(model):
-                    loss = loss_fn(model, batch)
+                with accelerator.accumulate(objective):
+                    loss = objective(batch)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+                        accelerator.clip_grad_norm_(objective.parameters(), 1.0)
                         optimizer.step()
                         scheduler.step()
                         optimizer.zero_grad()
@@ -213,8 +212,8 @@ def train(
                     running_loss, running_n = 0.0, 0
                     improved = False
                     if validation is not None:
-                        scores = validation.metrics(raw_model)
-                        model.train()  # a validation may leave the model in eval mode
+                        scores = validation.metrics(model)
+                        objective.train()  # a validation may leave the model in eval mode
                         record.update({f"val_{k}": float(v) for k, v in scores.items()})
                         key = f"val_{validation.watch}"
                         sign = 1.0 if validation.higher_is_better else -1.0
@@ -231,10 +230,10 @@ def train(
                     history.append(record)
                     if ckpt_dir is None:
                         if improved:
-                            best_weights = _copy_weights(raw_model)
+                            best_weights = _copy_weights(model)
                     elif accelerator.is_main_process:
                         if improved:
-                            save_checkpoint(ckpt_dir / "best", raw_model)
+                            save_checkpoint(ckpt_dir / "best", model)
                         loop_state = {
                             "step": step,
                             "history": history,
@@ -243,9 +242,7 @@ def train(
                             "losses": losses,
                             "fingerprint": fingerprint,
                         }
-                        save_checkpoint(
-                            ckpt_dir / "last", raw_model, optimizer, scheduler, loop_state
-                        )
+                        save_checkpoint(ckpt_dir / "last", model, optimizer, scheduler, loop_state)
                 if step >= total_steps or stopped_early:
                     break
     finally:
@@ -255,11 +252,25 @@ def train(
     accelerator.wait_for_everyone()
 
     if ckpt_dir is not None and (ckpt_dir / "best" / "model.safetensors").is_file():
-        load_weights(ckpt_dir / "best", raw_model)
+        load_weights(ckpt_dir / "best", model)
     elif best_weights is not None:
-        raw_model.load_state_dict(best_weights)
-    raw_model.eval()
-    return LoopResult(raw_model, history, best, losses, stopped_early, step, samples, seconds)
+        model.load_state_dict(best_weights)
+    model.eval()
+    return LoopResult(model, history, best, losses, stopped_early, step, samples, seconds)
+
+
+class _Objective(torch.nn.Module):
+    """The model with the task's loss as its forward. Under DDP, gradients are synchronised only
+    for what runs inside the wrapped module's forward, and a task may run the model twice a step
+    (contrastive: queries, then passages) or not through its own forward at all (instruction
+    tuning: the decoder body, then the output layer where it is needed)."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.loss_fn(self.model, batch)
 
 
 def _describe(record: dict[str, float]) -> str:

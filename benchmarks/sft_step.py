@@ -25,16 +25,13 @@ from lmforge.data.sources import load_builtin
 from lmforge.models.catalogue import resolve_base
 from lmforge.recipe.schema import LoraConfig
 from lmforge.settings import get_settings
-from lmforge.train.sft import _adapt, _batch, _response_loss_sum, chat_examples
+from lmforge.train.lora import adapt
+from lmforge.train.sft import chat_examples, collate_examples, mean_response_loss
 
 
 def full_logits_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return model(**batch).loss
-
-
-def response_only_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    summed, n = _response_loss_sum(model, batch)
-    return summed / n
+    loss: torch.Tensor = model(**batch).loss
+    return loss
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,19 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     folder = resolve_base("smollm2-135m-instruct", get_settings().cache_dir).path
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
-    model = _adapt(model, "lora", LoraConfig())
+    model = adapt(model, "lora", LoraConfig(), head="causal_lm")
     model.train()
     faq = load_builtin("debian_faq")
     english = faq[faq["lang"] == "en"]
     pairs = list(zip(english["question"], english["answer"], strict=True))
     examples = chat_examples(tokenizer, pairs, 256)
     pad = tokenizer.pad_token_id or 0
-    batches = [_batch(examples[i : i + 8], pad) for i in range(0, 8 * args.steps, 8)]
+    batches = [collate_examples(examples[i : i + 8], pad) for i in range(0, 8 * args.steps, 8)]
     positions = sum(int(b["attention_mask"].sum()) for b in batches)
     predicted = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
     variants = {
         "full logits (transformers labels=)": full_logits_loss,
-        "response only": response_only_loss,
+        "response only": mean_response_loss,  # the training loss of lmforge.train.sft
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
     losses: dict[str, float] = {}
@@ -68,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             for batch in batches:
                 loss = loss_of(model, batch)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 for p in trainable:
                     p.grad = None
             times[name].append((time.perf_counter() - start) / len(batches))

@@ -63,3 +63,45 @@ def test_torchrun_two_processes_train_in_step(
     assert ranks[0]["samples"] + ranks[1]["samples"] == 2 * 48
     # DDP keeps the replicas identical: both processes end with the same weights.
     assert ranks[0]["weights"] == ranks[1]["weights"]
+
+
+EMBED_SCRIPT = """
+import json, sys
+from pathlib import Path
+import torch.distributed as dist
+from lmforge.train.contrastive import fit_embeddings
+
+pairs = [(f"question {i}", f"answer number {i}") for i in range(16)]
+fit = fit_embeddings(Path(sys.argv[1]), pairs, epochs=2, batch_size=4, learning_rate=1e-3,
+                     freeze_word_embeddings=False)
+rank = dist.get_rank()
+first = next(p for p in fit.model.parameters() if p.requires_grad).detach().flatten()[:8]
+Path(sys.argv[2], f"rank{rank}.json").write_text(json.dumps(
+    {"steps": fit.steps, "weights": first.tolist()}))
+"""
+
+
+def test_torchrun_trains_contrastive_embeddings_in_step(tiny_base: Path, tmp_path: Path) -> None:
+    """A task whose loss runs the model twice a step (queries, then passages) under DDP."""
+    script = tmp_path / "embed.py"
+    script.write_text(EMBED_SCRIPT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29534",
+            str(script),
+            str(tiny_base),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    # 16 pairs in batches of 4 = 4 batches an epoch, split over 2 processes: 2 steps an epoch.
+    assert [r["steps"] for r in ranks] == [4, 4]
+    assert ranks[0]["weights"] == ranks[1]["weights"]

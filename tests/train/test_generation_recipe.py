@@ -148,13 +148,14 @@ def test_response_loss_equals_the_models_own_loss(tiny_decoder_dir: Path, method
     from transformers import AutoModelForCausalLM
 
     from lmforge.recipe.schema import LoraConfig
-    from lmforge.train.sft import _adapt, _batch, response_loss
+    from lmforge.train.lora import adapt
+    from lmforge.train.sft import collate_examples, response_loss
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_decoder_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_decoder_dir, use_safetensors=True)
-    model = _adapt(model, method, LoraConfig())
+    model = adapt(model, method, LoraConfig(), head="causal_lm")
     examples = chat_examples(tokenizer, PAIRS[:6], 64)
     pad = tokenizer.pad_token_id or 0
     with torch.no_grad():
-        expected = float(model(**_batch(examples, pad)).loss)
+        expected = float(model(**collate_examples(examples, pad)).loss)
     assert response_loss(model, examples, pad, batch_size=6) == pytest.approx(expected, rel=1e-5)

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import toy_recipe
 from lmforge.data import prepare_data
@@ -12,7 +14,8 @@ from lmforge.errors import CheckpointError
 from lmforge.models.catalogue import resolve_base
 from lmforge.recipe import parse_recipe
 from lmforge.settings import Settings
-from lmforge.train.loop import epoch_batches, fine_tune
+from lmforge.train.batching import epoch_batches, shuffled_batches
+from lmforge.train.loop import Schedule, Validation, fine_tune, train
 
 
 def _train(recipe_dict: dict[str, object], run_dir: Path, settings: Settings, **kw: bool):  # type: ignore[no-untyped-def]
@@ -143,3 +146,71 @@ def test_runs_with_different_precisions_in_one_process(
     )
     assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
     assert bf16.steps == 2
+
+
+# --- the loop itself, on a toy regression ------------------------------------------------------
+
+
+def _toy_problem() -> tuple[torch.nn.Linear, Any, Any, Any]:
+    torch.manual_seed(0)
+    x = torch.randn(32, 3)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
+    model = torch.nn.Linear(3, 1)
+
+    def rows(idx: list[int]) -> dict[str, torch.Tensor]:
+        return {"x": x[idx], "y": y[idx]}
+
+    def loss(m: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return ((m(batch["x"]) - batch["y"]) ** 2).mean()
+
+    return model, (lambda epoch: shuffled_batches(32, 8, 0, epoch)), rows, loss
+
+
+@pytest.mark.parametrize("with_run_dir", [True, False])
+@pytest.mark.parametrize("higher_is_better", [False, True])
+def test_the_best_validated_weights_come_back_and_patience_stops(
+    tmp_path: Path, with_run_dir: bool, higher_is_better: bool
+) -> None:
+    """Any metric, either direction: the weights of the best evaluation are returned (from the
+    best checkpoint, or kept in memory without a run folder), and patience counts from it."""
+    model, batches, rows, loss = _toy_problem()
+    scripted = [1.0, 0.5, 0.7, 0.9, 0.2]  # lower is better: the 2nd is best, then 2 worse
+    if higher_is_better:
+        scripted = [-s for s in scripted]
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def metrics(m: Any) -> dict[str, float]:
+        seen.append({k: v.detach().clone() for k, v in m.state_dict().items()})
+        return {"score": scripted[len(seen) - 1]}
+
+    result = train(
+        model,
+        batches,
+        rows,
+        loss,
+        Schedule(epochs=10, learning_rate=0.05),
+        validation=Validation(
+            metrics, watch="score", higher_is_better=higher_is_better, patience=2
+        ),
+        run_dir=tmp_path / "run" if with_run_dir else None,
+    )
+    assert result.stopped_early and len(result.history) == 4 and result.steps == 16
+    assert result.best == result.history[1] and result.best["val_score"] == scripted[1]
+    for key, value in result.model.state_dict().items():
+        assert torch.equal(value, seen[1][key])
+    assert not torch.equal(seen[1]["weight"], seen[3]["weight"])  # it did train on
+    assert (tmp_path / "run" / "checkpoints" / "best").is_dir() == with_run_dir
+    assert len(result.losses) == 16 and result.losses[-1] < result.losses[0]
+
+
+def test_shuffled_batches_are_the_permutations_of_one_seeded_generator() -> None:
+    """The order contrastive and instruction tuning drew before they shared the loop: one
+    generator, one permutation per epoch. Any epoch can be rebuilt alone (for resume)."""
+    rng = np.random.default_rng(3)
+    for epoch in range(4):
+        order = rng.permutation(10).tolist()
+        assert shuffled_batches(10, 4, 3, epoch) == [order[:4], order[4:8], order[8:]]
+        assert shuffled_batches(10, 4, 3, epoch, drop_last=True) == [order[:4], order[4:8]]
+    assert shuffled_batches(3, 4, 3, 0, drop_last=True) == [
+        np.random.default_rng(3).permutation(3).tolist()
+    ]

@@ -1,15 +1,14 @@
 """The one short training loop of the compression stage, and what prune and distill share.
 
 Distillation and the recovery fine-tune after pruning are the same thing (a pruned model is a
-student of the unpruned one), so both run :func:`fit_classifier`. It is deliberately smaller
-than :mod:`lmforge.train.loop`: fp32, one process, no checkpoints or evaluation — compression
-runs for minutes on a model that has already been trained and validated.
+student of the unpruned one), so both run :func:`fit_classifier`: the distillation loss and a
+collator of rows, labels and teacher logits over the one training loop
+(:func:`lmforge.train.loop.train`), fp32, without checkpoints or evaluation — compression runs for
+minutes on a model that has already been trained and validated.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -18,12 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel, get_linear_schedule_with_warmup
+from transformers import PreTrainedModel
 
 from lmforge.errors import LmforgeError
 from lmforge.models.classifier import collate
-from lmforge.progress import ProgressReporter, SilentProgress
-from lmforge.train.loop import epoch_batches
+from lmforge.progress import ProgressReporter
+from lmforge.train.batching import epoch_batches
+from lmforge.train.loop import Schedule, train
 
 WARMUP_RATIO = 0.1
 WEIGHT_DECAY = 0.01
@@ -101,63 +101,61 @@ def fit_classifier(
     """Train ``model`` in place on the labels and, where given, on soft targets (teacher
     logits, one row per input row): ``alpha·T²·KL(teacher_T ‖ model_T) + (1−alpha)·CE``.
 
-    Batches are shuffled and grouped by length (:func:`lmforge.train.loop.epoch_batches`);
-    AdamW is the fused kernel, with linear warm-up and decay. The model ends in eval mode.
+    Runs on the one training loop (:func:`lmforge.train.loop.train`) over length-grouped
+    batches (:func:`lmforge.train.batching.epoch_batches`), fp32, with linear warm-up and decay.
+    The model ends in eval mode.
     """
-    progress = progress or SilentProgress()
     torch.manual_seed(seed)
-    device = next(model.parameters()).device
     lengths = np.array([len(r) for r in rows])
     y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
     soft = None if soft_targets is None else torch.as_tensor(soft_targets, dtype=torch.float32)
+
+    def collate_rows(idx: list[int]) -> dict[str, torch.Tensor]:
+        batch = {**collate([rows[i] for i in idx], pad_id), "labels": y[idx]}
+        return batch if soft is None else {**batch, "soft": soft[idx]}
+
+    def loss_fn(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return distillation_loss(model, batch, temperature, alpha)
+
+    result = train(
+        model,
+        lambda epoch: epoch_batches(lengths, batch_size, seed, epoch),
+        collate_rows,
+        loss_fn,
+        Schedule(
+            epochs=epochs,
+            learning_rate=learning_rate,
+            weight_decay=WEIGHT_DECAY,
+            warmup_ratio=WARMUP_RATIO,
+        ),
+        progress=progress,
+        description=description,
+    )
     steps_per_epoch = len(epoch_batches(lengths, batch_size, seed, 0))
-    total_steps = max(1, math.ceil(epochs * steps_per_epoch))
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=learning_rate,
-        weight_decay=WEIGHT_DECAY,
-        fused=True,  # one kernel over all tensors: several times faster on a CPU than foreach
-    )
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(WARMUP_RATIO * total_steps), total_steps
-    )
-    losses: list[float] = []
-    samples, seconds, step, epoch = 0, 0.0, 0, 0
-    progress.start(description, total_steps)
-    model.train()
-    try:
-        while step < total_steps:
-            for idx in epoch_batches(lengths, batch_size, seed, epoch):
-                tick = time.perf_counter()
-                batch = collate([rows[i] for i in idx], pad_id)
-                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
-                loss = F.cross_entropy(logits, y[idx].to(device))
-                if soft is not None and alpha > 0:
-                    t = temperature
-                    kl = F.kl_div(
-                        F.log_softmax(logits / t, dim=-1),
-                        F.log_softmax(soft[idx].to(device) / t, dim=-1),
-                        reduction="batchmean",
-                        log_target=True,
-                    )
-                    loss = alpha * t * t * kl + (1.0 - alpha) * loss
-                loss.backward()  # type: ignore[no-untyped-call]
-                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                seconds += time.perf_counter() - tick
-                samples += len(idx)
-                step += 1
-                losses.append(float(loss.detach()))
-                progress.advance(1, loss=losses[-1])
-                if step >= total_steps:
-                    break
-            epoch += 1
-    finally:
-        progress.stop()
-        model.eval()
-    last = losses[-min(len(losses), steps_per_epoch) :]
+    last = result.losses[-min(len(result.losses), steps_per_epoch) :]
     return DistillReport(
-        steps=step, samples=samples, final_loss=float(np.mean(last)), seconds=seconds
+        steps=result.steps,
+        samples=result.samples,
+        final_loss=float(np.mean(last)),
+        seconds=result.seconds,
     )
+
+
+def distillation_loss(
+    model: Any, batch: dict[str, torch.Tensor], temperature: float, alpha: float
+) -> torch.Tensor:
+    """Cross-entropy on ``labels``, mixed with the temperature-softened KL divergence to the
+    teacher's logits in ``soft`` where the batch has them (Hinton et al. 2015)."""
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "soft")}
+    logits = model(**inputs).logits.float()
+    loss = F.cross_entropy(logits, batch["labels"])
+    if "soft" in batch and alpha > 0:
+        t = temperature
+        kl = F.kl_div(
+            F.log_softmax(logits / t, dim=-1),
+            F.log_softmax(batch["soft"] / t, dim=-1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        loss = alpha * t * t * kl + (1.0 - alpha) * loss
+    return loss

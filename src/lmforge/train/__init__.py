@@ -1,4 +1,5 @@
-"""Training: fine-tuning loops (full and LoRA) with checkpoints and early stopping."""
+"""Training: one loop (Accelerate, early stopping, checkpoints and resume) and each task's loss
+and collator on it — classification, contrastive embeddings, instruction tuning."""
 
 from lmforge.train.loop import TrainOutcome, fine_tune
 

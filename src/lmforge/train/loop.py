@@ -1,32 +1,37 @@
-"""Fine-tuning a sequence classifier: full or LoRA, bf16 autocast, early stopping, resume.
+"""The one training loop of lmforge, and the classification fine-tune that runs on it.
 
-A short loop on top of 🤗 Accelerate rather than the Trainer: Accelerate gives autocast,
-gradient accumulation and torchrun/DDP for free, and the loop stays readable in one sitting
-(the nanoGPT/litgpt idea). Batches are grouped by length and padded per batch, which is where
-most of the CPU speed comes from on short texts.
+:func:`train` takes a model, a batching rule (epoch → batches of row indices), a collator
+(indices → tensors), a loss function and, optionally, a validation; it does the rest the same way
+for every task: 🤗 Accelerate (bf16 autocast, gradient accumulation, torchrun/DDP), fused AdamW
+with linear warm-up and decay, gradient clipping, evaluation and early stopping on any validation
+metric, atomic checkpoints and resume, TensorBoard and progress. A short loop rather than the
+Trainer, so that it reads in one sitting (the nanoGPT/litgpt idea).
+
+Each task is a loss function and a collator over it: classification here (:func:`fine_tune`),
+contrastive embeddings in :mod:`lmforge.train.contrastive`, instruction tuning in
+:mod:`lmforge.train.sft`, and the compression fine-tunes in :mod:`lmforge.compress._finetune`.
+(A little over 400 lines because the classification task stays here, where code imports it
+from; batching rules, checkpoints and LoRA are in their own modules.)
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState, GradientState
-from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from lmforge.data import PreparedData
-from lmforge.errors import CheckpointError, RecipeError, first_line
+from lmforge.errors import CheckpointError
 from lmforge.evaluate.metrics import classification_metrics
 from lmforge.hardware import cpu_has_native_bf16, resolve_precision
 from lmforge.models.catalogue import ResolvedBase
@@ -38,11 +43,253 @@ from lmforge.models.classifier import (
     predict_logits,
     tokenize,
 )
-from lmforge.models.loading import MODEL_BUILD_LOCK
 from lmforge.progress import ProgressReporter, SilentProgress
 from lmforge.recipe.schema import Recipe
 
-MEGABATCH = 50  # batches shuffled together, then length-sorted: little padding, still random
+# epoch_batches, read_checkpoint_state and recipe_fingerprint are re-exported (``as``): code
+# imports them from here.
+from lmforge.train.batching import epoch_batches as epoch_batches
+from lmforge.train.checkpoint import (
+    load_checkpoint,
+    load_weights,
+    read_state,
+    save_checkpoint,
+)
+from lmforge.train.checkpoint import read_checkpoint_state as read_checkpoint_state
+from lmforge.train.checkpoint import recipe_fingerprint as recipe_fingerprint
+from lmforge.train.lora import adapt, trainable_counts
+
+Batches = Callable[[int], list[list[int]]]  # epoch → that epoch's batches of row indices
+Collate = Callable[[list[int]], dict[str, torch.Tensor]]  # row indices → one batch of tensors
+LossFn = Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]  # (model, batch) → mean loss
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long and how fast one run trains."""
+
+    epochs: float
+    learning_rate: float
+    max_steps: int | None = None  # optimiser steps; overrides epochs
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    min_warmup_steps: int = 0
+    gradient_accumulation: int = 1
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast), already resolved for this machine
+    eval_every_steps: int | None = None  # evaluate (and checkpoint) every N steps; default: epoch
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What is measured on held-out data during training, and when training stops."""
+
+    metrics: Callable[[Any], dict[str, float]]  # the (unwrapped) model → metric name → value
+    watch: str = "loss"  # the metric that picks the best weights and stops early
+    higher_is_better: bool = False
+    patience: int | None = None  # evaluations without improvement before stopping; None: never
+    describe: Callable[[dict[str, float]], str] | None = None  # the progress note of a record
+
+
+@dataclass
+class LoopResult:
+    model: Any  # unwrapped (a peft wrapper stays), in eval mode, with the best validated weights
+    history: list[dict[str, float]]  # one record per evaluation
+    best: dict[str, float]  # the record of the best evaluation; empty without a validation
+    losses: list[float]  # mean training loss of each optimiser step
+    stopped_early: bool
+    steps: int
+    samples: int  # rows trained on in this call (a resumed run counts only the new steps)
+    seconds: float  # time in training steps, evaluation excluded
+
+
+def train(
+    model: torch.nn.Module,
+    batches: Batches,
+    collate_rows: Collate,
+    loss_fn: LossFn,
+    schedule: Schedule,
+    *,
+    validation: Validation | None = None,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    fingerprint: str = "",
+    progress: ProgressReporter | None = None,
+    description: str = "training",
+) -> LoopResult:
+    """Train ``model`` in place on ``loss_fn`` over ``batches``; see the module docstring.
+
+    With ``run_dir``, checkpoints go to ``run_dir/checkpoints`` (``best`` and a resumable
+    ``last``, written at every evaluation) and TensorBoard logs to ``run_dir/tensorboard``;
+    ``resume`` continues from ``last`` if its ``fingerprint`` matches. The batches of an epoch
+    must be deterministic in the epoch, so that a resumed run sees the same ones.
+    """
+    progress = progress or SilentProgress()
+    if resume and run_dir is None:
+        raise CheckpointError("nothing to resume: no run folder given", "drop --resume")
+    # Accelerate keeps per-process singletons; a second run in one process (tests, a service)
+    # may want another precision or accumulation. The process group (PartialState) is kept.
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),  # makes torchrun on CPUs a gloo process group
+        mixed_precision="bf16" if schedule.precision == "bf16" else "no",
+        gradient_accumulation_steps=schedule.gradient_accumulation,
+    )
+    ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
+    state = read_state(ckpt_dir, fingerprint) if resume and ckpt_dir is not None else None
+
+    world, rank = accelerator.num_processes, accelerator.process_index
+    micro_per_epoch = len(batches(0)) // world
+    steps_per_epoch = max(1, micro_per_epoch // schedule.gradient_accumulation)
+    total_steps = schedule.max_steps or max(1, math.ceil(schedule.epochs * steps_per_epoch))
+    eval_every = schedule.eval_every_steps or steps_per_epoch
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=schedule.learning_rate,
+        weight_decay=schedule.weight_decay,
+        fused=True,  # one kernel over all tensors: several times faster on a CPU than foreach
+    )
+    warmup = max(schedule.min_warmup_steps, int(schedule.warmup_ratio * total_steps))
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+    # The scheduler stays unwrapped: Accelerate would step it once per process, but our step
+    # count already divides the data between processes.
+    objective, optimizer = accelerator.prepare(_Objective(model, loss_fn), optimizer)
+
+    step, bad_evals = 0, 0
+    history: list[dict[str, float]] = []
+    best: dict[str, float] = {}
+    losses: list[float] = []
+    if state is not None and ckpt_dir is not None:
+        load_checkpoint(ckpt_dir / "last", model, optimizer, scheduler)
+        step, history, best = state["step"], state["history"], state["best"]
+        bad_evals, losses = state["bad_evals"], state["losses"]
+        progress.note(f"resumed from step {step} of {total_steps}")
+
+    best_weights: dict[str, torch.Tensor] | None = None  # kept in memory when there is no run_dir
+    writer = _tensorboard(run_dir) if run_dir is not None and accelerator.is_main_process else None
+    seconds, samples, stopped_early = 0.0, 0, False
+    running_loss, running_n, step_loss, step_micro = 0.0, 0, 0.0, 0
+    micro_done = step * schedule.gradient_accumulation
+    progress.start(description, total_steps, completed=step)
+    objective.train()
+    try:
+        while step < total_steps and micro_per_epoch and not stopped_early:
+            epoch, skip = divmod(micro_done, micro_per_epoch)
+            for idx in batches(epoch)[: micro_per_epoch * world][rank::world][skip:]:
+                tick = time.perf_counter()
+                batch = {k: v.to(accelerator.device) for k, v in collate_rows(idx).items()}
+                with accelerator.accumulate(objective):
+                    loss = objective(batch)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(objective.parameters(), 1.0)
+                        optimizer.step()
+                        scheduler.step()
+                        optimizer.zero_grad()
+                seconds += time.perf_counter() - tick
+                samples += len(idx)
+                value = float(loss.detach())
+                running_loss, running_n = running_loss + value * len(idx), running_n + len(idx)
+                step_loss, step_micro = step_loss + value, step_micro + 1
+                micro_done += 1
+                if not accelerator.sync_gradients:
+                    continue
+                step += 1
+                losses.append(step_loss / step_micro)
+                step_loss, step_micro = 0.0, 0
+                # Validated runs show the training loss their next record will hold.
+                shown = running_loss / running_n if validation is not None else losses[-1]
+                progress.advance(1, loss=shown)
+                if writer is not None:
+                    writer.add_scalar("train/loss", losses[-1], step)
+                    writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+                if step % eval_every == 0 or step == total_steps:
+                    record = {
+                        "step": float(step),
+                        "epoch": round(step / steps_per_epoch, 3),
+                        "train_loss": running_loss / running_n,
+                    }
+                    running_loss, running_n = 0.0, 0
+                    improved = False
+                    if validation is not None:
+                        scores = validation.metrics(model)
+                        objective.train()  # a validation may leave the model in eval mode
+                        record.update({f"val_{k}": float(v) for k, v in scores.items()})
+                        key = f"val_{validation.watch}"
+                        sign = 1.0 if validation.higher_is_better else -1.0
+                        improved = not best or sign * record[key] > sign * best[key]
+                        best, bad_evals = (record, 0) if improved else (best, bad_evals + 1)
+                        if writer is not None:
+                            for name, v in record.items():
+                                if name.startswith("val_"):
+                                    writer.add_scalar(name.replace("_", "/", 1), v, step)
+                        progress.note((validation.describe or _describe)(record))
+                        patience = validation.patience
+                        if patience is not None and bad_evals >= patience and step < total_steps:
+                            stopped_early = True
+                    history.append(record)
+                    if ckpt_dir is None:
+                        if improved:
+                            best_weights = _copy_weights(model)
+                    elif accelerator.is_main_process:
+                        if improved:
+                            save_checkpoint(ckpt_dir / "best", model)
+                        loop_state = {
+                            "step": step,
+                            "history": history,
+                            "best": best,
+                            "bad_evals": bad_evals,
+                            "losses": losses,
+                            "fingerprint": fingerprint,
+                        }
+                        save_checkpoint(ckpt_dir / "last", model, optimizer, scheduler, loop_state)
+                if step >= total_steps or stopped_early:
+                    break
+    finally:
+        progress.stop()
+        if writer is not None:
+            writer.close()
+    accelerator.wait_for_everyone()
+
+    if ckpt_dir is not None and (ckpt_dir / "best" / "model.safetensors").is_file():
+        load_weights(ckpt_dir / "best", model)
+    elif best_weights is not None:
+        model.load_state_dict(best_weights)
+    model.eval()
+    return LoopResult(model, history, best, losses, stopped_early, step, samples, seconds)
+
+
+class _Objective(torch.nn.Module):
+    """The model with the task's loss as its forward. Under DDP, gradients are synchronised only
+    for what runs inside the wrapped module's forward, and a task may run the model twice a step
+    (contrastive: queries, then passages) or not through its own forward at all (instruction
+    tuning: the decoder body, then the output layer where it is needed)."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.loss_fn(self.model, batch)
+
+
+def _describe(record: dict[str, float]) -> str:
+    scores = ", ".join(f"{k[4:]} {v:.4f}" for k, v in record.items() if k.startswith("val_"))
+    return f"step {int(record['step'])}: val {scores}"
+
+
+def _copy_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    # TensorBoard's writer imports tensorboard and protobuf: only runs with a folder pay for it.
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+# --- classification ---------------------------------------------------------------------------
 
 
 @dataclass
@@ -66,30 +313,6 @@ class TrainOutcome:
         return self.train_samples / self.train_seconds if self.train_seconds else 0.0
 
 
-def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The batches of one epoch: deterministic in (seed, epoch), so a resumed run sees the same."""
-    rng = np.random.default_rng([seed, epoch])
-    perm = rng.permutation(len(lengths))
-    batches: list[list[int]] = []
-    mega = batch_size * MEGABATCH
-    for start in range(0, len(perm), mega):
-        chunk = perm[start : start + mega]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches += [chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def recipe_fingerprint(recipe: Recipe) -> str:
-    """What must match for a checkpoint to be resumable: everything but the run's length."""
-    data = recipe.model_dump(mode="json")
-    for key in ("epochs", "max_steps", "eval_every_steps", "early_stopping", "num_threads"):
-        data["training"].pop(key, None)
-    data.pop("evaluation", None)
-    data.pop("registry", None)
-    data.pop("description", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def fine_tune(
     recipe: Recipe,
     data: PreparedData,
@@ -99,6 +322,8 @@ def fine_tune(
     resume: bool = False,
     progress: ProgressReporter | None = None,
 ) -> TrainOutcome:
+    """Fine-tune a sequence classifier (full or LoRA) on ``data``: cross-entropy over
+    length-grouped batches, validated on accuracy, macro-F1 and loss."""
     cfg = recipe.training
     progress = progress or SilentProgress()
     # Under torchrun the processes on one machine share its cores.
@@ -108,17 +333,9 @@ def fine_tune(
     precision = resolve_precision(cfg.precision)
     if precision == "bf16" and not torch.cuda.is_available() and not cpu_has_native_bf16():
         progress.note("bf16 asked for, but this CPU has no native bf16: expect it to be slow")
-    # Accelerate keeps per-process singletons; a second run in one process (tests, a service)
-    # may want another precision or accumulation. The process group (PartialState) is kept.
-    AcceleratorState._reset_state()
-    GradientState._reset_state()
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),  # makes torchrun on CPUs a gloo process group
-        mixed_precision="bf16" if precision == "bf16" else "no",
-        gradient_accumulation_steps=cfg.gradient_accumulation,
-    )
-    ckpt_dir = run_dir / "checkpoints"
-    state = read_checkpoint_state(ckpt_dir, recipe) if resume else None
+    fingerprint = recipe_fingerprint(recipe)
+    if resume:  # fail before the data is tokenised and the model built
+        read_state(run_dir / "checkpoints", fingerprint)
 
     tokenizer = load_tokenizer(base.path)
     prefix = recipe.model.text_prefix if recipe.model.text_prefix is not None else base.text_prefix
@@ -129,136 +346,65 @@ def fine_tune(
     lengths = np.array([len(t) for t in train_ids])
     pad_id = pad_token_id(tokenizer)
 
+    adaptation = recipe.adaptation
     model = build_classifier(base.path, data.labels, recipe.model.dropout)
-    model = _adapt(model, recipe)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-
-    world, rank = accelerator.num_processes, accelerator.process_index
-    micro_per_epoch = len(epoch_batches(lengths, cfg.batch_size, cfg.seed, 0)) // world
-    steps_per_epoch = max(1, micro_per_epoch // cfg.gradient_accumulation)
-    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    eval_every = cfg.eval_every_steps or steps_per_epoch
-
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=cfg.learning_rate,
-        weight_decay=cfg.weight_decay,
-        fused=True,  # one kernel over all tensors: ~8× faster steps on a CPU than foreach
+    model = adapt(
+        model,
+        adaptation.method,
+        adaptation.lora,
+        head="classifier",
+        freeze_embeddings=adaptation.freeze_embeddings,
     )
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(cfg.warmup_ratio * total_steps), total_steps
+    trainable, total = trainable_counts(model)
+
+    def rows(idx: list[int]) -> dict[str, torch.Tensor]:
+        return {
+            **collate([train_ids[i] for i in idx], pad_id),
+            "labels": torch.as_tensor(train_y[idx]),
+        }
+
+    def validate(model: Any) -> dict[str, float]:
+        logits = predict_logits(model, val_ids, pad_id=pad_id, precision=precision)
+        val = classification_metrics(val_y, logits, data.labels, detail=False)
+        return {"loss": val["loss"], "accuracy": val["accuracy"], "macro_f1": val["macro_f1"]}
+
+    es = cfg.early_stopping
+    result = train(
+        model,
+        lambda epoch: epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch),
+        rows,
+        lambda m, batch: m(**batch).loss,  # transformers' cross-entropy on the labels
+        Schedule(
+            epochs=cfg.epochs,
+            learning_rate=cfg.learning_rate,
+            max_steps=cfg.max_steps,
+            weight_decay=cfg.weight_decay,
+            warmup_ratio=cfg.warmup_ratio,
+            gradient_accumulation=cfg.gradient_accumulation,
+            precision=precision,
+            eval_every_steps=cfg.eval_every_steps,
+        ),
+        validation=Validation(
+            validate,
+            watch=es.metric,
+            higher_is_better=es.metric != "loss",
+            patience=es.patience if es.enabled else None,
+            describe=lambda r: (
+                f"step {int(r['step'])}: val acc {r['val_accuracy']:.4f}, "
+                f"macro-F1 {r['val_macro_f1']:.4f}, loss {r['val_loss']:.4f}"
+            ),
+        ),
+        run_dir=run_dir,
+        resume=resume,
+        fingerprint=fingerprint,
+        progress=progress,
+        description="fine-tuning",
     )
-    # The scheduler stays unwrapped: Accelerate would step it once per process, but our step
-    # count already divides the data between processes.
-    model, optimizer = accelerator.prepare(model, optimizer)
-    raw_model = accelerator.unwrap_model(model)
-
-    step, history, best, bad_evals = 0, [], {}, 0
-    if state is not None:
-        _load_checkpoint(ckpt_dir / "last", raw_model, optimizer, scheduler)
-        step, history, best, bad_evals = (
-            state["step"],
-            state["history"],
-            state["best"],
-            state["bad_evals"],
-        )
-        progress.note(f"resumed from step {step} of {total_steps}")
-
-    watch = cfg.early_stopping.metric
-    sign = -1.0 if watch == "loss" else 1.0
-    writer = _tensorboard(run_dir) if accelerator.is_main_process else None
-    train_seconds, train_samples, stopped_early = 0.0, 0, False
-    running_loss, running_n = 0.0, 0
-    progress.start("fine-tuning", total_steps, completed=step)
-    model.train()
-    micro_done = step * cfg.gradient_accumulation
-    while step < total_steps and not stopped_early:
-        epoch, skip = divmod(micro_done, micro_per_epoch)
-        batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch)
-        batches = batches[: micro_per_epoch * world][rank::world][skip:]
-        for batch_idx in batches:
-            tick = time.perf_counter()
-            batch = collate([train_ids[i] for i in batch_idx], pad_id)
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            labels = torch.as_tensor(train_y[batch_idx]).to(accelerator.device)
-            with accelerator.accumulate(model):
-                out = model(**batch, labels=labels)
-                accelerator.backward(out.loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), 1.0)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
-            train_seconds += time.perf_counter() - tick
-            train_samples += len(batch_idx)
-            running_loss += float(out.loss.detach()) * len(batch_idx)
-            running_n += len(batch_idx)
-            micro_done += 1
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            progress.advance(1, loss=running_loss / running_n)
-            if writer is not None:
-                writer.add_scalar("train/loss", float(out.loss.detach()), step)
-                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-            if step % eval_every == 0 or step == total_steps:
-                logits = predict_logits(raw_model, val_ids, pad_id=pad_id, precision=precision)
-                val = classification_metrics(val_y, logits, data.labels, detail=False)
-                record = {
-                    "step": float(step),
-                    "epoch": round(step / steps_per_epoch, 3),
-                    "train_loss": running_loss / running_n,
-                    "val_loss": val["loss"],
-                    "val_accuracy": val["accuracy"],
-                    "val_macro_f1": val["macro_f1"],
-                }
-                history.append(record)
-                running_loss, running_n = 0.0, 0
-                if writer is not None:
-                    for key in ("val_loss", "val_accuracy", "val_macro_f1"):
-                        writer.add_scalar(key.replace("_", "/", 1), record[key], step)
-                improved = not best or sign * record[f"val_{watch}"] > sign * best[f"val_{watch}"]
-                if improved:
-                    best, bad_evals = record, 0
-                else:
-                    bad_evals += 1
-                if accelerator.is_main_process:
-                    if improved:
-                        _save_checkpoint(ckpt_dir / "best", raw_model)
-                    _save_checkpoint(
-                        ckpt_dir / "last",
-                        raw_model,
-                        optimizer,
-                        scheduler,
-                        {
-                            "step": step,
-                            "history": history,
-                            "best": best,
-                            "bad_evals": bad_evals,
-                            "fingerprint": recipe_fingerprint(recipe),
-                        },
-                    )
-                progress.note(
-                    f"step {step}: val acc {record['val_accuracy']:.4f}, "
-                    f"macro-F1 {record['val_macro_f1']:.4f}, loss {record['val_loss']:.4f}"
-                )
-                es = cfg.early_stopping
-                if es.enabled and bad_evals >= es.patience and step < total_steps:
-                    stopped_early = True
-            if step >= total_steps or stopped_early:
-                break
-    progress.stop()
-    if writer is not None:
-        writer.close()
-    accelerator.wait_for_everyone()
-
-    if (ckpt_dir / "best" / "model.safetensors").is_file():
-        raw_model.load_state_dict(load_file(ckpt_dir / "best" / "model.safetensors"))
+    raw_model = result.model
     adapter_dir = None
-    if recipe.adaptation.method == "lora":
+    if adaptation.method == "lora":
         adapter_dir = run_dir / "adapter"
-        if accelerator.is_main_process:
+        if PartialState().is_main_process:
             raw_model.save_pretrained(str(adapter_dir))
         raw_model = raw_model.merge_and_unload()
     raw_model.eval()
@@ -266,131 +412,14 @@ def fine_tune(
         model=raw_model,
         tokenizer=tokenizer,
         text_prefix=prefix,
-        history=history,
-        best=best,
-        stopped_early=stopped_early,
-        steps=step,
-        train_samples=train_samples,
-        train_seconds=train_seconds,
+        history=result.history,
+        best=result.best,
+        stopped_early=result.stopped_early,
+        steps=result.steps,
+        train_samples=result.samples,
+        train_seconds=result.seconds,
         adapter_dir=adapter_dir,
         trainable_parameters=trainable,
         total_parameters=total,
         precision=precision,
     )
-
-
-def _adapt(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel:
-    adaptation = recipe.adaptation
-    if adaptation.freeze_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
-    if adaptation.method == "full":
-        return model
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    names = {name.split(".")[-1] for name, _ in model.named_modules()}
-    missing = [t for t in adaptation.lora.target_modules if t not in names]
-    if missing:
-        raise RecipeError(
-            f"adaptation.lora.target_modules: {missing[0]!r} is not a layer of this model",
-            "use layer names such as query, key, value, dense",
-        )
-    # The pooler is pretrained but never tuned for this task; train it with the head.
-    extra = ["pooler"] if "pooler" in names else []
-    lora = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
-        r=adaptation.lora.r,
-        lora_alpha=adaptation.lora.alpha,
-        lora_dropout=adaptation.lora.dropout,
-        target_modules=list(adaptation.lora.target_modules),
-        modules_to_save=extra or None,
-    )
-    with MODEL_BUILD_LOCK:  # LoRA's init must not meet another thread's load
-        return get_peft_model(model, lora)  # type: ignore[return-value]
-
-
-def _tensorboard(run_dir: Path) -> Any:
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-
-
-def _save_checkpoint(
-    folder: Path,
-    model: torch.nn.Module,
-    optimizer: Any = None,
-    scheduler: Any = None,
-    state: dict[str, Any] | None = None,
-) -> None:
-    """Weights (and, for a resumable checkpoint, optimiser, scheduler, RNG and loop state),
-    written to a sibling folder and swapped in: a crash leaves the previous one intact."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    weights = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(weights, tmp / "model.safetensors")
-    if optimizer is not None and scheduler is not None:
-        trainer = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": torch.get_rng_state(),
-        }
-        torch.save(trainer, tmp / "trainer.pt")
-    if state is not None:
-        (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    _swap_in(tmp, folder)
-
-
-def _swap_in(tmp: Path, folder: Path) -> None:
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def read_checkpoint_state(ckpt_dir: Path, recipe: Recipe) -> dict[str, Any]:
-    last = ckpt_dir / "last"
-    if not last.is_dir() and (ckpt_dir / "last.old").is_dir():
-        last.parent.joinpath("last.old").rename(last)  # a crash mid-swap: the old one is whole
-    if not (last / "state.json").is_file():
-        raise CheckpointError(
-            f"no checkpoint to resume in {ckpt_dir.parent}",
-            "give the run folder printed by an earlier `lmforge train`, or drop --resume",
-        )
-    try:
-        state: dict[str, Any] = json.loads((last / "state.json").read_text())
-        step = int(state["step"])
-        state["history"], state["best"], state["bad_evals"] = (
-            list(state["history"]),
-            dict(state["best"]),
-            int(state["bad_evals"]),
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(
-            f"checkpoint {last} is corrupt (state.json unreadable)",
-            "delete the run folder and train again without --resume",
-        ) from exc
-    if state.get("fingerprint") != recipe_fingerprint(recipe):
-        raise CheckpointError(
-            f"checkpoint {last} was made with a different recipe",
-            "resume with the recipe that started the run, or train without --resume",
-        )
-    state["step"] = step
-    return state
-
-
-def _load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> None:
-    try:
-        weights = load_file(folder / "model.safetensors")
-        model.load_state_dict(weights)
-        # Our own file, and weights_only refuses anything but tensors and plain containers.
-        bundle = torch.load(folder / "trainer.pt", weights_only=True)
-        optimizer.load_state_dict(bundle["optimizer"])
-        scheduler.load_state_dict(bundle["scheduler"])
-        torch.set_rng_state(bundle["rng"])
-    except Exception as exc:  # whatever fails to read back, the checkpoint is unusable
-        raise CheckpointError(
-            f"checkpoint {folder} is corrupt or incomplete ({first_line(exc, 160)})",
-            "delete the run folder and train again without --resume",
-        ) from exc

@@ -2,28 +2,34 @@
 loss on the response tokens only (the prompt is context, not something to learn to write).
 
 Full fine-tuning or LoRA (merged into the weights at the end, so the result is a plain causal-LM
-folder that the generation runtime and ``/v1/chat/completions`` load like any other).
+folder that the generation runtime and ``/v1/chat/completions`` load like any other). The loss
+and collator run on the one training loop (:func:`lmforge.train.loop.train`); held-out examples,
+when given, are scored by their response loss for early stopping and the best weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from transformers import PreTrainedModel, get_linear_schedule_with_warmup
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from lmforge.errors import DataError, RecipeError
-from lmforge.models.loading import MODEL_BUILD_LOCK, from_pretrained
-from lmforge.progress import ProgressReporter, SilentProgress
+from lmforge.errors import DataError
+from lmforge.models.classifier import quiet_transformers
+from lmforge.models.loading import from_pretrained
+from lmforge.progress import ProgressReporter
+from lmforge.train.batching import shuffled_batches
+from lmforge.train.checkpoint import fingerprint_of
+from lmforge.train.loop import Schedule, Validation
+from lmforge.train.loop import train as train_loop
+from lmforge.train.lora import adapt, trainable_counts
 
 IGNORE = -100  # label of a token the loss skips
-DECODER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass
@@ -41,6 +47,9 @@ class SftOutcome:
     seconds: float
     trainable_parameters: int
     total_parameters: int
+    history: list[dict[str, float]] = field(default_factory=list)  # one record per evaluation
+    best: dict[str, float] = field(default_factory=dict)  # empty without validation examples
+    stopped_early: bool = False
 
 
 def chat_examples(
@@ -81,7 +90,8 @@ def chat_examples(
     return examples
 
 
-def _batch(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
+def collate_examples(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """One right-padded batch: token ids, attention mask, and labels (IGNORE on padding)."""
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
@@ -94,7 +104,7 @@ def _batch(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def _response_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+def response_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over the response tokens, and their count. The output layer (49k
     rows for SmolLM2) runs only where a response token is predicted, not over prompts and
     padding: less time, and a fraction of the memory of full logits."""
@@ -108,6 +118,12 @@ def _response_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torc
     return loss, int(keep.sum())
 
 
+def mean_response_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The training loss of one batch: mean cross-entropy per response token."""
+    summed, n = response_loss_sum(model, batch)
+    return summed / max(n, 1)
+
+
 @torch.no_grad()
 def response_loss(
     model: Any, examples: Sequence[Example], pad_id: int, batch_size: int = 8
@@ -116,40 +132,11 @@ def response_loss(
     model.eval()
     total, count = 0.0, 0
     for start in range(0, len(examples), batch_size):
-        loss, n = _response_loss_sum(model, _batch(examples[start : start + batch_size], pad_id))
+        batch = collate_examples(examples[start : start + batch_size], pad_id)
+        loss, n = response_loss_sum(model, batch)
         total += float(loss)
         count += n
     return total / max(count, 1)
-
-
-def _adapt(model: Any, method: str, lora: Any) -> Any:
-    if method == "full":
-        return model
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    names = {name.split(".")[-1] for name, _ in model.named_modules()}
-    # the recipe's default targets are an encoder's layer names; a decoder's are these
-    targets = (
-        list(lora.target_modules)
-        if "target_modules" in lora.model_fields_set
-        else [t for t in DECODER_LORA_TARGETS if t in names]
-    )
-    missing = [t for t in targets if t not in names]
-    if missing or not targets:
-        raise RecipeError(
-            f"adaptation.lora.target_modules: {(missing or ['(none)'])[0]!r} is not a layer of "
-            "this model",
-            f"use layer names such as {', '.join(DECODER_LORA_TARGETS)}",
-        )
-    config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=targets,
-    )
-    with MODEL_BUILD_LOCK:  # LoRA's init must not meet another thread's load
-        return get_peft_model(model, config)
 
 
 def fine_tune_decoder(
@@ -164,53 +151,85 @@ def fine_tune_decoder(
     warmup_ratio: float = 0.06,
     seed: int = 0,
     progress: ProgressReporter | None = None,
+    validation: Sequence[Example] | None = None,
+    patience: int | None = None,
+    eval_every_steps: int | None = None,
+    run_dir: Path | None = None,
+    resume: bool = False,
 ) -> SftOutcome:
-    """Supervised fine-tuning of the decoder in `folder` on `train`; LoRA is merged at the end."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Supervised fine-tuning of the decoder in `folder` on `train`; LoRA is merged at the end.
 
-    from lmforge.models.classifier import quiet_transformers
-
-    progress = progress or SilentProgress()
+    With ``validation`` examples, every evaluation (once an epoch, or every
+    ``eval_every_steps``) scores their response loss; the best weights are kept, and
+    ``patience`` evaluations without improvement stop training. With ``run_dir``, checkpoints
+    are written there and ``resume`` continues from the last one.
+    """
     torch.manual_seed(seed)
     with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = from_pretrained(AutoModelForCausalLM, folder, use_safetensors=True)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    model = _adapt(model, method, lora)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.0)
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    total = max(1, math.ceil(steps_per_epoch * epochs))
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(total * warmup_ratio), total)
-    rng = np.random.default_rng(seed)
-    losses: list[float] = []
-    start = time.perf_counter()
-    progress.start("instruction fine-tuning", total)
-    model.train()
-    order: list[int] = []
-    while len(losses) < total:
-        if not order:
-            order = rng.permutation(len(train)).tolist()
-        idx, order = order[:batch_size], order[batch_size:]
-        summed, n = _response_loss_sum(model, _batch([train[i] for i in idx], pad_id))
-        loss = summed / max(n, 1)
-        loss.backward()  # type: ignore[no-untyped-call]
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        progress.advance(1, loss=losses[-1])
-    progress.stop()
+    model = adapt(model, method, lora, head="causal_lm")
+    trainable, _ = trainable_counts(model)
+    checks = None
+    if validation:
+        checks = Validation(
+            lambda m: _scores(response_loss(m, validation, pad_id, batch_size)),
+            watch="loss",
+            patience=patience,
+        )
+    run = {
+        "task": "instruction",
+        "folder": str(folder),
+        "train": _digest(train),
+        "validation": _digest(validation or []),
+        "method": method,
+        "lora": lora.model_dump(mode="json") if method == "lora" and lora is not None else None,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "warmup_ratio": warmup_ratio,
+        "seed": seed,
+    }
+    result = train_loop(
+        model,
+        lambda epoch: shuffled_batches(len(train), batch_size, seed, epoch),
+        lambda idx: collate_examples([train[i] for i in idx], pad_id),
+        mean_response_loss,
+        Schedule(
+            epochs=epochs,
+            learning_rate=learning_rate,
+            warmup_ratio=warmup_ratio,
+            eval_every_steps=eval_every_steps,
+        ),
+        validation=checks,
+        run_dir=run_dir,
+        resume=resume,
+        fingerprint=fingerprint_of(run),
+        progress=progress,
+        description="instruction fine-tuning",
+    )
+    model = result.model
     if method == "lora":
         model = model.merge_and_unload()
     model.eval()
     return SftOutcome(
         model,
         tokenizer,
-        losses,
-        len(losses),
-        time.perf_counter() - start,
-        sum(p.numel() for p in trainable),
+        result.losses,
+        result.steps,
+        result.seconds,
+        trainable,
         sum(p.numel() for p in model.parameters()),
+        result.history,
+        result.best,
+        result.stopped_early,
     )
+
+
+def _scores(loss: float) -> dict[str, float]:
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}  # exp overflows past ~700
+
+
+def _digest(examples: Sequence[Example]) -> str:
+    text = "\n".join(f"{e.input_ids}{e.labels}" for e in examples)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

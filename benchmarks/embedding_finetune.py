@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.assistant import DenseRetriever, FaqEntry, debian_tasks, evaluate_retrieval, load_faq
-from lmforge.models.catalogue import resolve_base
+from lmforge.registry.refs import resolve_base
 from lmforge.runtime.embedder import Embedder
 from lmforge.settings import get_settings
 from lmforge.train.contrastive import fit_embeddings, save_encoder
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    base = resolve_base(args.encoder, get_settings().cache_dir).path
+    base = resolve_base(args.encoder, "encoder", get_settings().cache_dir).path
     entries = load_faq("debian_faq")
     keys = sorted({e.key for e in entries})
     random.Random(args.seed).shuffle(keys)

@@ -61,7 +61,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from lmforge.data.sources import load_builtin  # noqa: E402
-from lmforge.models.catalogue import covers_language, resolve_base  # noqa: E402
+from lmforge.models.catalogue import covers_language  # noqa: E402
+from lmforge.registry.refs import resolve_base  # noqa: E402
 from lmforge.runtime.backends import cpu_threads  # noqa: E402
 from lmforge.runtime.decoder import load_decoder  # noqa: E402
 from lmforge.runtime.generation import GenerationEngine, SamplingParams  # noqa: E402
@@ -620,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--attention: unknown {', '.join(sorted(unknown))} (kernel, sdpa)")
     if not chat and (args.only_server or args.engine_passes or args.decode_steps):
         parser.error(f"the server parts need a chat model; {args.model} has no chat template")
-    folder = resolve_base(args.model, get_settings().cache_dir).path
+    folder = resolve_base(args.model, "decoder", get_settings().cache_dir).path
     languages = ["en", "zh"] if covers_language(args.model, "zh") else ["en"]
     result: dict[str, Any] = {"model": args.model, "threads": cpu_threads()}
     if args.decode_steps:

@@ -32,7 +32,7 @@ from lmforge.assistant import (
     support_task,
 )
 from lmforge.assistant.evaluation import evaluate_assistant
-from lmforge.models.catalogue import resolve_base
+from lmforge.registry.refs import resolve_base
 from lmforge.runtime.embedder import Embedder
 from lmforge.settings import get_settings
 
@@ -40,8 +40,8 @@ from lmforge.settings import get_settings
 def encoders() -> dict[str, tuple[Embedder, str, str]]:
     """name → (embedder, query prefix, passage prefix)."""
     cache = get_settings().cache_dir
-    minilm = Embedder(resolve_base("minilm-l6", cache).path)
-    e5 = Embedder(resolve_base("multilingual-e5-small", cache).path)
+    minilm = Embedder(resolve_base("minilm-l6", "encoder", cache).path)
+    e5 = Embedder(resolve_base("multilingual-e5-small", "encoder", cache).path)
     return {"minilm-l6": (minilm, "", ""), "multilingual-e5-small": (e5, "query: ", "passage: ")}
 
 

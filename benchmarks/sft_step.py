@@ -22,8 +22,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge.data.sources import load_builtin
-from lmforge.models.catalogue import resolve_base
 from lmforge.recipe.schema import LoraConfig
+from lmforge.registry.refs import resolve_base
 from lmforge.settings import get_settings
 from lmforge.train.lora import adapt
 from lmforge.train.sft import chat_examples, collate_examples, mean_response_loss
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="steps per variant per round")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    folder = resolve_base("smollm2-135m-instruct", get_settings().cache_dir).path
+    folder = resolve_base("smollm2-135m-instruct", "decoder", get_settings().cache_dir).path
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
     model = adapt(model, "lora", LoraConfig(), head="causal_lm")

@@ -13,7 +13,6 @@ from collections import deque
 from pathlib import Path
 
 import grimp
-import pytest
 
 PACKAGE = "lmforge"
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -105,7 +104,6 @@ def describe(graph: grimp.ImportGraph, component: list[str]) -> str:
     )
 
 
-@pytest.mark.xfail(reason="cycles being removed by issue 15", strict=False)
 def test_no_import_cycle_between_modules() -> None:
     graph = grimp.build_graph(PACKAGE, cache_dir=None)
     components = strongly_connected(graph)
@@ -159,9 +157,6 @@ def private_lmforge_names(source: str) -> list[str]:
     return found
 
 
-@pytest.mark.xfail(
-    reason="benchmarks/sft_step.py's private imports are being replaced by issue 15", strict=False
-)
 def test_benchmarks_use_only_public_lmforge_names() -> None:
     found = {
         path.name: names

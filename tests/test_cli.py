@@ -111,7 +111,7 @@ def test_schema_prints_the_json_schema() -> None:
         ({"trainig": {}}, ["unknown key 'trainig'", "did you mean 'training'"]),
         ({"training": {"epoch": 2}}, ["unknown key 'training.epoch'", "'epochs'"]),
         ({"training": {"batch_size": "many"}}, ["training.batch_size", "'many'"]),
-        ({"model": {"base": "gpt-17"}}, ["unknown base model 'gpt-17'", "minilm-l6"]),
+        ({"model": {"base": "gpt-17"}}, ["unknown encoder 'gpt-17'", "minilm-l6"]),
     ],
 )
 def test_bad_recipes_get_one_line_and_exit_2(

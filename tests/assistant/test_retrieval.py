@@ -151,14 +151,14 @@ def test_real_debian_faq_tasks_and_lexical_baselines() -> None:
 
 @pytest.mark.integration
 def test_real_minilm_beats_bm25_on_english_faq_answers() -> None:
-    from lmforge.models.catalogue import resolve_base
+    from lmforge.registry.refs import resolve_base
     from lmforge.runtime.embedder import Embedder
     from lmforge.settings import get_settings
 
     task = {t.name: t for t in debian_tasks(load_faq("debian_faq"))}[
         "debian-faq en (question → answer)"
     ]
-    embedder = Embedder(resolve_base("minilm-l6", get_settings().cache_dir).path)
+    embedder = Embedder(resolve_base("minilm-l6", "encoder", get_settings().cache_dir).path)
     dense = evaluate_retrieval(
         DenseRetriever(task.documents, embedder.embed), task.queries, task.relevant
     )

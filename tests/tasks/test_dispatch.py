@@ -88,8 +88,49 @@ def test_lmforge_run_recipe_runs_a_generation_recipe(
 
 
 def test_resume_is_refused_where_the_task_cannot_resume(home: Settings, tmp_path: Path) -> None:
-    recipe = load_recipe(EXAMPLES / "faq-chat.yaml")
-    with pytest.raises(LmforgeError, match="--resume is for classification runs"):
+    recipe = load_recipe(EXAMPLES / "faq-assistant.yaml")
+    with pytest.raises(
+        LmforgeError, match="--resume is for classification, similarity, generation runs"
+    ):
         lmforge.run_recipe(recipe, resume=tmp_path)
     with pytest.raises(LmforgeError, match="not found"):
         lmforge.run_recipe(recipe, resume=tmp_path / "gone")
+
+
+def test_generation_validates_on_loss_and_resumes(
+    home: Settings, tmp_path: Path, tiny_decoder_dir: Path, one_thread: None
+) -> None:
+    path = chat_recipe(tmp_path, tiny_decoder_dir)
+    raw = yaml.safe_load(path.read_text())
+    raw["training"].update(
+        epochs=4, eval_every_steps=1, early_stopping={"metric": "loss", "patience": 1}
+    )
+    path.write_text(yaml.safe_dump(raw))
+    recipe = load_recipe(path)
+    first = lmforge.run_recipe(recipe, register=False)
+    assert isinstance(first.output, GenerationOutput)
+    outcome = first.output.outcome
+    assert outcome.history, "validation ran"
+    assert [row["step"] for row in outcome.history] == list(range(1, outcome.steps + 1))
+    assert outcome.best["val_loss"] == min(row["val_loss"] for row in outcome.history)
+    # resuming the finished run folder continues from its last checkpoint: nothing is lost
+    again = lmforge.run_recipe(recipe, register=False, resume=first.run_dir)
+    assert isinstance(again.output, GenerationOutput)
+    assert again.run_dir == first.run_dir
+    assert again.output.outcome.steps == outcome.steps
+    assert again.output.metrics == first.output.metrics
+
+
+def test_loss_tasks_refuse_a_classification_metric_for_early_stopping(
+    tmp_path: Path, tiny_decoder_dir: Path
+) -> None:
+    path = chat_recipe(tmp_path, tiny_decoder_dir)
+    raw = yaml.safe_load(path.read_text())
+    raw["training"]["early_stopping"] = {"metric": "accuracy"}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(RecipeError, match="generation validates on the held-out loss"):
+        TASKS["generation"].check(load_recipe(path))
+    raw["task"], raw["model"]["base"] = "similarity", "minilm-l6"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(RecipeError, match="similarity validates on the held-out loss"):
+        TASKS["similarity"].check(load_recipe(path))

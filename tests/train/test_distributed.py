@@ -16,13 +16,13 @@ import json, sys
 from pathlib import Path
 import torch.distributed as dist
 from lmforge.data import prepare_data
-from lmforge.models.catalogue import resolve_base
+from lmforge.registry.refs import resolve_base
 from lmforge.recipe import load_recipe
 from lmforge.train.loop import fine_tune
 
 recipe = load_recipe(sys.argv[1])
 data = prepare_data(recipe.data)
-base = resolve_base(recipe.model.base, Path(sys.argv[2]))
+base = resolve_base(recipe.model.base, "encoder", Path(sys.argv[2]))
 outcome = fine_tune(recipe, data, base, Path(sys.argv[2]) / "run")
 rank = dist.get_rank()
 first = next(outcome.model.parameters()).detach().flatten()[:8].tolist()

@@ -11,8 +11,8 @@ import torch
 from conftest import toy_recipe
 from lmforge.data import prepare_data
 from lmforge.errors import CheckpointError
-from lmforge.models.catalogue import resolve_base
 from lmforge.recipe import parse_recipe
+from lmforge.registry.refs import resolve_base
 from lmforge.settings import Settings
 from lmforge.train.batching import epoch_batches, shuffled_batches
 from lmforge.train.loop import Schedule, Validation, fine_tune, train
@@ -21,7 +21,7 @@ from lmforge.train.loop import Schedule, Validation, fine_tune, train
 def _train(recipe_dict: dict[str, object], run_dir: Path, settings: Settings, **kw: bool):  # type: ignore[no-untyped-def]
     recipe = parse_recipe(recipe_dict)
     data = prepare_data(recipe.data)
-    base = resolve_base(recipe.model.base, settings.cache_dir)
+    base = resolve_base(recipe.model.base, "encoder", settings.cache_dir)
     return fine_tune(recipe, data, base, run_dir, **kw)
 
 

@@ -1,5 +1,5 @@
 """Models: the catalogue of base models and loading them with a task head."""
 
-from lmforge.models.catalogue import CATALOGUE, CatalogueEntry, ResolvedBase, resolve_base
+from lmforge.models.catalogue import CATALOGUE, CatalogueEntry, ResolvedBase
 
-__all__ = ["CATALOGUE", "CatalogueEntry", "ResolvedBase", "resolve_base"]
+__all__ = ["CATALOGUE", "CatalogueEntry", "ResolvedBase"]

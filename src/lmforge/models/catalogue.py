@@ -152,23 +152,3 @@ def passage_prefix(query_prefix: str) -> str:
     """What a model sees before a document, given what it sees before a query: e5 models were
     trained with "query: " and "passage: "; the others see one prefix (or none) for both."""
     return "passage: " if query_prefix == "query: " else query_prefix
-
-
-def resolve_base(name: str, cache_dir: Path) -> ResolvedBase:
-    """A catalogue name or a local HF folder → the folder to load weights from (a recipe's
-    ``model.base``; registered versions and the kind wanted are lmforge.registry.refs's)."""
-    entry = CATALOGUE.get(name)
-    if entry is not None:
-        return ResolvedBase(name, entry.locate(cache_dir), entry)
-    folder = Path(name).expanduser()
-    if folder.is_dir():
-        if not (folder / "config.json").is_file():
-            raise ModelNotFoundError(
-                f"folder {folder} has no config.json, so it is not a Hugging Face model",
-                "point model.base at a folder saved with save_pretrained()",
-            )
-        return ResolvedBase(str(folder), folder.resolve(), None)
-    raise ModelNotFoundError(
-        f"unknown base model '{name}'",
-        f"use one of the catalogue ({', '.join(CATALOGUE)}) or a local Hugging Face folder",
-    )

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from lmforge.errors import ModelNotFoundError
-from lmforge.models.catalogue import CATALOGUE, CatalogueEntry, passage_prefix
+from lmforge.models.catalogue import CATALOGUE, CatalogueEntry, ResolvedBase, passage_prefix
 from lmforge.models.meta import (
     META_FILE,
     ClassificationMeta,
@@ -31,7 +31,7 @@ from lmforge.models.meta import (
 from lmforge.registry.store import ModelVersion, Registry, parse_ref
 from lmforge.settings import Settings
 
-__all__ = ["KINDS", "Kind", "ResolvedModel", "Source", "resolve_model"]
+__all__ = ["KINDS", "Kind", "ResolvedModel", "Source", "resolve_base", "resolve_model"]
 
 Kind = Literal["encoder", "decoder", "classifier", "assistant"]
 Source = Literal["catalogue", "folder", "registry"]
@@ -118,6 +118,14 @@ def resolve_model(
             "point at a folder saved with save_pretrained()",
         )
     raise _unknown(ref, kinds, registered, folders)
+
+
+def resolve_base(ref: str, wanted: Kind, cache_dir: Path) -> ResolvedBase:
+    """A recipe's ``model.base`` — a catalogue model or a local Hugging Face folder of the
+    ``wanted`` kind (a registered version is not a base) — located for training: a catalogue
+    model is converted once into ``cache_dir``."""
+    found = resolve_model(ref, wanted, registered=False)
+    return ResolvedBase(found.ref, found.locate(cache_dir), found.entry)
 
 
 def _catalogue(entry: CatalogueEntry, kinds: tuple[Kind, ...]) -> ResolvedModel:

@@ -144,6 +144,26 @@ def check_encoder_base(recipe: Recipe) -> None:
         )
 
 
+def check_loss_validation(recipe: Recipe) -> None:
+    """Tasks that validate on held-out loss only (similarity, generation) refuse another
+    early-stopping metric named in the recipe (``macro_f1``, the default, is classification's)."""
+    stopping = recipe.training.early_stopping
+    if "metric" in stopping.model_fields_set and stopping.metric != "loss":
+        raise RecipeError(
+            f"training.early_stopping.metric '{stopping.metric}' is a classification metric; "
+            f"{recipe.task} validates on the held-out loss",
+            "set training.early_stopping.metric: loss, or leave it out",
+        )
+
+
+def loss_patience(recipe: Recipe) -> int | None:
+    """Early-stopping patience for a task that validates on loss: only where the recipe asks
+    for it by ``metric: loss`` (otherwise these tasks train their epochs through, as before
+    early stopping reached them, and keep the last weights)."""
+    stopping = recipe.training.early_stopping
+    return stopping.patience if stopping.enabled and stopping.metric == "loss" else None
+
+
 def check_decoder_base(recipe: Recipe) -> None:
     """A catalogue base model that is not a decoder is refused."""
     entry = CATALOGUE.get(recipe.model.base)

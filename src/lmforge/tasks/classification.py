@@ -18,11 +18,11 @@ from lmforge.data import PreparedData, prepare_data
 from lmforge.evaluate import evaluate_classifier, score_baselines
 from lmforge.evaluate.baselines import check_baselines
 from lmforge.evaluate.plots import plot_confusion_matrix, plot_training_curve
-from lmforge.models.catalogue import resolve_base
 from lmforge.models.classifier import quiet_transformers
 from lmforge.models.meta import ClassificationMeta
 from lmforge.recipe import Recipe
 from lmforge.registry.card import model_card, percent
+from lmforge.registry.refs import resolve_base
 from lmforge.tasks.base import (
     Report,
     ReportLine,
@@ -68,7 +68,7 @@ class ClassificationTask:
         # Everything a user could get wrong is checked before the run folder exists.
         data = prepare_data(recipe.data)
         check_baselines(recipe.evaluation.baselines, data.labels)
-        base = resolve_base(recipe.model.base, ctx.settings.cache_dir)
+        base = resolve_base(recipe.model.base, "encoder", ctx.settings.cache_dir)
         if recipe.compress.enabled:
             check_compress_config(recipe.compress, base.path)
         if ctx.resume is not None:

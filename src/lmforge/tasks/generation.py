@@ -14,11 +14,11 @@ from typing import Any, ClassVar
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge.data.prepare import PairData, prepare_pairs
-from lmforge.models.catalogue import resolve_base
 from lmforge.models.classifier import quiet_transformers
 from lmforge.models.loading import from_pretrained
 from lmforge.models.meta import GenerationMeta
 from lmforge.recipe import Recipe
+from lmforge.registry.refs import resolve_base
 from lmforge.runtime.generation import GenerationEngine, SamplingParams
 from lmforge.tasks.base import (
     Report,
@@ -27,6 +27,8 @@ from lmforge.tasks.base import (
     RunContext,
     TaskOutput,
     check_decoder_base,
+    check_loss_validation,
+    loss_patience,
 )
 from lmforge.train.sft import SftOutcome, chat_examples, fine_tune_decoder, response_loss
 
@@ -42,17 +44,18 @@ class GenerationOutput(TaskOutput):
 
 class GenerationTask:
     name: ClassVar[str] = "generation"
-    resumable: ClassVar[bool] = False
+    resumable: ClassVar[bool] = True
     compressible: ClassVar[bool] = False
     registered: ClassVar[str] = "registered [bold]{ref}[/bold]; serve with --decoder {name}"
 
     def check(self, recipe: Recipe) -> None:
         check_decoder_base(recipe)
+        check_loss_validation(recipe)
 
     def run(self, ctx: RunContext) -> GenerationOutput:
         recipe, progress = ctx.recipe, ctx.progress
         data = prepare_pairs(recipe.data)
-        base = resolve_base(recipe.model.base, ctx.settings.cache_dir)
+        base = resolve_base(recipe.model.base, "decoder", ctx.settings.cache_dir)
         max_length = recipe.training.max_length
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(base.path)
@@ -70,6 +73,8 @@ class GenerationTask:
         baselines = {"base": {**scores(response_loss(base_model, test, pad_id)), "n": len(test)}}
         del base_model
         t = recipe.training
+        patience = loss_patience(recipe)
+        validation = chat_examples(tokenizer, PairData.pairs(data.validation), max_length)
         outcome = fine_tune_decoder(
             base.path,
             train,
@@ -81,6 +86,11 @@ class GenerationTask:
             warmup_ratio=t.warmup_ratio,
             seed=t.seed,
             progress=progress,
+            validation=validation if patience else None,
+            patience=patience,
+            eval_every_steps=t.eval_every_steps,
+            run_dir=run_dir,
+            resume=ctx.resume is not None,
         )
         metrics = {**scores(response_loss(outcome.model, test, pad_id)), "n": len(test)}
         model_dir = run_dir / "model"

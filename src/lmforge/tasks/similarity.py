@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 
 from lmforge.assistant.retrieval import Bm25Retriever, DenseRetriever, evaluate_retrieval
 from lmforge.data.prepare import PairData, prepare_pairs
-from lmforge.models.catalogue import resolve_base
 from lmforge.models.meta import SimilarityMeta
 from lmforge.recipe import Recipe
 from lmforge.registry.card import percent
+from lmforge.registry.refs import resolve_base
 from lmforge.runtime.embedder import Embedder
 from lmforge.tasks.base import (
     Report,
@@ -25,6 +25,8 @@ from lmforge.tasks.base import (
     RunContext,
     TaskOutput,
     check_encoder_base,
+    check_loss_validation,
+    loss_patience,
 )
 from lmforge.train.contrastive import EmbeddingFit, fit_embeddings, save_encoder
 
@@ -42,17 +44,18 @@ def retrieval_cells(m: dict[str, Any]) -> list[str]:
 
 class SimilarityTask:
     name: ClassVar[str] = "similarity"
-    resumable: ClassVar[bool] = False
+    resumable: ClassVar[bool] = True
     compressible: ClassVar[bool] = False
     registered: ClassVar[str] = "registered [bold]{ref}[/bold] ({stage}); embed with POST /v1/embed"
 
     def check(self, recipe: Recipe) -> None:
         check_encoder_base(recipe)
+        check_loss_validation(recipe)
 
     def run(self, ctx: RunContext) -> SimilarityOutput:
         recipe, progress = ctx.recipe, ctx.progress
         data = prepare_pairs(recipe.data)
-        base = resolve_base(recipe.model.base, ctx.settings.cache_dir)
+        base = resolve_base(recipe.model.base, "encoder", ctx.settings.cache_dir)
         query_prefix = (
             base.text_prefix if recipe.model.text_prefix is None else recipe.model.text_prefix
         )
@@ -78,6 +81,7 @@ class SimilarityTask:
             "untuned": retrieval(base.path),
             "bm25": evaluate_retrieval(Bm25Retriever(partners), queries, gold).to_json(),
         }
+        patience = loss_patience(recipe)
         fit = fit_embeddings(
             base.path,
             PairData.pairs(data.train),
@@ -89,6 +93,12 @@ class SimilarityTask:
             max_length=max_length,
             seed=recipe.training.seed,
             progress=progress,
+            validation=PairData.pairs(data.validation) if patience else None,
+            watch="loss",
+            patience=patience,
+            eval_every_steps=recipe.training.eval_every_steps,
+            run_dir=run_dir,
+            resume=ctx.resume is not None,
         )
         model_dir = save_encoder(fit.model, base.path, run_dir / "model")
         meta = SimilarityMeta(

@@ -1,0 +1,43 @@
+"""The public façade is pinned: a name added to or dropped from ``lmforge.__all__`` is a
+deliberate change to what users import, made here as well as in the package."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import lmforge
+
+PUBLIC = [
+    "LmforgeError",
+    "ModelVersion",
+    "Prediction",
+    "Predictor",
+    "Recipe",
+    "Registry",
+    "RunResult",
+    "Settings",
+    "load_recipe",
+    "parse_recipe",
+    "run_recipe",
+]
+
+
+def test_all_is_pinned() -> None:
+    assert lmforge.__all__ == PUBLIC
+
+
+def test_every_public_name_resolves_to_what_its_module_defines() -> None:
+    for name in lmforge.__all__:
+        value = getattr(lmforge, name)
+        assert getattr(value, "__name__", name) == name
+
+
+def test_importing_lmforge_loads_no_heavy_library() -> None:
+    # The façade imports its names on first use, so the CLI starts fast.
+    code = (
+        "import sys, lmforge; "
+        "print(sorted(m for m in ('torch', 'transformers', 'fastapi') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

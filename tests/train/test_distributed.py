@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -38,25 +39,7 @@ def test_torchrun_two_processes_train_in_step(
     recipe = toy_recipe(toy_csv, tiny_base, epochs=2, early_stopping={"enabled": False})
     recipe_path = tmp_path / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(recipe))
-    script = tmp_path / "train.py"
-    script.write_text(SCRIPT)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--master_port=29533",
-            str(script),
-            str(recipe_path),
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = torchrun(SCRIPT, 29533, recipe_path, tmp_path)
     assert all(r["world"] == 2 for r in ranks)
     # 48 training rows in batches of 8 = 6 batches an epoch, split over 2 processes: 3 steps.
     assert [r["steps"] for r in ranks] == [6, 6]
@@ -83,25 +66,19 @@ Path(sys.argv[2], f"rank{rank}.json").write_text(json.dumps(
 
 def test_torchrun_trains_contrastive_embeddings_in_step(tiny_base: Path, tmp_path: Path) -> None:
     """A task whose loss runs the model twice a step (queries, then passages) under DDP."""
-    script = tmp_path / "embed.py"
-    script.write_text(EMBED_SCRIPT)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--master_port=29534",
-            str(script),
-            str(tiny_base),
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = torchrun(EMBED_SCRIPT, 29534, tiny_base, tmp_path)
     # 16 pairs in batches of 4 = 4 batches an epoch, split over 2 processes: 2 steps an epoch.
     assert [r["steps"] for r in ranks] == [4, 4]
     assert ranks[0]["weights"] == ranks[1]["weights"]
+
+
+def torchrun(script: str, port: int, argument: Path, out: Path) -> list[dict[str, Any]]:
+    """Run ``script`` in 2 processes under torchrun (argv: ``argument``, ``out``); what each
+    rank wrote to ``out/rank{N}.json``."""
+    path = out / "script.py"
+    path.write_text(script)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    command += [f"--master_port={port}", str(path), str(argument), str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]

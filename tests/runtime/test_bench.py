@@ -15,7 +15,8 @@ import pytest
 from lmforge.errors import LmforgeError
 from lmforge.registry import Registry
 from lmforge.runtime import BACKENDS
-from lmforge.runtime.bench import BenchReport, bench_model, flops_per_sequence
+from lmforge.runtime.bench import bench_model
+from lmforge.runtime.bench_report import BenchReport, flops_per_sequence
 from lmforge.settings import Settings
 
 SMALL: dict[str, Any] = {"lengths": (16,), "latency_runs": 3, "min_seconds": 0.05}

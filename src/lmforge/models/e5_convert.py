@@ -19,6 +19,10 @@ mean pooling); the original checkpoint is a ``BertModel`` with an XLM-R tokenize
 ``model_type: bert``. The tokenizer is rebuilt from the stored SentencePiece-Unigram pieces and
 the stored per-codepoint normalisation map, compiled into the same "precompiled charsmap" trie
 SentencePiece and ``tokenizers`` use, so normalisation matches the engine codepoint for codepoint.
+
+The module stays whole (about 490 lines) because it is one converter of this one documented
+binary image: its readers, dequantiser, tokenizer rebuild and folder writer share the private
+image types and change together whenever the format does.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ import pytest
 from pydantic import ValidationError
 
 from conftest import toy_recipe
-from lmforge.compress.stage import REFERENCE, Variant, _choose, compress_version
+from lmforge.compress.stage import compress_version
+from lmforge.compress.tradeoff import choose_variant
+from lmforge.compress.variants import REFERENCE, Variant
 from lmforge.errors import DataError, RecipeError
 from lmforge.recipe import parse_recipe
 from lmforge.recipe.schema import CompressConfig
@@ -44,12 +46,12 @@ def test_gate_picks_the_fastest_within_budget_and_rejects_a_too_lossy_one() -> N
     ok = _variant("original", "onnx-int8-dynamic", 0.842, 300)
     too_lossy = _variant("distilled", "onnx-int8-dynamic", 0.830, 900)  # 2 points down
     slower = _variant("original", "torch-bf16", 0.851, 20)
-    chosen = _choose([reference, ok, too_lossy, slower], reference, max_drop=1.0)
+    chosen = choose_variant([reference, ok, too_lossy, slower], reference, max_drop=1.0)
     assert chosen is ok
     assert too_lossy.delta_points == pytest.approx(-2.0) and not too_lossy.within_budget
     assert ok.speedup == 3.0
-    assert _choose([reference, ok, too_lossy], reference, max_drop=2.0) is too_lossy
-    assert _choose([reference, too_lossy, slower], reference, max_drop=0.5) is None
+    assert choose_variant([reference, ok, too_lossy], reference, max_drop=2.0) is too_lossy
+    assert choose_variant([reference, too_lossy, slower], reference, max_drop=0.5) is None
 
 
 def test_compress_registers_the_chosen_variant_with_its_parent(

@@ -10,7 +10,8 @@ from lmforge.compress.onnx import (
     quantize_static_int8,
 )
 from lmforge.compress.prune import PruneReport, prune_classifier, recover
-from lmforge.compress.stage import CompressResult, Variant, compress_version
+from lmforge.compress.stage import CompressResult, compress_version
+from lmforge.compress.variants import Variant
 
 __all__ = [
     "CompressResult",

@@ -10,12 +10,14 @@ cost per row of small and of large batches, and once large ones are known not to
 per row (as on a CPU whose int8 kernels gain nothing from batch size), it runs what is queued
 at once instead.
 
-Admission is fair to large requests: a request that does not fit the queue's free room takes
-the one *reservation* and joins as soon as the rows ahead of it have drained enough (or the
-queue is empty); while it waits, later requests are refused as if the queue were full, so none
-overtakes it. Only then is a request refused at once (:class:`QueueFull`, with how long to
-wait). A request past its deadline is dropped (:class:`DeadlineExceeded`), and closing finishes
-what was queued.
+A full queue refuses at once (:class:`QueueFull`, with how long to wait). Admission is fair to
+large requests: one larger than the room left in a queue that is not full takes the one
+*reservation* and joins as soon as the rows ahead of it have drained enough (or the queue is
+empty); while it waits, later requests are refused as if the queue were full, so none overtakes
+it. So whether a request is admitted does not depend on its size, and one that holds the
+reservation is admitted within the time the model takes to run the rows ahead of it. A request
+past its deadline is dropped (:class:`DeadlineExceeded`), and closing finishes what was queued
+(the request waiting for room included).
 
 One request's failure does not fail the others batched with it: when a batched call raises, the
 batch is split in halves and each half run again, down to the single request that fails, which
@@ -114,9 +116,9 @@ class DynamicBatcher(Generic[R]):
         job: _Job[R] = _Job(rows, loop.create_future(), loop.time() + timeout_s)
         if self._reserved is None and self._fits(len(rows)):
             self._enqueue(job)
-        elif self._reserved is None:
+        elif self._reserved is None and self.queued_rows < self.max_queue:
             self._reserved = job  # queued by the worker once the rows ahead have drained
-        else:
+        else:  # full, or another request already waits for room
             raise QueueFull(self._retry_after())
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout_s)

@@ -30,7 +30,8 @@ from lmforge.errors import first_line
 from lmforge.monitor.tables import PredictionLogRow, create_tables
 
 _MAX_BUFFER = 10_000  # rows held between flushes; past it new rows are dropped (and counted)
-_CLOSE_ATTEMPTS = 3  # writes tried at shutdown while the database is away, a second apart
+_CLOSE_ATTEMPTS = 3  # writes tried at shutdown while the database is away ...
+_CLOSE_RETRY_S = 1.0  # ... this far apart
 logger = logging.getLogger("lmforge.serve")  # the server's logger: the server runs this writer
 
 Row = dict[str, object]
@@ -63,7 +64,7 @@ class LoggedPrediction:
     text: str | None
 
 
-class _NotWritten(Exception):
+class LogNotWritten(Exception):
     """The database is away: these rows (in order) are still to be written."""
 
     def __init__(self, rows: list[Row], cause: Exception) -> None:
@@ -136,7 +137,7 @@ class PredictionLog:
             return
         try:
             await asyncio.to_thread(self._write, rows)
-        except _NotWritten as exc:
+        except LogNotWritten as exc:
             kept = exc.rows + self._buffer  # in log order: the older rows first
             if len(kept) > _MAX_BUFFER:
                 self._lose("buffer_full", len(kept) - _MAX_BUFFER)
@@ -148,7 +149,7 @@ class PredictionLog:
             self._insert(rows)
         except StatementError as exc:
             if not _refused(exc):  # the database is away, or the connection broke
-                raise _NotWritten(rows, exc) from exc
+                raise LogNotWritten(rows, exc) from exc
             self._write_each(rows)  # some row is refused: find it, write the others
 
     def _write_each(self, rows: list[Row]) -> None:
@@ -157,7 +158,7 @@ class PredictionLog:
                 self._insert([row])
             except StatementError as exc:
                 if not _refused(exc):
-                    raise _NotWritten(rows[i:], exc) from exc
+                    raise LogNotWritten(rows[i:], exc) from exc
                 self._lose("refused", 1)
                 logger.warning(
                     "prediction log: the database refused a row, dropped: %s", first_line(exc)
@@ -174,7 +175,7 @@ class PredictionLog:
                 await asyncio.wait_for(self._stop.wait(), self.config.flush_seconds)
             try:
                 await self.flush()
-            except _NotWritten as exc:  # the database is away: keep serving, keep the rows
+            except LogNotWritten as exc:  # the database is away: keep serving, keep the rows
                 logger.warning("prediction log not written yet: %s", exc)
         await self._last_flush()
 
@@ -185,9 +186,9 @@ class PredictionLog:
             try:
                 await self.flush()
                 return
-            except _NotWritten as exc:
+            except LogNotWritten as exc:
                 if attempt + 1 < _CLOSE_ATTEMPTS:
-                    await asyncio.sleep(1)
+                    await asyncio.sleep(_CLOSE_RETRY_S)
                     continue
                 logger.error(
                     "prediction log: %d rows not written at shutdown: %s", len(self._buffer), exc

@@ -345,6 +345,12 @@ POISON: list[tuple[str, Any, bytes | None, set[int]]] = [
     ("/v1/predict", {"inputs": ["x"]}, None, {422}),  # two models served: must name one
     (*predict("x", model="\x00"), {404}),
     ("/v1/embed", {"model": "nope\x00", "inputs": ["x"]}, None, {404}),
+    (
+        "/v1/embed",
+        {"model": "~no-such-user", "inputs": ["x"]},
+        None,
+        {404},
+    ),  # found by schemathesis
     ("/v1/predict", None, b'{"inputs": ["unterminated', {400}),
     ("/v1/predict", None, b"[1, 2, 3]", {400}),
     ("/v1/predict", None, b"\xff\xfe not utf-8", {400}),
@@ -372,7 +378,7 @@ def test_poisoned_requests_among_concurrent_good_ones_never_fail_a_good_one(
         texts = rng.sample(GOOD_TEXTS, rng.randint(1, 4))
         path = rng.choice(["/v1/predict", "/v1/predict", "/v1/embed"])
         good.append((path, {"model": "tiny", "inputs": texts}, None))
-    poison = rng.sample(POISON, 10)
+    poison = rng.sample(POISON, 11)
     mixed = [(True, g, {200}) for g in good] + [(False, p[:3], p[3]) for p in poison]
     rng.shuffle(mixed)
     predict_rows = sum(rows_for(path, body, allowed) for _, (path, body, _), allowed in mixed)
@@ -408,3 +414,9 @@ def test_poisoned_requests_among_concurrent_good_ones_never_fail_a_good_one(
     # a server that answered all that still answers
     assert post(site, *predict("still fine")[:2]).status_code == 200
     assert json.loads(httpx.get(site.url + "/healthz", timeout=10).text) == {"status": "ok"}
+
+
+def test_a_model_name_like_a_home_folder_is_not_found(site: Any) -> None:
+    """pathlib raises RuntimeError expanding "~name" for no such user: that was a plain 500."""
+    r = post(site, "/v1/embed", {"model": "~no-such-user", "inputs": ["x"]})
+    assert r.status_code == 404 and error_code(r) == "model_not_found"

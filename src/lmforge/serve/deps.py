@@ -166,7 +166,8 @@ def check_inputs(state: ServeState, inputs: list[str]) -> None:
 async def run_batch(
     state: ServeState, batcher: DynamicBatcher[Any], inputs: list[str]
 ) -> list[Any]:
-    """The batcher's results for the inputs; a full queue, the deadline or shutdown as HTTP."""
+    """The batcher's results for the inputs; a full queue, the deadline, shutdown or a failure
+    on this request's own inputs as HTTP."""
     timeout_s = state.config.batching.timeout_s
     try:
         return await batcher.submit(inputs, timeout_s)
@@ -188,6 +189,8 @@ async def run_batch(
         raise ApiError(
             503, "the server is shutting down — retry on another replica", "shutting_down"
         ) from None
+    except LmforgeError:
+        raise  # a failure the library already describes (e.g. a model found damaged: 503)
     except Exception as exc:  # this request's own rows failed (its batch mates were re-run)
         logger.error("inference failed on one request: %r", exc, exc_info=exc)
         raise ApiError(
@@ -203,11 +206,13 @@ def non_finite_output(state: ServeState, served: ServedModel) -> ApiError:
     sent as a score, and never logged."""
     state.metrics.non_finite_outputs.labels(served.public_ref).inc()
     logger.error("%s computed a non-finite output (NaN or infinity)", served.public_ref)
+    which = f"model {served.name}"
+    if served.version is not None:
+        which += f" version {served.version} ({served.public_ref})"
     return ApiError(
         500,
-        f"model {served.name} version {served.version if served.version is not None else '-'} "
-        f"({served.public_ref}) computed a non-finite output (NaN or infinity) for this "
-        "request — the version is likely damaged; use or promote another one",
+        f"{which} computed a non-finite output (NaN or infinity) for this request — the "
+        "version is likely damaged; use or promote another one",
         "non_finite_output",
     )
 

@@ -254,6 +254,20 @@ def test_one_failing_request_fails_alone_and_its_batch_mates_succeed() -> None:
     assert together and "poison" in together[0]  # they did share a batch first
 
 
+def test_an_executor_that_was_shut_down_fails_the_batch_instead_of_stopping_the_worker() -> None:
+    async def main() -> None:
+        pool = ThreadPoolExecutor(1)
+        batcher = DynamicBatcher(Recorder(), pool, max_batch=4, max_wait_ms=0)
+        pool.shutdown()
+        with pytest.raises(RuntimeError, match="shutdown"):
+            await batcher.submit(["a"], 5)
+        with pytest.raises(RuntimeError, match="shutdown"):  # the worker is still there
+            await batcher.submit(["b"], 5)
+        await batcher.close()
+
+    run(main())
+
+
 def test_close_finishes_queued_requests_then_refuses_new_ones() -> None:
     recorder = Recorder(seconds=0.02)
 

@@ -184,9 +184,13 @@ class DynamicBatcher(Generic[R]):
             if not jobs:
                 continue
             start = time.perf_counter()
-            outcomes, failed = await loop.run_in_executor(
-                self._executor, self._run_isolating, [job.rows for job in jobs]
-            )
+            outcomes: list[_Outcome[R]]
+            try:
+                outcomes, failed = await loop.run_in_executor(
+                    self._executor, self._run_isolating, [job.rows for job in jobs]
+                )
+            except Exception as exc:  # the executor itself failed (shut down): the whole batch
+                outcomes, failed = [exc] * len(jobs), True
             if failed:
                 self.stats.failed_batches += 1
             else:  # a split batch's time says nothing about the cost of a batch of its size

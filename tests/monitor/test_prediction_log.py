@@ -16,7 +16,14 @@ import pytest
 
 from conftest import LiveServer, register_copy, serve_config
 from lmforge.errors import LmforgeError
-from lmforge.monitor import LoggedPrediction, PredictionLog, PredictionRecord, read_predictions
+from lmforge.monitor import (
+    LoggedPrediction,
+    PredictionLog,
+    PredictionRecord,
+    predlog,
+    read_predictions,
+)
+from lmforge.monitor.predlog import LogNotWritten
 from lmforge.registry import Registry
 from lmforge.serve import KeyStore
 from lmforge.settings import Settings
@@ -135,3 +142,143 @@ def test_a_job_reads_what_the_server_logged(tiny_model_dir: Path, tmp_path: Path
     assert [r.score for r in rows] == pytest.approx([p["score"] for p in answered])
     assert {r.ref for r in rows} == {"tiny:v1"} and {r.key_name for r in rows} == {"scorer"}
     assert all(r.latency_ms > 0 for r in rows)
+
+
+# --- what cannot be stored never blocks what can ---------------------------------------------
+
+
+class Lost:
+    """An ``on_lost`` that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, int] = {}
+
+    def __call__(self, reason: str, rows: int) -> None:
+        self.rows[reason] = self.rows.get(reason, 0) + rows
+
+
+def refused_row(text: str) -> LoggedPrediction:
+    """A row the database refuses: version is NOT NULL (as a NaN score once was on SQLite)."""
+    return LoggedPrediction("a", None, "pos", 0.5, 1.0, None, text)  # type: ignore[arg-type]
+
+
+def test_a_row_the_database_refuses_is_dropped_and_counted_and_the_rest_written(
+    settings: Settings,
+) -> None:
+    lost = Lost()
+    log = PredictionLog(Registry(settings).engine, Policy(), on_lost=lost)
+
+    async def run() -> None:
+        for row in [
+            prediction("a", 1, "pos", "before"),
+            refused_row("bad"),
+            prediction("a", 1, "neg", "after"),
+        ]:
+            log.add(row)
+        await log.flush()
+        log.add(prediction("a", 2, "pos", "later"))  # the next flush is not blocked either
+        await log.flush()
+
+    asyncio.run(run())
+    assert [r.text for r in read_predictions(settings)] == ["before", "after", "later"]
+    assert lost.rows == {"refused": 1}
+    assert log.written == 3 and log.dropped == 1
+
+
+def test_a_non_finite_score_is_never_logged(settings: Settings) -> None:
+    lost = Lost()
+    log = PredictionLog(Registry(settings).engine, Policy(), on_lost=lost)
+    nan = LoggedPrediction("a", 1, "pos", float("nan"), 1.0, None, "nan")
+    inf = LoggedPrediction("a", 1, "pos", float("inf"), 1.0, None, "inf")
+
+    async def run() -> None:
+        for row in [nan, prediction("a", 1, "pos", "fine"), inf]:
+            log.add(row)
+        await log.flush()
+
+    asyncio.run(run())
+    assert [r.text for r in read_predictions(settings)] == ["fine"]
+    assert lost.rows == {"non_finite": 2}
+
+
+def test_nul_characters_are_removed_from_logged_text(settings: Settings) -> None:
+    write(settings, [prediction("a", 1, "pos", "nul\x00 in\x00side")])
+    assert [r.text for r in read_predictions(settings)] == ["nul inside"]
+
+
+def test_rows_wait_while_the_database_is_away_and_are_written_in_order_after(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from sqlalchemy import create_engine
+
+    log = PredictionLog(Registry(settings).engine, Policy())
+    engine = log.engine
+    log.engine = create_engine(f"sqlite:///{tmp_path / 'no such folder' / 'x.db'}")
+
+    async def run() -> None:
+        log.add(prediction("a", 1, "pos", "first"))
+        with pytest.raises(LogNotWritten):
+            await log.flush()
+        log.add(prediction("a", 1, "pos", "second"))
+        log.engine = engine  # back
+        await log.flush()
+
+    asyncio.run(run())
+    assert [r.text for r in read_predictions(settings)] == ["first", "second"]
+    assert log.dropped == 0
+
+
+def test_closing_writes_every_buffered_row_even_after_a_refused_one(settings: Settings) -> None:
+    log = PredictionLog(Registry(settings).engine, Policy(flush_seconds=3600))
+
+    async def run() -> None:
+        log.start()
+        log.add(prediction("a", 1, "pos", "one"))
+        log.add(refused_row("bad"))
+        log.add(prediction("a", 1, "pos", "two"))
+        await log.close()
+
+    asyncio.run(run())
+    assert [r.text for r in read_predictions(settings)] == ["one", "two"]
+
+
+def test_rows_still_unwritten_at_shutdown_are_counted(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import create_engine
+
+    monkeypatch.setattr(predlog, "_CLOSE_RETRY_S", 0)
+    lost = Lost()
+    log = PredictionLog(Registry(settings).engine, Policy(flush_seconds=3600), on_lost=lost)
+    log.engine = create_engine(f"sqlite:///{tmp_path / 'no such folder' / 'x.db'}")
+
+    async def run() -> None:
+        log.start()
+        log.add(prediction("a", 1, "pos", "one"))
+        log.add(prediction("a", 1, "pos", "two"))
+        await log.close()
+
+    asyncio.run(run())
+    assert lost.rows == {"shutdown": 2}
+
+
+def test_postgresql_logs_text_with_nul_and_drops_only_a_refused_row(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(home=tmp_path / "pg-home", database_url=postgres_url)
+    lost = Lost()
+    log = PredictionLog(Registry(settings).engine, Policy(), on_lost=lost)
+    assert log.engine.dialect.name == "postgresql"
+
+    async def run() -> None:
+        for row in [
+            prediction("a", 1, "pos", "nul\x00here"),
+            refused_row("bad"),
+            prediction("a", 1, "pos", "after"),
+        ]:
+            log.add(row)
+        await log.flush()
+
+    asyncio.run(run())
+    assert [r.text for r in read_predictions(settings)] == ["nulhere", "after"]
+    assert lost.rows == {"refused": 1}

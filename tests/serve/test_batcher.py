@@ -81,12 +81,88 @@ def test_a_full_queue_refuses_at_once_with_a_retry_hint() -> None:
                 await batcher.submit(["one too many"], 5)
             assert time.perf_counter() - start < 0.05
             assert info.value.retry_after_s > 0
-            with pytest.raises(QueueFull):  # larger than the queue: refused while it is busy
+            with pytest.raises(QueueFull):  # a full queue refuses any size (no room to reserve)
                 await batcher.submit([f"big{i}" for i in range(6)], 5)
             recorder.gate.set()
             assert await running == ["HELD"]
             assert [await q for q in queued] == [[f"Q{i}"] for i in range(4)]
             await batcher.close()
+
+    run(main())
+
+
+def test_a_large_request_is_admitted_before_later_small_ones() -> None:
+    """max_queue 4 and a 6-row request (as max_queue 32 and 33-64 inputs): it used to be
+    admitted only into an empty queue, so steady small traffic refused it for ever."""
+    recorder = Recorder()
+    recorder.gate.clear()
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = DynamicBatcher(recorder, pool, max_batch=2, max_wait_ms=0, max_queue=4)
+            held = asyncio.ensure_future(batcher.submit(["held"], 5))
+            await asyncio.sleep(0.05)
+            small = [asyncio.ensure_future(batcher.submit([f"s{i}"], 5)) for i in range(3)]
+            large = asyncio.ensure_future(batcher.submit([f"l{i}" for i in range(6)], 5))
+            await asyncio.sleep(0)
+            assert batcher.queued_rows == 3 and batcher.reserved_rows == 6
+            with pytest.raises(QueueFull):  # would fit the room, but the large one was first
+                await batcher.submit(["later"], 5)
+            recorder.gate.set()
+            await asyncio.gather(held, *small)
+            assert await large == [f"L{i}" for i in range(6)]
+            assert batcher.reserved_rows == 0
+            # and once it is through, small requests are admitted again
+            assert await batcher.submit(["after"], 5) == ["AFTER"]
+            await batcher.close()
+
+    run(main())
+    flat = [row for batch in recorder.batches for row in batch]
+    assert flat.index("l0") < flat.index("after")
+    assert "later" not in flat
+
+
+def test_a_reservation_past_its_deadline_frees_the_queue_for_others() -> None:
+    recorder = Recorder()
+    recorder.gate.clear()
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = DynamicBatcher(recorder, pool, max_batch=1, max_wait_ms=0, max_queue=2)
+            held = asyncio.ensure_future(batcher.submit(["held"], 5))
+            await asyncio.sleep(0.05)
+            queued = asyncio.ensure_future(batcher.submit(["q"], 5))
+            await asyncio.sleep(0)  # queued first
+            with pytest.raises(DeadlineExceeded):
+                await batcher.submit(["big1", "big2", "big3"], 0.1)
+            assert batcher.reserved_rows == 0
+            also = asyncio.ensure_future(batcher.submit(["also"], 5))  # fits: admitted
+            recorder.gate.set()
+            assert await asyncio.gather(held, queued, also) == [["HELD"], ["Q"], ["ALSO"]]
+            await batcher.close()
+
+    run(main())
+    assert ["big1"] not in recorder.batches
+
+
+def test_close_runs_the_request_waiting_for_room() -> None:
+    recorder = Recorder()
+    recorder.gate.clear()
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = DynamicBatcher(recorder, pool, max_batch=1, max_wait_ms=0, max_queue=2)
+            held = asyncio.ensure_future(batcher.submit(["held"], 5))
+            await asyncio.sleep(0.05)
+            queued = asyncio.ensure_future(batcher.submit(["q"], 5))
+            waiting = asyncio.ensure_future(batcher.submit(["w1", "w2"], 5))
+            await asyncio.sleep(0)
+            assert batcher.reserved_rows == 2
+            closing = asyncio.ensure_future(batcher.close())
+            await asyncio.sleep(0)
+            recorder.gate.set()
+            await closing
+            assert await asyncio.gather(held, queued, waiting) == [["HELD"], ["Q"], ["W1", "W2"]]
 
     run(main())
 
@@ -137,6 +213,57 @@ def test_a_failing_batch_fails_its_requests_and_the_worker_goes_on() -> None:
                 await batcher.submit(["boom"], 5)
             assert await batcher.submit(["fine"], 5) == ["fine"]
             await batcher.close()
+
+    run(main())
+
+
+def test_one_failing_request_fails_alone_and_its_batch_mates_succeed() -> None:
+    """A poisoned text fails the whole batched call: the batch is split to find it, and only
+    its own request gets the error."""
+    recorder = Recorder()
+    recorder.gate.clear()
+    calls: list[list[str]] = []
+
+    def poisoned(rows: list[str]) -> list[str]:
+        calls.append(list(rows))
+        if "poison" in rows:
+            raise TypeError("cannot encode")
+        return recorder(rows)
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = DynamicBatcher(poisoned, pool, max_batch=16, max_wait_ms=0, max_queue=64)
+            first = asyncio.ensure_future(batcher.submit(["first"], 5))
+            await asyncio.sleep(0.05)  # held at the gate: the next ones queue into one batch
+            names = [["a"], ["b", "c"], ["poison", "d"], ["e"], ["f"], ["g", "h"]]
+            jobs = [asyncio.ensure_future(batcher.submit(rows, 5)) for rows in names]
+            await asyncio.sleep(0)
+            recorder.gate.set()
+            assert await first == ["FIRST"]
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+            assert isinstance(results[2], TypeError)
+            good = [r for i, r in enumerate(results) if i != 2]
+            assert good == [[t.upper() for t in rows] for i, rows in enumerate(names) if i != 2]
+            assert batcher.stats.failed_batches == 1
+            # the worker goes on, and a clean batch is measured again
+            assert await batcher.submit(["later"], 5) == ["LATER"]
+            await batcher.close()
+
+    run(main())
+    together = [c for c in calls if len(c) > 2]
+    assert together and "poison" in together[0]  # they did share a batch first
+
+
+def test_an_executor_that_was_shut_down_fails_the_batch_instead_of_stopping_the_worker() -> None:
+    async def main() -> None:
+        pool = ThreadPoolExecutor(1)
+        batcher = DynamicBatcher(Recorder(), pool, max_batch=4, max_wait_ms=0)
+        pool.shutdown()
+        with pytest.raises(RuntimeError, match="shutdown"):
+            await batcher.submit(["a"], 5)
+        with pytest.raises(RuntimeError, match="shutdown"):  # the worker is still there
+            await batcher.submit(["b"], 5)
+        await batcher.close()
 
     run(main())
 

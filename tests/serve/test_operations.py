@@ -4,14 +4,12 @@ sharing one database (SQLite, and PostgreSQL where its server is installed), gra
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -198,40 +196,6 @@ def _two_replicas_share_one_database(settings: Settings) -> None:
 
 def test_two_replicas_on_one_sqlite_database(settings: Settings) -> None:
     _two_replicas_share_one_database(settings)
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL server on loopback (skipped where PostgreSQL is not installed)."""
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    run_as: list[str] = []
-    root = Path(tempfile.mkdtemp(prefix="lmforge-pg-"))  # outside pytest's root-only tmp tree
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        if shutil.which("runuser") is None:
-            pytest.skip("PostgreSQL cannot run as root here (no runuser)")
-        run_as = ["runuser", "-u", "nobody", "--"]
-        shutil.chown(root, "nobody")
-    data, port = root / "data", _free_port()
-    subprocess.run(
-        [*run_as, initdb, "-D", str(data), "-U", "lmforge", "-A", "trust"],
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
-    subprocess.run(
-        [*run_as, pg_ctl, "-D", str(data), "-o", options, "-w", "-l", str(root / "log"), "start"],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql+psycopg://lmforge@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*run_as, pg_ctl, "-D", str(data), "-m", "fast", "stop"], capture_output=True
-        )
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _free_port() -> int:

@@ -3,6 +3,12 @@
 Rows are buffered and written by one task every ``flush_seconds`` (in a thread, off the event
 loop), so logging never adds a database round trip to a request; closing writes what is left.
 The server owns one (``serve``); nothing here knows about HTTP.
+
+What cannot be stored never blocks what can: texts lose their NUL characters (PostgreSQL's text
+type cannot hold them; SQLite's could, so both databases log the same text), a non-finite score
+is not logged, and a row the database refuses (a constraint, a value it cannot store) is dropped
+and counted, while the rows around it are written. Only a database that is away keeps rows in
+the buffer, to be written on the next flush.
 """
 
 from __future__ import annotations
@@ -10,17 +16,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
+from lmforge.errors import first_line
 from lmforge.monitor.tables import PredictionLogRow, create_tables
 
 _MAX_BUFFER = 10_000  # rows held between flushes; past it new rows are dropped (and counted)
+_CLOSE_ATTEMPTS = 3  # writes tried at shutdown while the database is away ...
+_CLOSE_RETRY_S = 1.0  # ... this far apart
 logger = logging.getLogger("lmforge.serve")  # the server's logger: the server runs this writer
+
+Row = dict[str, object]
+OnLost = Callable[[str, int], None]  # (reason, rows): rows that will never be written
 
 
 class LogSettings(Protocol):
@@ -49,17 +64,38 @@ class LoggedPrediction:
     text: str | None
 
 
-class PredictionLog:
-    """Samples predictions into a buffer that one background task writes to the database."""
+class LogNotWritten(Exception):
+    """The database is away: these rows (in order) are still to be written."""
 
-    def __init__(self, engine: Engine, config: LogSettings, seed: int | None = None) -> None:
+    def __init__(self, rows: list[Row], cause: Exception) -> None:
+        super().__init__(first_line(cause))
+        self.rows = rows
+
+
+class PredictionLog:
+    """Samples predictions into a buffer that one background task writes to the database.
+
+    ``on_lost`` is told of rows that will never be written, by reason: ``non_finite`` (a NaN or
+    infinite score), ``refused`` (the database refused the row), ``buffer_full`` (the database
+    was away for long) and ``shutdown`` (still unwritten when the server stopped).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        config: LogSettings,
+        seed: int | None = None,
+        on_lost: OnLost | None = None,
+    ) -> None:
         self.engine = engine
         self.config = config
         self._random = random.Random(seed)
-        self._buffer: list[dict[str, object]] = []
+        self._buffer: list[Row] = []
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._on_lost = on_lost
         self.written = 0
-        self.dropped = 0
+        self.dropped = 0  # every row lost, whatever the reason
         create_tables(engine)
 
     def sample(self) -> bool:
@@ -67,49 +103,116 @@ class PredictionLog:
         return rate > 0 and (rate >= 1 or self._random.random() < rate)
 
     def add(self, row: LoggedPrediction) -> None:
+        if not (math.isfinite(row.score) and math.isfinite(row.latency_ms)):
+            self._lose("non_finite", 1)  # NOT NULL on SQLite, NaN on PostgreSQL: never stored
+            return
         if len(self._buffer) >= _MAX_BUFFER:
-            self.dropped += 1
+            self._lose("buffer_full", 1)
             return
         self._buffer.append(
             {
-                "model": row.model,
+                "model": _storable(row.model),
                 "version": row.version,
-                "label": row.label,
+                "label": _storable(row.label),
                 "score": row.score,
                 "latency_ms": row.latency_ms,
-                "key_name": row.key_name,
-                "text": row.text if self.config.include_text else None,
+                "key_name": _storable(row.key_name),
+                "text": _storable(row.text) if self.config.include_text else None,
             }
         )
+
+    def _lose(self, reason: str, rows: int) -> None:
+        self.dropped += rows
+        if self._on_lost is not None:
+            self._on_lost(reason, rows)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._flush_forever())
 
     async def flush(self) -> None:
+        """Write the buffer; rows the database refuses are dropped, and while it is away the
+        rows stay buffered (the error is raised)."""
         rows, self._buffer = self._buffer, []
-        if rows:
-            try:
-                await asyncio.to_thread(self._write, rows)
-            except Exception:
-                self._buffer = (rows + self._buffer)[:_MAX_BUFFER]  # try again next time
-                raise
+        if not rows:
+            return
+        try:
+            await asyncio.to_thread(self._write, rows)
+        except LogNotWritten as exc:
+            kept = exc.rows + self._buffer  # in log order: the older rows first
+            if len(kept) > _MAX_BUFFER:
+                self._lose("buffer_full", len(kept) - _MAX_BUFFER)
+            self._buffer = kept[:_MAX_BUFFER]
+            raise
 
-    def _write(self, rows: list[dict[str, object]]) -> None:
+    def _write(self, rows: list[Row]) -> None:
+        try:
+            self._insert(rows)
+        except StatementError as exc:
+            if not _refused(exc):  # the database is away, or the connection broke
+                raise LogNotWritten(rows, exc) from exc
+            self._write_each(rows)  # some row is refused: find it, write the others
+
+    def _write_each(self, rows: list[Row]) -> None:
+        for i, row in enumerate(rows):
+            try:
+                self._insert([row])
+            except StatementError as exc:
+                if not _refused(exc):
+                    raise LogNotWritten(rows[i:], exc) from exc
+                self._lose("refused", 1)
+                logger.warning(
+                    "prediction log: the database refused a row, dropped: %s", first_line(exc)
+                )
+
+    def _insert(self, rows: list[Row]) -> None:
         with self.engine.begin() as conn:
             conn.execute(insert(PredictionLogRow), rows)
         self.written += len(rows)
 
     async def _flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.flush_seconds)
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):  # a flush every flush_seconds, or now
+                await asyncio.wait_for(self._stop.wait(), self.config.flush_seconds)
             try:
                 await self.flush()
-            except Exception as exc:  # the database is away: keep serving, keep the rows
+            except LogNotWritten as exc:  # the database is away: keep serving, keep the rows
                 logger.warning("prediction log not written yet: %s", exc)
+        await self._last_flush()
+
+    async def _last_flush(self) -> None:
+        """At shutdown: a database that is briefly away gets a few more tries, then what is
+        still buffered is counted as lost (and said so in the server's log)."""
+        for attempt in range(_CLOSE_ATTEMPTS):
+            try:
+                await self.flush()
+                return
+            except LogNotWritten as exc:
+                if attempt + 1 < _CLOSE_ATTEMPTS:
+                    await asyncio.sleep(_CLOSE_RETRY_S)
+                    continue
+                logger.error(
+                    "prediction log: %d rows not written at shutdown: %s", len(self._buffer), exc
+                )
+                self._lose("shutdown", len(self._buffer))
+                self._buffer = []
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.flush()
+        """Stop the writer once it has written what is buffered (never cut off mid-write)."""
+        if self._task is None:
+            await self._last_flush()
+            return
+        self._stop.set()
+        await self._task
+
+
+def _refused(exc: StatementError) -> bool:
+    """Whether a failed insert is the row's fault — a constraint, a value the database cannot
+    store, or one the driver cannot even send (a StatementError that is no DBAPIError) — rather
+    than the database's (away, or the connection broke), which a later try may get past."""
+    return isinstance(exc, IntegrityError | DataError) or not isinstance(exc, DBAPIError)
+
+
+def _storable(text: str | None) -> str | None:
+    """The text without NUL characters: PostgreSQL's text type cannot store them (DataError),
+    and SQLite must log the same text."""
+    return text.replace("\x00", "") if text is not None and "\x00" in text else text

@@ -98,7 +98,7 @@ def resolve_model(
     entry = CATALOGUE.get(ref)
     if entry is not None:
         return _catalogue(entry, kinds)
-    folder = Path(ref).expanduser()
+    folder = _expand(ref)
     if folders and (folder / "config.json").is_file():
         return _folder(ref, folder.resolve(), kinds)
     if registered:
@@ -118,6 +118,15 @@ def resolve_model(
             "point at a folder saved with save_pretrained()",
         )
     raise _unknown(ref, kinds, registered, folders)
+
+
+def _expand(ref: str) -> Path:
+    """``ref`` as a path, ``~`` expanded; "~name" for no such user (or any name in a request)
+    stays as written — pathlib raises RuntimeError there, which must not reach a caller."""
+    try:
+        return Path(ref).expanduser()
+    except RuntimeError:
+        return Path(ref)
 
 
 def resolve_base(ref: str, wanted: Kind, cache_dir: Path) -> ResolvedBase:

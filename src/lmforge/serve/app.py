@@ -50,7 +50,9 @@ def create_app(config: ServeConfig | None = None, settings: Settings | None = No
         registry=registry,
         keys=KeyStore(registry.engine),
         pool=ModelPool(registry, settings, config, executor, metrics),
-        log=PredictionLog(registry.engine, config.prediction_log),
+        log=PredictionLog(
+            registry.engine, config.prediction_log, on_lost=metrics.count_lost_log_rows
+        ),
         limiter=RateLimiter(config.limits.rate_per_second, config.limits.burst),
         metrics=metrics,
         key_cache={},

@@ -8,9 +8,20 @@ backend's own), while under load the worker waits at most ``max_wait_ms`` for th
 clients in flight will send next. And it waits only where waiting pays: it keeps the measured
 cost per row of small and of large batches, and once large ones are known not to be cheaper
 per row (as on a CPU whose int8 kernels gain nothing from batch size), it runs what is queued
-at once instead. A full queue refuses at once (:class:`QueueFull`, with how
-long to wait), a request past its deadline is dropped from the queue (:class:`DeadlineExceeded`),
-and closing finishes what was queued.
+at once instead.
+
+A full queue refuses at once (:class:`QueueFull`, with how long to wait). Admission is fair to
+large requests: one larger than the room left in a queue that is not full takes the one
+*reservation* and joins as soon as the rows ahead of it have drained enough (or the queue is
+empty); while it waits, later requests are refused as if the queue were full, so none overtakes
+it. So whether a request is admitted does not depend on its size, and one that holds the
+reservation is admitted within the time the model takes to run the rows ahead of it. A request
+past its deadline is dropped (:class:`DeadlineExceeded`), and closing finishes what was queued
+(the request waiting for room included).
+
+One request's failure does not fail the others batched with it: when a batched call raises, the
+batch is split in halves and each half run again, down to the single request that fails, which
+alone gets the exception.
 """
 
 from __future__ import annotations
@@ -22,9 +33,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, TypeAlias, TypeVar
 
 R = TypeVar("R")
+_Outcome: TypeAlias = "list[R] | Exception"  # one request's results, or why it failed
 
 _EMA = 0.5  # weight of the newest batch in the expected batch size: adapts within a few batches
 _COST_EMA = 0.2  # weight of the newest batch in the per-row costs (noisier, so slower)
@@ -61,6 +73,7 @@ class BatchStats:
     rows: int = 0
     seconds: float = 0.0
     last_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=256))
+    failed_batches: int = 0  # batched calls that raised, so were split to find the failing rows
 
     @property
     def rows_per_second(self) -> float:
@@ -86,6 +99,7 @@ class DynamicBatcher(Generic[R]):
         self._on_batch = on_batch
         self._queue: deque[_Job[R]] = deque()
         self.queued_rows = 0
+        self._reserved: _Job[R] | None = None  # the request waiting for room (see submit)
         self._arrived = asyncio.Event()
         self._expected = 1.0
         self._cost_small: float | None = None  # seconds per row, batches ≤ max_batch / 4
@@ -98,29 +112,56 @@ class DynamicBatcher(Generic[R]):
         """The results for ``rows``, in order, once a batch containing them has run."""
         if self._closing:
             raise BatcherClosed("the model is shutting down")
-        # An empty queue takes any request (one larger than the queue still runs, alone).
-        if self.queued_rows and self.queued_rows + len(rows) > self.max_queue:
-            raise QueueFull(self._retry_after())
         loop = asyncio.get_running_loop()
         job: _Job[R] = _Job(rows, loop.create_future(), loop.time() + timeout_s)
-        self._queue.append(job)
-        self.queued_rows += len(rows)
-        self._arrived.set()
+        if self._reserved is None and self._fits(len(rows)):
+            self._enqueue(job)
+        elif self._reserved is None and self.queued_rows < self.max_queue:
+            self._reserved = job  # queued by the worker once the rows ahead have drained
+        else:  # full, or another request already waits for room
+            raise QueueFull(self._retry_after())
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout_s)
         except TimeoutError:
-            job.abandoned = True  # the worker skips it if it is still queued
+            self._abandon(job)  # the worker skips it if it is still queued
             raise DeadlineExceeded(f"no result within {timeout_s:g} s") from None
         except asyncio.CancelledError:
-            job.abandoned = True  # the client went away
+            self._abandon(job)  # the client went away
             raise
+
+    def _fits(self, rows: int) -> bool:
+        # An empty queue takes any request (one larger than the queue still runs, alone).
+        return self.queued_rows == 0 or self.queued_rows + rows <= self.max_queue
+
+    def _enqueue(self, job: _Job[R]) -> None:
+        self._queue.append(job)
+        self.queued_rows += len(job.rows)
+        self._arrived.set()
+
+    def _abandon(self, job: _Job[R]) -> None:
+        job.abandoned = True
+        if self._reserved is job:
+            self._reserved = None
+
+    def _admit_reserved(self) -> None:
+        """Queue the request holding the reservation once it fits (called as rows drain)."""
+        job = self._reserved
+        if job is not None and self._fits(len(job.rows)):
+            self._reserved = None
+            self._enqueue(job)
+
+    @property
+    def reserved_rows(self) -> int:
+        """Rows of the request waiting for room (0 when none waits)."""
+        return len(self._reserved.rows) if self._reserved is not None else 0
 
     def _retry_after(self) -> float:
         rate = self.stats.rows_per_second or 1.0
-        return max(0.05, self.queued_rows / rate)
+        return max(0.05, (self.queued_rows + self.reserved_rows) / rate)
 
     async def close(self) -> None:
-        """Stop taking requests, finish the queued ones, stop the worker."""
+        """Stop taking requests, finish the queued ones (and the one waiting for room), stop
+        the worker."""
         self._closing = True
         self._arrived.set()
         await self._worker
@@ -129,6 +170,9 @@ class DynamicBatcher(Generic[R]):
         loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
+                if self._reserved is not None:  # e.g. every queued request was abandoned
+                    self._admit_reserved()
+                    continue
                 if self._closing:
                     return
                 self._arrived.clear()
@@ -136,24 +180,47 @@ class DynamicBatcher(Generic[R]):
                 continue
             await self._fill(loop)
             jobs = self._take(loop)
+            self._admit_reserved()  # rows drained: the waiting request may fit now
             if not jobs:
                 continue
-            rows = [row for job in jobs for row in job.rows]
             start = time.perf_counter()
+            outcomes: list[_Outcome[R]]
             try:
-                results = await loop.run_in_executor(self._executor, self._run, rows)
-            except Exception as exc:  # a failing batch fails its own requests, not the worker
-                for job in jobs:
-                    if not (job.future.done() or job.abandoned):
-                        job.future.set_exception(exc)
-                continue
-            elapsed = time.perf_counter() - start
-            self._record(len(rows), elapsed)
-            offset = 0
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_result(list(results[offset : offset + len(job.rows)]))
-                offset += len(job.rows)
+                outcomes, failed = await loop.run_in_executor(
+                    self._executor, self._run_isolating, [job.rows for job in jobs]
+                )
+            except Exception as exc:  # the executor itself failed (shut down): the whole batch
+                outcomes, failed = [exc] * len(jobs), True
+            if failed:
+                self.stats.failed_batches += 1
+            else:  # a split batch's time says nothing about the cost of a batch of its size
+                self._record(sum(len(job.rows) for job in jobs), time.perf_counter() - start)
+            for job, outcome in zip(jobs, outcomes, strict=True):
+                if job.future.done():
+                    continue
+                if isinstance(outcome, Exception):
+                    job.future.set_exception(outcome)
+                else:
+                    job.future.set_result(outcome)
+
+    def _run_isolating(self, groups: list[list[str]]) -> tuple[list[_Outcome[R]], bool]:
+        """Each group's results (or the exception its rows alone raise), and whether the call
+        on all of them together failed. Runs in the inference thread: the retries too."""
+        try:
+            results = self._run([row for group in groups for row in group])
+        except Exception as exc:  # whichever request's rows failed is found below
+            if len(groups) == 1:
+                return [exc], True
+            half = len(groups) // 2
+            left, _ = self._run_isolating(groups[:half])
+            right, _ = self._run_isolating(groups[half:])
+            return left + right, True
+        outcomes: list[_Outcome[R]] = []
+        offset = 0
+        for group in groups:
+            outcomes.append(list(results[offset : offset + len(group)]))
+            offset += len(group)
+        return outcomes, False
 
     @property
     def waiting_pays(self) -> bool:

@@ -8,6 +8,7 @@ the caller's key as a dependency (``PredictKey``, ``AdminKey``) and the rest as 
 # No `from __future__ import annotations`: FastAPI reads the dependencies' annotations at run
 # time.
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Awaitable
@@ -24,9 +25,10 @@ from lmforge.serve.config import ServeConfig
 from lmforge.serve.keys import ApiKey, KeyStore, hash_key
 from lmforge.serve.limits import ApiError, RateLimiter
 from lmforge.serve.metrics import ServeMetrics
-from lmforge.serve.models import ModelChoiceError, ModelPool
+from lmforge.serve.models import ModelChoiceError, ModelPool, ServedModel
 
 T = TypeVar("T")
+logger = logging.getLogger("lmforge.serve")
 
 
 @dataclass
@@ -132,7 +134,8 @@ async def verify_key(state: ServeState, secret: str) -> ApiKey | None:
 
 
 def check_inputs(state: ServeState, inputs: list[str]) -> None:
-    """Refuse more texts, or longer ones, than ``limits`` allows (422)."""
+    """Refuse more texts, or longer ones, than ``limits`` allows, and text that is not valid
+    Unicode (422) — before it joins a batch with other clients' texts."""
     limits = state.config.limits
     if len(inputs) > limits.max_inputs:
         raise ApiError(
@@ -149,12 +152,22 @@ def check_inputs(state: ServeState, inputs: list[str]) -> None:
                 f"{limits.max_chars} (limits.max_chars) — shorten it",
                 "input_too_long",
             )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800"): no tokenizer takes it
+            raise ApiError(
+                422,
+                f"inputs[{i}] is not valid Unicode: character {exc.start} is a lone surrogate "
+                f"(U+{ord(text[exc.start]):04X}) — send text that encodes as UTF-8",
+                "invalid_text",
+            ) from None
 
 
 async def run_batch(
     state: ServeState, batcher: DynamicBatcher[Any], inputs: list[str]
 ) -> list[Any]:
-    """The batcher's results for the inputs; a full queue, the deadline or shutdown as HTTP."""
+    """The batcher's results for the inputs; a full queue, the deadline, shutdown or a failure
+    on this request's own inputs as HTTP."""
     timeout_s = state.config.batching.timeout_s
     try:
         return await batcher.submit(inputs, timeout_s)
@@ -176,6 +189,32 @@ async def run_batch(
         raise ApiError(
             503, "the server is shutting down — retry on another replica", "shutting_down"
         ) from None
+    except LmforgeError:
+        raise  # a failure the library already describes (e.g. a model found damaged: 503)
+    except Exception as exc:  # this request's own rows failed (its batch mates were re-run)
+        logger.error("inference failed on one request: %r", exc, exc_info=exc)
+        raise ApiError(
+            500,
+            f"the model failed on this request's inputs ({type(exc).__name__}) — the server "
+            "log has the details; other requests are not affected",
+            "inference_failed",
+        ) from None
+
+
+def non_finite_output(state: ServeState, served: ServedModel) -> ApiError:
+    """The error for a model that computed NaN or infinity (500, counted per version): never
+    sent as a score, and never logged."""
+    state.metrics.non_finite_outputs.labels(served.public_ref).inc()
+    logger.error("%s computed a non-finite output (NaN or infinity)", served.public_ref)
+    which = f"model {served.name}"
+    if served.version is not None:
+        which += f" version {served.version} ({served.public_ref})"
+    return ApiError(
+        500,
+        f"{which} computed a non-finite output (NaN or infinity) for this request — the "
+        "version is likely damaged; use or promote another one",
+        "non_finite_output",
+    )
 
 
 async def load(coro: Awaitable[T]) -> T:

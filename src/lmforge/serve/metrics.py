@@ -58,6 +58,19 @@ class ServeMetrics:
         self.predictions_logged = Counter(
             "lmforge_predictions_logged", "Predictions written to the prediction log", registry=r
         )
+        self.prediction_log_lost = Counter(
+            "lmforge_prediction_log_lost_rows",
+            "Prediction log rows never written, by reason: refused (by the database), "
+            "non_finite, buffer_full, shutdown",
+            ["reason"],
+            registry=r,
+        )
+        self.non_finite_outputs = Counter(
+            "lmforge_non_finite_outputs",
+            "Requests failed because the model computed NaN or infinity",
+            ["model"],
+            registry=r,
+        )
 
         self.generated_tokens = Counter(
             "lmforge_generated_tokens", "Tokens generated", ["model"], registry=r
@@ -89,6 +102,10 @@ class ServeMetrics:
         """A finished sequence's generated tokens and its prompt positions reused."""
         self.generated_tokens.labels(model).inc(generated)
         self.cached_prompt_tokens.labels(model).inc(cached)
+
+    def count_lost_log_rows(self, reason: str, rows: int) -> None:
+        """The prediction log's ``on_lost``: rows that will never be written."""
+        self.prediction_log_lost.labels(reason).inc(rows)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

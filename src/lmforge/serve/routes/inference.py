@@ -2,14 +2,24 @@
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time.
 import json
+import math
 import time
+from collections.abc import Sequence
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from lmforge.monitor import LoggedPrediction
-from lmforge.serve.deps import PredictKey, check_inputs, load, run_batch, serve_state
+from lmforge.runtime import Prediction
+from lmforge.serve.deps import (
+    PredictKey,
+    check_inputs,
+    load,
+    non_finite_output,
+    run_batch,
+    serve_state,
+)
 from lmforge.serve.schemas import RequestBody
 
 router = APIRouter(tags=["inference"])
@@ -65,6 +75,8 @@ async def predict(body: PredictRequest, request: Request, key: PredictKey) -> Re
     start = time.perf_counter()
     results = await run_batch(state, served.batcher, body.inputs)
     latency_ms = (time.perf_counter() - start) * 1000
+    if not all(_finite_prediction(p) for p in results):
+        raise non_finite_output(state, served)
     log = state.log
     for text, p in zip(body.inputs, results, strict=True):
         if log.sample():
@@ -86,7 +98,9 @@ async def predict(body: PredictRequest, request: Request, key: PredictKey) -> Re
         "backend": served.backend,
         "predictions": [{"label": p.label, "score": p.score, "scores": p.scores} for p in results],
     }
-    return Response(json.dumps(answer), media_type="application/json")
+    # allow_nan=False: a non-finite number that got past the check above fails loudly rather
+    # than leaving as "NaN", which strict JSON parsers refuse
+    return Response(json.dumps(answer, allow_nan=False), media_type="application/json")
 
 
 @router.post("/v1/embed", response_model=EmbedResponse)
@@ -96,4 +110,16 @@ async def embed(body: EmbedRequest, request: Request, _: PredictKey) -> EmbedRes
     check_inputs(state, body.inputs)
     served = await load(state.pool.embedder(body.model))
     vectors = await run_batch(state, served.batcher, body.inputs)
+    if not all(_finite(v) for v in vectors):
+        raise non_finite_output(state, served)
     return EmbedResponse(model=served.public_ref, dimensions=len(vectors[0]), embeddings=vectors)
+
+
+def _finite(values: Sequence[float]) -> bool:
+    # NaN and infinity carry through a sum (inf - inf is NaN), and these values are bounded
+    # (probabilities, unit vectors), so one C-level sum checks a row without a Python loop
+    return math.isfinite(sum(values))
+
+
+def _finite_prediction(p: Prediction) -> bool:
+    return math.isfinite(p.score) and _finite(list(p.scores.values()))

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request
 
 from lmforge.errors import ModelNotFoundError
+from lmforge.recipe.schema import MODEL_NAME
 from lmforge.registry import ModelVersion
 from lmforge.serve.deps import AdminKey, PredictKey, ServeState, load, serve_state
 
@@ -42,6 +43,9 @@ async def show_model(
 ) -> dict[str, Any]:
     """One model's versions, stages and test metrics, and which of them this replica serves."""
     state = serve_state(request)
+    # A name no model can have (a NUL byte, which PostgreSQL cannot even compare) is not looked up
+    if not MODEL_NAME.fullmatch(name):
+        raise ModelNotFoundError(f"{name!r} is not a model name", "see GET /v1/models")
     versions = await asyncio.to_thread(state.registry.list, name)
     if not versions:
         raise ModelNotFoundError(f"no registered model named '{name}'", "see GET /v1/models")

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from lmforge.monitor import LoggedPrediction
-from lmforge.serve.deps import PredictKey, check_inputs, load, run_batch, serve_state
+from lmforge.serve.deps import PredictKey, check_inputs, load, requester, run_batch, serve_state
 from lmforge.serve.schemas import RequestBody
 
 router = APIRouter(tags=["inference"])
@@ -61,7 +61,7 @@ async def predict(body: PredictRequest, request: Request, key: PredictKey) -> Re
     """Classify texts with a registered model, batched with concurrent requests."""
     state = serve_state(request)
     check_inputs(state, body.inputs)
-    served = await load(state.pool.classifier(body.model))
+    served = await load(state.pool.classifier(body.model, requester(request, key)))
     start = time.perf_counter()
     results = await run_batch(state, served.batcher, body.inputs)
     latency_ms = (time.perf_counter() - start) * 1000
@@ -90,10 +90,10 @@ async def predict(body: PredictRequest, request: Request, key: PredictKey) -> Re
 
 
 @router.post("/v1/embed", response_model=EmbedResponse)
-async def embed(body: EmbedRequest, request: Request, _: PredictKey) -> EmbedResponse:
+async def embed(body: EmbedRequest, request: Request, key: PredictKey) -> EmbedResponse:
     """Mean-pooled, L2-normalised sentence embeddings from an encoder."""
     state = serve_state(request)
     check_inputs(state, body.inputs)
-    served = await load(state.pool.embedder(body.model))
+    served = await load(state.pool.embedder(body.model, requester(request, key)))
     vectors = await run_batch(state, served.batcher, body.inputs)
     return EmbedResponse(model=served.public_ref, dimensions=len(vectors[0]), embeddings=vectors)

@@ -154,8 +154,10 @@ def test_keep_alive_serves_the_next_request_on_the_same_connection(served: Serve
 def test_the_concurrency_cap_answers_json_503_with_retry_after(settings: Settings) -> None:
     server = Served(settings, models=[], connections={"max_concurrency": 2})
     try:
-        socks = [server.connect() for _ in range(2)]  # hold the two allowed connections
+        socks = [server.connect()]  # one of the two allowed: the second is served
         try:
+            assert httpx.get(server.url + "/healthz").status_code == 200
+            socks.append(server.connect())  # both held: a third is refused
             with server.connect() as third:
                 third.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
                 status, headers, body = read_response(third)

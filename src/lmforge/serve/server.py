@@ -62,7 +62,9 @@ def uvicorn_config(app: FastAPI, config: ServeConfig) -> uvicorn.Config:
         log_level="info",
         timeout_graceful_shutdown=math.ceil(config.graceful_timeout_s),
         timeout_keep_alive=connections.keep_alive_s,
-        limit_concurrency=connections.max_concurrency,
+        # uvicorn refuses a request once the open connections, its own included, reach the
+        # limit: one more lets max_concurrency connections be served.
+        limit_concurrency=connections.max_concurrency + 1,
     )
 
 

@@ -44,7 +44,7 @@ def error_response(status: int, phrase: str, message: str, code: str, retry: boo
     """A complete HTTP/1.1 response carrying the JSON error every route answers with, closing
     the connection (it is sent where the request cannot be read on)."""
     kind = "invalid_request_error" if status < 500 else "server_error"
-    body = json.dumps(error_body(message, code, kind)).encode()
+    body = json.dumps(error_body(message, code, kind), ensure_ascii=False).encode()
     head = [
         f"HTTP/1.1 {status} {phrase}",
         "content-type: application/json",
@@ -58,7 +58,7 @@ def error_response(status: int, phrase: str, message: str, code: str, retry: boo
 
 def _asgi_error(status: int, message: str, code: str) -> Any:
     """An ASGI app that answers every request with one JSON error and Retry-After."""
-    body = json.dumps(error_body(message, code, "server_error")).encode()
+    body = json.dumps(error_body(message, code, "server_error"), ensure_ascii=False).encode()
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send(

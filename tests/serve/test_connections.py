@@ -32,7 +32,6 @@ class Served:
         config = serve_config(port=0, **sections)
         self.app = create_app(config, settings)
         self.server = uvicorn.Server(uvicorn_config(self.app, config))
-        self.server.config.log_level = "warning"
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 60

@@ -67,7 +67,10 @@ class ConnectionsConfig(_Section):
         30.0, gt=0, description="time to send a request's whole body; past it, 408"
     )
     keep_alive_s: int = Field(
-        5, ge=1, description="an idle keep-alive connection is closed after this"
+        30,
+        ge=1,
+        description="an idle keep-alive connection is closed after this (keep it above a load "
+        "balancer's idle timeout, so that the balancer closes first)",
     )
     max_concurrency: int = Field(
         1000,

@@ -191,7 +191,7 @@ def test_a_model_that_exists_but_cannot_be_used_is_503_wherever_it_surfaces(
     pool = site.state.pool
     damaged = ModelUnavailableError("tiny:v1 is damaged: model.safetensors is truncated")
 
-    async def classifier(ref: str | None) -> Any:
+    async def classifier(ref: str | None, requester: str | None = None) -> Any:
         raise damaged
 
     def decoder(ref: str | None) -> Any:

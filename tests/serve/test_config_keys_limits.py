@@ -42,6 +42,8 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
         ("limits: {max_inputs: 0}\n", "limits.max_inputs"),
         ("port: [\n", "not valid YAML"),
         ("generation: {attention: flash}\n", "generation.attention"),
+        ("connections: {max_header_bytes: 10}\n", "connections.max_header_bytes"),
+        ("limits: {model_loads_per_minute: 0}\n", "limits.model_loads_per_minute"),
     ],
 )
 def test_bad_config_is_one_line(tmp_path: Path, text: str, needle: str) -> None:

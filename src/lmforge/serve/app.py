@@ -24,6 +24,7 @@ from lmforge.monitor import PredictionLog
 from lmforge.registry import Registry
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.deps import ServeState
+from lmforge.serve.docs import add_docs
 from lmforge.serve.keys import KeyStore
 from lmforge.serve.limits import ApiError, BodyLimitMiddleware, RateLimiter, error_body
 from lmforge.serve.metrics import MetricsMiddleware, ServeMetrics
@@ -82,9 +83,12 @@ def create_app(config: ServeConfig | None = None, settings: Settings | None = No
         summary="Classify, embed, generate and manage registered models over HTTP.",
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        docs_url=None,  # served from the package by add_docs, not from a CDN
+        redoc_url=None,
     )
     app.state.lmforge = state
     _document_auth(app)
+    add_docs(app)
     _add_error_handlers(app, metrics)
     for router in ROUTERS:
         app.include_router(router)

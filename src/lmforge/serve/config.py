@@ -43,6 +43,41 @@ class LimitsConfig(_Section):
         100.0, gt=0, description="token-bucket refill per API key (per client without auth)"
     )
     burst: int = Field(200, ge=1, description="token-bucket size: requests allowed at once")
+    model_loads_per_minute: float | None = Field(
+        6.0,
+        gt=0,
+        description="loads of a model that is not in memory, per API key (per client without "
+        "auth), so that one client cannot thrash the pool; beyond it 429 with Retry-After; "
+        "null = off",
+    )
+
+
+class ConnectionsConfig(_Section):
+    """Limits on the HTTP connection itself, checked before a request reaches a route (so
+    before its key is checked): a client cannot hold memory or sockets by sending slowly."""
+
+    max_header_bytes: int = Field(
+        16_384, ge=1024, description="request line plus headers; larger get 431"
+    )
+    max_headers: int = Field(100, ge=8, description="header fields per request; more get 431")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="time to send a request's line and headers; past it, 408"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="time to send a request's whole body; past it, 408"
+    )
+    keep_alive_s: int = Field(
+        30,
+        ge=1,
+        description="an idle keep-alive connection is closed after this (keep it above a load "
+        "balancer's idle timeout, so that the balancer closes first)",
+    )
+    max_concurrency: int = Field(
+        1000,
+        ge=1,
+        description="open connections (or requests in progress) at once; a request beyond "
+        "it gets 503 with Retry-After",
+    )
 
 
 class AuthConfig(_Section):
@@ -153,6 +188,7 @@ class ServeConfig(_Section):
     )
     batching: BatchingConfig = BatchingConfig()
     limits: LimitsConfig = LimitsConfig()
+    connections: ConnectionsConfig = ConnectionsConfig()
     auth: AuthConfig = AuthConfig()
     prediction_log: LogConfig = LogConfig()
     generation: GenerationConfig = GenerationConfig()

@@ -59,7 +59,6 @@ async def caller(request: Request, scope: str) -> ApiKey | None:
     state = serve_state(request)
     config = state.config
     if not config.auth.enabled:
-        identity = request.client.host if request.client else "local"
         key = None
     else:
         scheme, _, secret = request.headers.get("authorization", "").partition(" ")
@@ -87,8 +86,7 @@ async def caller(request: Request, scope: str) -> ApiKey | None:
                 f"--scope {scope}",
                 "missing_scope",
             )
-        identity = f"key:{key.id}"
-    wait = state.limiter.check(identity)
+    wait = state.limiter.check(requester(request, key))
     if wait is not None:
         raise ApiError(
             429,
@@ -98,6 +96,13 @@ async def caller(request: Request, scope: str) -> ApiKey | None:
             {"Retry-After": str(max(1, math.ceil(wait)))},
         )
     return key
+
+
+def requester(request: Request, key: ApiKey | None) -> str:
+    """Who the per-caller limits count: the key, or the client's address with auth off."""
+    if key is not None:
+        return f"key:{key.id}"
+    return request.client.host if request.client else "local"
 
 
 def scoped(scope: str) -> Any:

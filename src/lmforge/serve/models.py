@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import sys
 import threading
@@ -47,11 +48,15 @@ from lmforge.runtime.generation import GenerationEngine
 from lmforge.runtime.predictor import Predictor
 from lmforge.serve.batcher import DynamicBatcher
 from lmforge.serve.config import ServeConfig
+from lmforge.serve.limits import ApiError, RateLimiter
 from lmforge.serve.metrics import ServeMetrics
 from lmforge.settings import Settings
 
 logger = logging.getLogger("lmforge.serve")
 BACKGROUND_NICE = 10
+# Eviction weighs each loaded model's requests, each counting half as much per minute of age:
+# a model in steady use outweighs one requested once, and an idle one fades out (LRU-like).
+USE_HALF_LIFE_S = 60.0
 
 
 def background_priority() -> None:
@@ -136,6 +141,12 @@ class ModelPool:
         self.executor = executor
         self.metrics = metrics
         self.loaded: OrderedDict[str, ServedModel] = OrderedDict()  # LRU order
+        self._use: dict[str, tuple[float, float]] = {}  # key -> (decayed request count, when)
+        per_minute = config.limits.model_loads_per_minute
+        self._load_limiter = RateLimiter(
+            per_minute / 60 if per_minute is not None else None,
+            max(1, int(per_minute or 1)),
+        )
         self.aliases: dict[str, str] = {}  # name -> name:vN in production (else latest)
         self._locks: dict[str, asyncio.Lock] = {}
         self._refresh: asyncio.Task[None] | None = None
@@ -178,8 +189,9 @@ class ModelPool:
 
     # --- resolution -----------------------------------------------------------------------
 
-    async def classifier(self, ref: str | None) -> ServedModel:
-        """The loaded model a request's ``model`` field names (loading it on first use)."""
+    async def classifier(self, ref: str | None, requester: str | None = None) -> ServedModel:
+        """The loaded model a request's ``model`` field names (loading it on first use; a
+        ``requester`` — the caller's key — may load only ``limits.model_loads_per_minute``)."""
         if ref is None:
             if not self.aliases:
                 raise ModelChoiceError(
@@ -200,14 +212,15 @@ class ModelPool:
             if pinned in self.loaded:
                 return self._touch(pinned)
         found = await asyncio.to_thread(self.registry.get, ref)
-        served = await self._load(found.ref, lambda: self._load_classifier(found))
+        served = await self._load(found.ref, lambda: self._load_classifier(found), requester)
         if version is None:
             self._point(name, served)
         return self._touch(served.ref)
 
-    async def embedder(self, ref: str) -> ServedModel:
+    async def embedder(self, ref: str, requester: str | None = None) -> ServedModel:
         """A catalogue encoder by name, or a registered similarity or classification version's
-        encoder (never a folder: a request must not choose a path on the server)."""
+        encoder (never a folder: a request must not choose a path on the server); loads are
+        limited per ``requester`` as for :meth:`classifier`."""
         key = f"embed:{ref}"
         if key in self.loaded:
             return self._touch(key)
@@ -221,8 +234,12 @@ class ModelPool:
         )
         version = found.version
         if version is None:  # a catalogue encoder
-            return await self._load(key, lambda: self._load_catalogue_embedder(found))
-        return await self._load(f"embed:{found.ref}", lambda: self._load_version_embedder(version))
+            served = await self._load(key, lambda: self._load_catalogue_embedder(found), requester)
+        else:
+            served = await self._load(
+                f"embed:{found.ref}", lambda: self._load_version_embedder(version), requester
+            )
+        return self._touch(served.ref)
 
     def decoder(self, ref: str | None) -> ServedDecoder:
         """The served decoder a generation request names (or the only one)."""
@@ -322,17 +339,42 @@ class ModelPool:
 
     def _touch(self, key: str) -> ServedModel:
         self.loaded.move_to_end(key)
+        self._use[key] = (self._weight(key) + 1, time.monotonic())
         return self.loaded[key]
+
+    def _weight(self, key: str) -> float:
+        """The model's requests, each halved per ``USE_HALF_LIFE_S`` since."""
+        count, stamp = self._use.get(key, (0.0, 0.0))
+        return count * math.exp2(-(time.monotonic() - stamp) / USE_HALF_LIFE_S)
 
     # --- loading ----------------------------------------------------------------------------
 
-    async def _load(self, key: str, build: Callable[[], _Loaded]) -> ServedModel:
+    async def _load(
+        self, key: str, build: Callable[[], _Loaded], requester: str | None = None
+    ) -> ServedModel:
+        if key not in self.loaded and requester is not None:
+            self._check_load_rate(key, requester)
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:  # two first requests for one model load it once
             if key not in self.loaded:
                 self.loaded[key] = await self._serve(build, key)
-                await self._evict()
+                await self._evict(keep=key)
         return self.loaded[key]
+
+    def _check_load_rate(self, key: str, requester: str) -> None:
+        """A load costs seconds of CPU and may unload another client's model: each caller gets
+        ``limits.model_loads_per_minute`` of them (429 beyond)."""
+        wait = self._load_limiter.check(requester)
+        if wait is not None:
+            per_minute = self.config.limits.model_loads_per_minute
+            raise ApiError(
+                429,
+                f"{key} is not loaded, and this key has used its {per_minute:g} model loads "
+                "per minute (limits.model_loads_per_minute) — retry after the Retry-After "
+                "seconds, or use a model that is loaded (GET /v1/models)",
+                "load_rate_limited",
+                {"Retry-After": str(max(1, math.ceil(wait)))},
+            )
 
     async def _serve(self, build: Callable[[], _Loaded], key: str) -> ServedModel:
         """Build in a background-priority thread (seconds of disk and CPU, off the loop; the
@@ -400,13 +442,18 @@ class ModelPool:
         embedder = Embedder(found.locate(self.settings.cache_dir), text_prefix=found.text_prefix)
         return _Loaded(found.ref, None, "torch-fp32", _rows(embedder.embed), "embedder")
 
-    async def _evict(self) -> None:
-        """Unload the least recently used versions beyond ``max_loaded`` that no alias uses."""
-        in_use = set(self.aliases.values())
+    async def _evict(self, keep: str) -> None:
+        """Unload, beyond ``max_loaded``, the least used versions that no alias points at —
+        never ``keep``, the one just loaded for a request. "Least used" counts requests with
+        a decay (see ``USE_HALF_LIFE_S``), so one request for a new model never unloads a
+        model in steady use, and ties go to the least recently used."""
+        spared = {*self.aliases.values(), keep}
         while len(self.loaded) > self.config.max_loaded:
-            victim = next((k for k in self.loaded if k not in in_use), None)
-            if victim is None:
+            candidates = [k for k in self.loaded if k not in spared]  # oldest use first
+            if not candidates:
                 return
+            victim = min(candidates, key=self._weight)
+            self._use.pop(victim, None)
             served = self.loaded.pop(victim)
             self._unpublish(served)
             await served.batcher.close()  # its queued requests still finish

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import socket
 
 import uvicorn
+from fastapi import FastAPI
 
 from lmforge.errors import LmforgeError
 from lmforge.serve.app import create_app
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.models import check_served_models
+from lmforge.serve.protocol import protocol_class
 from lmforge.settings import Settings
 
 
@@ -45,18 +48,32 @@ def check_bind(config: ServeConfig, settings: Settings | None = None) -> None:
             ) from exc
 
 
-def run_server(config: ServeConfig, settings: Settings | None = None) -> None:
-    """Serve until SIGINT/SIGTERM, then stop accepting, finish what is queued, and return."""
-    check_bind(config, settings)
-    app = create_app(config, settings)
-    uvicorn.run(
+def uvicorn_config(app: FastAPI, config: ServeConfig) -> uvicorn.Config:
+    """uvicorn's settings for the app: the connection limits of ``config.connections`` (see
+    :mod:`lmforge.serve.protocol`) and the graceful-shutdown timeout."""
+    connections = config.connections
+    return uvicorn.Config(
         app,
         host=config.host,
         port=config.port,
-        http="httptools",
+        http=protocol_class(connections),  # httptools, with the header and body limits
         loop="auto",  # uvloop where installed
         access_log=False,
         log_level="info",
-        timeout_graceful_shutdown=int(config.graceful_timeout_s),
-        timeout_keep_alive=30,
+        timeout_graceful_shutdown=math.ceil(config.graceful_timeout_s),
+        timeout_keep_alive=connections.keep_alive_s,
+        # uvicorn refuses a request once the open connections, its own included, reach the
+        # limit: one more lets max_concurrency connections be served.
+        limit_concurrency=connections.max_concurrency + 1,
     )
+
+
+def run_server(config: ServeConfig, settings: Settings | None = None) -> None:
+    """Serve until SIGINT/SIGTERM, then stop accepting, finish what is queued, and return."""
+    check_bind(config, settings)
+    server = uvicorn.Server(uvicorn_config(create_app(config, settings), config))
+    server.run()
+    if not server.started:  # uvicorn has logged why (the app's startup failed)
+        raise LmforgeError(
+            f"the server on {config.host}:{config.port} did not start", "see the log above"
+        )

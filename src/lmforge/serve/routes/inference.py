@@ -17,6 +17,7 @@ from lmforge.serve.deps import (
     check_inputs,
     load,
     non_finite_output,
+    requester,
     run_batch,
     serve_state,
 )
@@ -71,7 +72,7 @@ async def predict(body: PredictRequest, request: Request, key: PredictKey) -> Re
     """Classify texts with a registered model, batched with concurrent requests."""
     state = serve_state(request)
     check_inputs(state, body.inputs)
-    served = await load(state.pool.classifier(body.model))
+    served = await load(state.pool.classifier(body.model, requester(request, key)))
     start = time.perf_counter()
     results = await run_batch(state, served.batcher, body.inputs)
     latency_ms = (time.perf_counter() - start) * 1000
@@ -104,11 +105,11 @@ async def predict(body: PredictRequest, request: Request, key: PredictKey) -> Re
 
 
 @router.post("/v1/embed", response_model=EmbedResponse)
-async def embed(body: EmbedRequest, request: Request, _: PredictKey) -> EmbedResponse:
+async def embed(body: EmbedRequest, request: Request, key: PredictKey) -> EmbedResponse:
     """Mean-pooled, L2-normalised sentence embeddings from an encoder."""
     state = serve_state(request)
     check_inputs(state, body.inputs)
-    served = await load(state.pool.embedder(body.model))
+    served = await load(state.pool.embedder(body.model, requester(request, key)))
     vectors = await run_batch(state, served.batcher, body.inputs)
     if not all(_finite(v) for v in vectors):
         raise non_finite_output(state, served)

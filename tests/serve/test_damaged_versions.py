@@ -42,6 +42,11 @@ def _garbage_tokenizer_config(folder: Path) -> None:
     (folder / "tokenizer_config.json").write_bytes(b"\x89garbage{{ not json")
 
 
+def _bad_config_value(folder: Path) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_size": "abc"}))
+
+
 # name -> (how the folder is damaged, the file the one-line reason must name)
 DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     "max-length-abc": (_set("max_length", "abc"), "lmforge.json"),
@@ -54,6 +59,7 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     "empty-array": (_whole_file("[]"), "lmforge.json"),
     "array": (_whole_file('[{"task": "classification"}]'), "lmforge.json"),
     "tokenizer-config": (_garbage_tokenizer_config, "tokenizer_config.json"),
+    "config-value": (_bad_config_value, "config.json"),
 }
 
 
@@ -68,6 +74,11 @@ def site(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     for name in ("fixed-later", "reloaded"):
         ref = register_copy(settings, tiny_model_dir, name, "production")
         _set("labels", ["x", "y", "z"])(registry.get(ref).path)
+    staging = registry.new_staging_dir()  # a decoder: served only from the config
+    (staging / "lmforge.json").write_text(json.dumps({"task": "generation", "max_length": 8}))
+    registry.register(
+        "chat", staging, task="generation", base_model="x", labels=[], metrics={}, baselines={}
+    )
     store = KeyStore(registry.engine)
     keys = {scope: store.create(scope, [scope])[1] for scope in ("predict", "admin")}
     config = serve_config(models=["tiny", *DAMAGES, "fixed-later", "reloaded"])
@@ -145,6 +156,8 @@ def test_the_admin_reload_route(site: Any, tiny_model_dir: Path) -> None:
     assert kept.status_code == 200 and kept.json()["predictions"][0]["label"] in ("bad", "good")
     missing = call(site, "/v1/models/reloaded/versions/9/reload", scope="admin")
     assert missing.status_code == 404
+    decoder = call(site, "/v1/models/chat/versions/1/reload", scope="admin")
+    assert decoder.status_code == 422 and "loads only at start" in decoder.text
 
 
 def _truncate_onnx(folder: Path) -> None:

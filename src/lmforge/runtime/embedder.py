@@ -30,7 +30,6 @@ class Embedder:
         threads: int | None = None,
     ) -> None:
         import torch
-        from safetensors import SafetensorError
         from transformers import AutoModel
 
         from lmforge.models.classifier import quiet_transformers
@@ -45,9 +44,10 @@ class Embedder:
         try:
             with quiet_transformers():
                 self.model = from_pretrained(AutoModel, folder, use_safetensors=True).eval()
-        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        except Exception as exc:  # transformers and huggingface_hub raise their own types too
             raise CheckpointError(
-                f"cannot load the encoder in {folder}: {first_line(exc, 160)}",
+                f"cannot load the encoder in {folder} (config.json, model.safetensors): "
+                f"{first_line(exc, 160)}",
                 "the folder is damaged; use another version",
             ) from exc
         limit = int(getattr(self.model.config, "max_position_embeddings", max_length))

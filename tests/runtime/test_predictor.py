@@ -253,3 +253,20 @@ def test_a_model_that_fails_on_a_test_text_is_refused_at_load(
     with pytest.raises(ModelUnavailableError, match="fails on a test text") as info:
         Predictor(folder, backend="torch-fp32")
     assert "\n" not in info.value.message
+
+
+def test_an_encoder_that_fails_on_a_test_text_is_refused_at_load(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    from lmforge.runtime.embedder import Embedder
+
+    folder = shutil.copytree(tiny_base, tmp_path / "encoder")
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    size = max(vocab.values()) + 1
+    for token in ("a", "short", "test", "text"):
+        vocab[token] = size + 1000  # beyond the encoder's embeddings
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+    with pytest.raises(ModelUnavailableError, match=r"encoder in .* fails on a test text") as info:
+        Embedder(folder)
+    assert "\n" not in info.value.message

@@ -51,7 +51,6 @@ from lmforge.serve.config import ServeConfig
 from lmforge.serve.metrics import ServeMetrics
 from lmforge.serve.unavailable import UnavailableModels, files_stamp
 from lmforge.settings import Settings
-from lmforge.tasks.promote import check_version
 
 logger = logging.getLogger("lmforge.serve")
 BACKGROUND_NICE = 10
@@ -458,6 +457,10 @@ class ModelPool:
         elif version.task == "similarity":
             await self.embedder(version.ref)
         else:
+            # Imported here: the tasks package pulls in training and compression (transformers,
+            # pandas), seconds the server's start must not pay for a rare promotion.
+            from lmforge.tasks.promote import check_version
+
             await asyncio.to_thread(check_version, version, self.settings)
 
     async def reload(self, ref: str) -> ServedModel:

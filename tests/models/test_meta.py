@@ -113,7 +113,10 @@ def test_a_folder_without_lmforge_json_is_not_a_model(tmp_path: Path) -> None:
     [
         ("{not json", r"lmforge\.json is damaged \(JSONDecodeError"),
         ('["a list"]', r"lmforge\.json is damaged \(the top level"),
-        ('{"task": "classification", "labels": []}', r"damaged \(classification\.max_length"),
+        (
+            '{"task": "classification", "labels": ["a", "b"]}',
+            r"\(classification\.max_length",
+        ),
         ('{"task": "classification", "labels": "x", "max_length": 8}', r"labels"),
         ('{"task": "ranking", "labels": []}', "task 'ranking', which this lmforge does not"),
         ('{"labels": []}', "discriminator 'task'"),
@@ -134,3 +137,34 @@ def test_only_a_classifier_passes_require_classifier(kind: str, tmp_path: Path) 
     meta = read_model_meta(tmp_path)
     with pytest.raises(Exception, match=f"holds a {kind} model, not a classifier — serve it with"):
         require_classifier(meta, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"max_length": "abc"}, r"max_length: Input should be a valid integer"),
+        ({"max_length": -1}, r"max_length: Input should be greater than or equal to 1"),
+        ({"max_length": 0}, r"max_length: Input should be greater than or equal to 1"),
+        ({"labels": []}, r"labels: List should have at least 2 items"),
+        ({"labels": ["only"]}, r"labels: List should have at least 2 items"),
+        ({"labels": ["a", "a"]}, r"labels: Value error, labels must be distinct"),
+        ({"labels": ["a", ""]}, r"labels\.1: String should have at least 1 character"),
+        ({"labels": ["a", 2]}, r"labels\.1: Input should be a valid string"),
+        ({"cleaning": "yes"}, r"cleaning: Input should be a valid dictionary"),
+        ({"cleaning": {"max_chars": -5}}, r"cleaning\.max_chars: Input should be greater than 0"),
+    ],
+)
+def test_values_a_classifier_cannot_run_with_are_refused(
+    tmp_path: Path, changes: dict[str, Any], needle: str
+) -> None:
+    (tmp_path / "lmforge.json").write_text(json.dumps({**WRITTEN["classification"], **changes}))
+    with pytest.raises(ModelUnavailableError, match=needle) as info:
+        read_model_meta(tmp_path)
+    assert "lmforge.json is damaged" in info.value.message and "\n" not in info.value.message
+
+
+@pytest.mark.parametrize("kind", ["similarity", "generation"])
+def test_a_non_positive_max_length_is_refused_for_every_task(kind: str, tmp_path: Path) -> None:
+    (tmp_path / "lmforge.json").write_text(json.dumps({**WRITTEN[kind], "max_length": -1}))
+    with pytest.raises(ModelUnavailableError, match=rf"{kind}\.max_length: Input should be"):
+        read_model_meta(tmp_path)

@@ -290,6 +290,19 @@ def test_promote_same_version_twice(registry: Registry) -> None:
     assert [v.stage for v in registry.list("demo")] == ["production"]
 
 
+def test_promoting_a_version_removed_after_its_lookup_changes_nothing(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _register(registry, stage="production")
+    stale = _register(registry)
+    with Session(registry.engine) as session, session.begin():  # removed by another writer
+        session.delete(session.scalars(select(ModelVersionRow).filter_by(version=2)).one())
+    monkeypatch.setattr(registry, "get", lambda ref: stale)  # ... after promote looked it up
+    with pytest.raises(ModelNotFoundError, match="demo:v2 no longer exists"):
+        registry.promote("demo:v2")
+    assert [v.stage for v in registry.list("demo")] == ["production"]  # not archived
+
+
 def test_register_as_production_archives_previous(registry: Registry) -> None:
     _register(registry, stage="production")
     second = _register(registry, stage="production")

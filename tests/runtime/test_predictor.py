@@ -200,3 +200,73 @@ def test_a_version_of_another_task_is_refused_in_one_line(
     with pytest.raises(LmforgeError, match=f"holds a {task} model, not a classifier") as info:
         Predictor(folder)
     assert served_by in info.value.message and "\n" not in info.value.message
+
+
+def _with_meta(tiny_model_dir: Path, tmp_path: Path, **changes: object) -> Path:
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "m")
+    meta = json.loads((folder / "lmforge.json").read_text())
+    (folder / "lmforge.json").write_text(json.dumps({**meta, **changes}))
+    return folder
+
+
+@pytest.mark.parametrize("backend", ["torch-fp32", "onnx-int8"])
+def test_labels_that_do_not_match_the_head_are_refused_at_load(
+    tiny_model_dir: Path, tmp_path: Path, backend: str
+) -> None:
+    folder = _with_meta(tiny_model_dir, tmp_path, labels=["a", "b", "c"])
+    with pytest.raises(
+        ModelUnavailableError, match="lists 3 labels but the model's head has 2 "
+    ) as info:
+        Predictor(folder, backend=backend)
+    assert str(folder / "lmforge.json") in info.value.message and "\n" not in info.value.message
+
+
+def test_a_max_length_beyond_the_models_positions_is_refused_at_load(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    folder = _with_meta(tiny_model_dir, tmp_path, max_length=4096)  # the tiny BERT has 128
+    with pytest.raises(ModelUnavailableError, match=r"max_length 4096, over the model's 128"):
+        Predictor(folder, backend="onnx-fp32")
+
+
+@pytest.mark.parametrize("content", [b"\x89garbage{{", b'["a list"]'])
+def test_a_damaged_tokenizer_config_is_a_clear_error(
+    tiny_model_dir: Path, tmp_path: Path, content: bytes
+) -> None:
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "m")
+    (folder / "tokenizer_config.json").write_bytes(content)
+    with pytest.raises(CheckpointError, match=r"tokenizer settings .*tokenizer_config\.json"):
+        Predictor(folder, backend="onnx-fp32")
+
+
+def test_a_model_that_fails_on_a_test_text_is_refused_at_load(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # A tokenizer from a larger vocabulary than the model's embeddings: ids out of range.
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "m")
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    size = max(vocab.values()) + 1
+    for token in ("a", "short", "test", "text"):
+        vocab[token] = size + 1000
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+    with pytest.raises(ModelUnavailableError, match="fails on a test text") as info:
+        Predictor(folder, backend="torch-fp32")
+    assert "\n" not in info.value.message
+
+
+def test_an_encoder_that_fails_on_a_test_text_is_refused_at_load(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    from lmforge.runtime.embedder import Embedder
+
+    folder = shutil.copytree(tiny_base, tmp_path / "encoder")
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    size = max(vocab.values()) + 1
+    for token in ("a", "short", "test", "text"):
+        vocab[token] = size + 1000  # beyond the encoder's embeddings
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+    with pytest.raises(ModelUnavailableError, match=r"encoder in .* fails on a test text") as info:
+        Embedder(folder)
+    assert "\n" not in info.value.message

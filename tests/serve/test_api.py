@@ -273,6 +273,8 @@ def test_sampled_predictions_reach_the_database(site: Any) -> None:
 def test_the_openapi_document_describes_routes_and_auth(site: Any) -> None:
     doc = call(site, "GET", "/openapi.json", scope=None).json()
     assert {"/v1/predict", "/v1/embed", "/v1/models", "/healthz", "/metrics"} <= set(doc["paths"])
+    reload = doc["paths"]["/v1/models/{name}/versions/{version}/reload"]["post"]
+    assert reload["security"] == [{"apiKey": []}]
     assert doc["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
     assert doc["paths"]["/v1/predict"]["post"]["security"] == [{"apiKey": []}]
     assert "429" in doc["paths"]["/v1/predict"]["post"]["responses"]

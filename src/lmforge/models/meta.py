@@ -18,12 +18,37 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
 
 from lmforge.errors import LmforgeError, ModelNotFoundError, ModelUnavailableError
 from lmforge.recipe.schema import CleaningConfig
 
 META_FILE = "lmforge.json"
+
+
+def _distinct(labels: list[str]) -> list[str]:
+    # Duplicate labels would merge two of the head's outputs into one key of the scores.
+    if len(set(labels)) != len(labels):
+        raise ValueError("labels must be distinct")
+    return labels
+
+
+#: A classifier's labels, in the order of its head's outputs: two or more, distinct, non-empty.
+Labels = Annotated[
+    list[Annotated[StrictStr, Field(min_length=1)]],
+    Field(min_length=2),
+    AfterValidator(_distinct),
+]
+#: Tokens a text is cut to: positive (the runtime checks it against the model's positions).
+MaxLength = Annotated[int, Field(ge=1, le=1 << 20)]
 
 
 class _Meta(BaseModel):
@@ -60,9 +85,9 @@ class ClassificationMeta(_Meta):
     served_by: ClassVar[str] = "lmforge.Predictor, `lmforge predict` and POST /v1/predict"
 
     task: Literal["classification"]
-    labels: list[str]
+    labels: Labels
     text_prefix: str = ""
-    max_length: int
+    max_length: MaxLength
     cleaning: CleaningConfig = CleaningConfig()
     precision: str | None = None  # the training precision (absent in hand-made folders)
     structure: dict[str, Any] | None = None  # a pruned or distilled variant's own report
@@ -83,7 +108,7 @@ class SimilarityMeta(_Meta):
     task: Literal["similarity"]
     text_prefix: str = ""
     passage_prefix: str | None = None  # absent: passages take the query prefix
-    max_length: int
+    max_length: MaxLength
     cleaning: CleaningConfig = CleaningConfig()
 
     @property
@@ -97,7 +122,7 @@ class GenerationMeta(_Meta):
     served_by: ClassVar[str] = "`lmforge generate` and POST /v1/chat/completions (--decoder)"
 
     task: Literal["generation"]
-    max_length: int
+    max_length: MaxLength
 
 
 class AssistantMeta(_Meta):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer
 
@@ -33,7 +34,8 @@ class TextTokenizer:
 
     def _pad_id(self, folder: Path) -> int:
         config = folder / "tokenizer_config.json"
-        pad = json.loads(config.read_text()).get("pad_token") if config.is_file() else None
+        settings = _read_settings(config) if config.is_file() else {}
+        pad = settings.get("pad_token")
         if isinstance(pad, dict):
             pad = pad.get("content")
         token_id = self._tok.token_to_id(pad) if isinstance(pad, str) else None
@@ -42,3 +44,18 @@ class TextTokenizer:
     def __call__(self, texts: Sequence[str]) -> list[list[int]]:
         batch = [self.prefix + t for t in texts] if self.prefix else list(texts)
         return [e.ids for e in self._tok.encode_batch(batch)]
+
+
+def _read_settings(config: Path) -> dict[str, Any]:
+    """``tokenizer_config.json`` as a JSON object; a one-line error naming it when damaged."""
+    try:
+        settings = json.loads(config.read_text(encoding="utf-8"))
+        problem = "" if isinstance(settings, dict) else "not a JSON object"
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
+        problem = first_line(exc, 120)
+    if problem:
+        raise CheckpointError(
+            f"cannot read the tokenizer settings {config} ({problem})",
+            "the version folder is damaged; re-register it or use another version",
+        )
+    return dict(settings)

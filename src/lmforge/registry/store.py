@@ -218,16 +218,25 @@ class Registry:
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}")
         target = self.get(ref)
+        # One transaction: the row is read (and locked, where the database can) and every
+        # stage it touches changes together, or none does.
         with Session(self.engine) as session, session.begin():
-            if stage == "production":
-                self._archive_production(session, target.name)
-            session.execute(
-                update(ModelVersionRow)
+            row = session.scalar(
+                select(ModelVersionRow)
                 .where(ModelVersionRow.name == target.name)
                 .where(ModelVersionRow.version == target.version)
-                .values(stage=stage)
+                .with_for_update()
             )
-        return self.get(f"{target.name}:v{target.version}")
+            if row is None:  # removed since it was looked up
+                raise ModelNotFoundError(
+                    f"{target.ref} no longer exists", "see `lmforge models list`"
+                )
+            if stage == "production":
+                self._archive_production(session, target.name)
+            row.stage = stage
+            session.flush()
+            result = ModelVersion._from_row(row)
+        return result
 
     @staticmethod
     def _archive_production(session: Session, name: str) -> None:

@@ -110,8 +110,9 @@ class TorchBackend:
 
         torch.set_num_threads(threads)
         with unavailable_on_failure(
-            f"the model in {folder}",
+            f"the model in {folder} (config.json, model.safetensors)",
             "the version folder is damaged; re-register it or use another version",
+            errors=(Exception,),  # transformers and huggingface_hub raise their own types too
         ):
             model = load_classifier(folder)
         model.eval()

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lmforge.errors import CheckpointError, first_line
+from lmforge.errors import CheckpointError, ModelUnavailableError, describe_exception, first_line
 from lmforge.models.loading import from_pretrained
 from lmforge.models.tokenizer import TextTokenizer
 from lmforge.runtime.backends import cpu_threads
-from lmforge.runtime.predictor import length_buckets
+from lmforge.runtime.predictor import PROBE_TEXT, length_buckets
 
 
 class Embedder:
@@ -30,7 +30,6 @@ class Embedder:
         threads: int | None = None,
     ) -> None:
         import torch
-        from safetensors import SafetensorError
         from transformers import AutoModel
 
         from lmforge.models.classifier import quiet_transformers
@@ -45,9 +44,10 @@ class Embedder:
         try:
             with quiet_transformers():
                 self.model = from_pretrained(AutoModel, folder, use_safetensors=True).eval()
-        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        except Exception as exc:  # transformers and huggingface_hub raise their own types too
             raise CheckpointError(
-                f"cannot load the encoder in {folder}: {first_line(exc, 160)}",
+                f"cannot load the encoder in {folder} (config.json, model.safetensors): "
+                f"{first_line(exc, 160)}",
                 "the folder is damaged; use another version",
             ) from exc
         limit = int(getattr(self.model.config, "max_position_embeddings", max_length))
@@ -56,6 +56,18 @@ class Embedder:
         self.batch_size = batch_size
         self._torch = torch
         self._pool = mean_pooled
+        self._check_loaded(folder)
+
+    def _check_loaded(self, folder: Path) -> None:
+        """Embed a short text once, now rather than on every request: a folder whose tokenizer
+        and encoder disagree (ids beyond the vocabulary) is refused when it loads."""
+        try:
+            self.embed([PROBE_TEXT])
+        except Exception as exc:  # any tokenizer or encoder failure: the folder is unusable
+            raise ModelUnavailableError(
+                f"the encoder in {folder} fails on a test text ({describe_exception(exc)})",
+                "the folder is damaged; use another version",
+            ) from exc
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One L2-normalised vector per text, in input order: shape (len(texts), dimensions)."""

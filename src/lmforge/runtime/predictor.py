@@ -7,6 +7,7 @@ ones, and can keep an LRU cache of results keyed by the cleaned text.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -16,9 +17,13 @@ from typing import Any
 import numpy as np
 
 from lmforge.data.text import clean_text
-from lmforge.models.meta import ClassificationMeta, read_model_meta, require_classifier
+from lmforge.errors import LmforgeError, ModelUnavailableError, describe_exception
+from lmforge.models.meta import META_FILE, ClassificationMeta, read_model_meta, require_classifier
 from lmforge.models.tokenizer import TextTokenizer
 from lmforge.runtime.backends import Backend, available_backends, load_backend
+
+#: What a version is run on once when it loads, to prove its parts fit together.
+PROBE_TEXT = "a short test text"
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,42 @@ class Predictor:
         self.cache_size = cache_size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.cache_hits = 0
+        self._check_loaded()
+
+    def _check_loaded(self) -> None:
+        """Refuse a folder whose parts disagree, now rather than on every request: the maximum
+        length against the model's positions, and one forward pass on a short text, whose
+        output must have one column per label."""
+        meta_file = self.folder / META_FILE
+        positions = _max_positions(self.folder)
+        if positions is not None and self.max_length > positions:
+            raise ModelUnavailableError(
+                f"{meta_file} sets max_length {self.max_length}, over the model's "
+                f"{positions} positions (config.json)",
+                "correct max_length in lmforge.json, or re-register the version",
+            )
+        try:
+            rows = self.tokenize([PROBE_TEXT])
+            _, ids, mask = next(length_buckets(rows, 1, self.tokenizer.pad_id))
+            shape = np.shape(self.backend(ids, mask))
+        except LmforgeError:
+            raise
+        except Exception as exc:  # any backend or tokenizer failure: the folder is unusable
+            raise ModelUnavailableError(
+                f"the model in {self.folder} fails on a test text ({describe_exception(exc)})",
+                "the version folder is damaged; re-register it or use another version",
+            ) from exc
+        if len(shape) != 2 or shape[0] != 1:
+            raise ModelUnavailableError(
+                f"the model in {self.folder} returns logits of shape {shape} for one text",
+                "the version folder is damaged; re-register it or use another version",
+            )
+        if shape[1] != len(self.labels):
+            raise ModelUnavailableError(
+                f"{meta_file} lists {len(self.labels)} labels but the model's head has "
+                f"{shape[1]} outputs",
+                "correct the labels in lmforge.json (one per output, in order), or re-register",
+            )
 
     @property
     def backends(self) -> list[str]:
@@ -127,3 +168,14 @@ class Predictor:
             scores = {label: float(p) for label, p in zip(self.labels, row, strict=True)}
             out.append(Prediction(text, self.labels[best], float(row[best]), scores))
         return out
+
+
+def _max_positions(folder: Path) -> int | None:
+    """The positions the model can encode, from its config.json (None when it does not say:
+    an ONNX-only folder, or a model without position embeddings)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # no config.json, or one the backend already refused
+        return None
+    positions = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    return positions if isinstance(positions, int) and positions > 0 else None

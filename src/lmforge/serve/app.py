@@ -2,8 +2,8 @@
 
 :func:`create_app` builds the server's state, its error handlers and middleware, and includes
 one router per area (:mod:`lmforge.serve.routes`). Every error leaves as JSON in the OpenAI
-API's shape (``{"error": {"message", "type", "param", "code"}}``) with a 4xx status naming the problem
-and the fix; a 5xx means a bug or a model that cannot be used.
+API's shape (``{"error": {"message", "type", "param", "code"}}``) with a 4xx status naming the
+problem and the fix; a 5xx means a bug or a model that cannot be used.
 """
 
 from __future__ import annotations

@@ -326,6 +326,28 @@ def test_text_decoder_releases_exactly_the_decoded_text(tiny_decoder_dir: Path) 
     assert "".join(tail) == tokenizer.decode(cut, skip_special_tokens=True)
 
 
+def test_loading_an_engine_says_what_it_prepares(tiny_decoder_dir: Path) -> None:
+    notes: list[str] = []
+
+    class Notes:
+        def start(self, description: str, total: int, completed: int = 0) -> None:
+            pass
+
+        def advance(self, steps: int = 1, **metrics: float) -> None:
+            pass
+
+        def note(self, message: str) -> None:
+            notes.append(message)
+
+        def stop(self) -> None:
+            pass
+
+    engine = GenerationEngine.from_folder(tiny_decoder_dir, "int8", progress=Notes())
+    engine.close()
+    assert notes[0] == f"loading {tiny_decoder_dir.name} (int8; calibrating int8 on fixed texts)"
+    assert "attention kernel" in notes[1]
+
+
 def test_sampling_is_reproducible_with_a_seed(engine: GenerationEngine) -> None:
     prompt = engine.encode("hello world")
     params = SamplingParams(max_tokens=12, temperature=1.0, seed=3)

@@ -421,6 +421,11 @@ def test_access_log_line_and_request_id(
     assert unsafe.headers["X-Request-ID"] != 'bad id"\\n' + "x" * 100
     refused = httpx.post(site.url + "/v1/completions", json={"prompt": "x"}, timeout=30)
     assert refused.status_code == 401 and "X-Request-ID" in refused.headers
+    # a line is written once its response has gone out: the client may read it first
+    deadline = time.monotonic() + 10
+    while not any(line["status"] == 401 for line in access_lines):
+        assert time.monotonic() < deadline, "no access-log line for the refused request"
+        time.sleep(0.02)
     line = next(line for line in access_lines if line["request_id"] == request_id)
     assert line["route"] == "/v1/completions" and line["method"] == "POST"
     assert line["model"] == site.name and line["status"] == 200

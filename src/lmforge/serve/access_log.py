@@ -6,7 +6,8 @@ buffer streamed answers): it passes every message through as it comes, adds ``X-
 the response (the client's own id when it is a short safe token, else a new one), and when the
 response ends writes time, request id, method, route, path, model, status, latency and the API
 key's *name* — never the key, and the request body only with ``access_log.include_body`` — to
-the ``lmforge.access`` logger. The routes and dependencies that learn the model or the key
+the ``lmforge.access`` logger (probes and scrapes, ``access_log.skip_paths``, get the header but
+no line). The routes and dependencies that learn the model or the key
 report them with :func:`note_access`; a context variable carries them to the line.
 """
 
@@ -90,6 +91,7 @@ class AccessLogMiddleware:
         self.app = app
         self.config = config
         self.logger = _logger(config) if config.enabled else None
+        self.skip = frozenset(config.skip_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -126,7 +128,7 @@ class AccessLogMiddleware:
             await self.app(scope, wanted, send_with_id)
         finally:
             _current.reset(token)
-            if self.logger is not None:
+            if self.logger is not None and scope.get("path") not in self.skip:
                 line = {
                     "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
                     "request_id": request_id,

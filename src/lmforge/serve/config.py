@@ -68,6 +68,10 @@ class AccessLogConfig(_Section):
     include_body: bool = Field(
         False, description="log the request body (its first 2000 bytes): the request text"
     )
+    skip_paths: list[str] = Field(
+        default_factory=lambda: ["/healthz", "/readyz", "/metrics"],
+        description="paths not logged (probes and scrapes poll them every few seconds)",
+    )
 
 
 class AssistantConfig(_Section):

@@ -11,7 +11,7 @@ import pytest
 
 from lmforge.errors import ModelNotFoundError
 from lmforge.models.reporting_child import run_reporting_child
-from lmforge.progress import BarProgress, SilentProgress, resolve_progress
+from lmforge.progress import BarProgress, LoggingProgress, SilentProgress, resolve_progress
 
 
 class Recorded:
@@ -103,3 +103,18 @@ def test_a_failing_child_raises_with_its_last_error_line() -> None:
             [sys.executable, "-c", failing], events, lambda last: ModelNotFoundError(last, "")
         )
     assert events.calls[-1] == ("stop", None)
+
+
+def test_a_server_logs_progress(caplog: pytest.LogCaptureFixture) -> None:
+    progress = LoggingProgress(logging.getLogger("lmforge.serve"))
+    with caplog.at_level(logging.INFO, logger="lmforge.serve"):
+        progress.note("converting smollm2 — once")
+        progress.start("dequantising tensors", total=100)
+        for _ in range(100):
+            progress.advance()
+        progress.stop()
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages[0] == "converting smollm2 — once"
+    assert messages[1] == "dequantising tensors: 0/100"
+    assert messages[2:11] == [f"dequantising tensors: {n}/100" for n in range(10, 100, 10)]
+    assert messages[-1] == "dequantising tensors: 100/100 done" and len(messages) == 12

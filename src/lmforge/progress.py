@@ -1,13 +1,13 @@
 """How long-running library calls report progress without printing.
 
 The library calls a :class:`ProgressReporter` that its caller chooses: the CLI passes one that
-draws on its console, tests and servers pass :class:`SilentProgress`. A Python user who passes
-nothing to :func:`lmforge.run_recipe` gets :class:`BarProgress` — a progress bar on stderr, or
-a live one in a Jupyter notebook, as Hugging Face's ``Trainer`` shows — unless they silence it
-with ``progress=False`` or by setting the ``lmforge`` logger above INFO
-(``logging.getLogger("lmforge").setLevel(logging.WARNING)``); :func:`resolve_progress` is that
-rule. One-time preparations (converting a base model, compiling a kernel) report through the
-same interface, so whoever waits sees what is being done.
+draws on its console, tests pass :class:`SilentProgress`, the server :class:`LoggingProgress`.
+A Python user who passes nothing to :func:`lmforge.run_recipe` gets :class:`BarProgress` — a
+progress bar on stderr, or a live one in a Jupyter notebook, as Hugging Face's ``Trainer``
+shows — unless they silence it with ``progress=False`` or by setting the ``lmforge`` logger
+above INFO (``logging.getLogger("lmforge").setLevel(logging.WARNING)``); :func:`resolve_progress`
+is that rule. One-time preparations (converting a base model, compiling a kernel) report
+through the same interface, so whoever waits sees what is being done.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 __all__ = [
     "BarProgress",
+    "LoggingProgress",
     "ProgressArg",
     "ProgressReporter",
     "SilentProgress",
@@ -91,6 +92,35 @@ class BarProgress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+class LoggingProgress:
+    """Progress as log records (a server has no terminal to draw on): notes at INFO, and a bar
+    as one record when it starts, one per tenth done and one when it stops."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self._description = ""
+        self._total = 0
+        self._done = 0
+
+    def start(self, description: str, total: int, completed: int = 0) -> None:
+        self._description, self._total, self._done = description, total, completed
+        self.logger.info("%s: %d/%d", description, completed, total)
+
+    def advance(self, steps: int = 1, **metrics: float) -> None:
+        before, self._done = self._done, self._done + steps
+        tenth = max(1, self._total // 10)
+        if self._done // tenth > before // tenth and self._done < self._total:
+            self.logger.info("%s: %d/%d", self._description, self._done, self._total)
+
+    def note(self, message: str) -> None:
+        self.logger.info("%s", message)
+
+    def stop(self) -> None:
+        if self._description:
+            self.logger.info("%s: %d/%d done", self._description, self._done, self._total)
+            self._description = ""
 
 
 #: What a public function's ``progress`` argument takes: a reporter, True (a bar), False

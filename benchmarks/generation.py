@@ -202,10 +202,11 @@ Answer = tuple[int, float, float, float, int, int]
 
 def chat_body(question: str, tokens: int) -> dict[str, Any]:
     return {
+        "model": "smollm2-135m-instruct",  # the one the server part serves (see served())
         "messages": [{"role": "user", "content": question}],
         "max_tokens": tokens,
+        # no seed: a seeded request is prefilled whole, never from the prefix store this measures
         "temperature": 0.7,
-        "seed": 1,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
@@ -529,7 +530,7 @@ def engine_passes(
                 if not open_clients[0]:
                     done.set()
 
-            params = SamplingParams(max_tokens=tokens, temperature=0.7, seed=1)
+            params = SamplingParams(max_tokens=tokens, temperature=0.7)  # unseeded: see chat_body
             prompt = engine.encode_chat([{"role": "user", "content": next(questions)}])
             requests.append(engine.submit(prompt, params, on_text))
 

@@ -38,9 +38,38 @@ CHINESE = [
 TEXTS = ENGLISH + CHINESE
 
 
+class Recorded:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def start(self, description: str, total: int, completed: int = 0) -> None:
+        self.calls.append(("start", total))
+
+    def advance(self, steps: int = 1, **metrics: float) -> None:
+        self.calls.append(("advance", steps))
+
+    def note(self, message: str) -> None:
+        self.calls.append(("note", message))
+
+    def stop(self) -> None:
+        self.calls.append(("stop", None))
+
+
+CONVERSION = Recorded()
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ensure_e5_folder(tmp_path_factory.mktemp("e5cache"))
+    return ensure_e5_folder(tmp_path_factory.mktemp("e5cache"), CONVERSION)
+
+
+def test_the_conversion_says_what_it_does_and_shows_progress(folder: Path) -> None:
+    calls = CONVERSION.calls
+    assert calls[0][0] == "note" and "once" in str(calls[0][1])
+    starts = [total for kind, total in calls if kind == "start"]
+    assert len(starts) == 1 and isinstance(starts[0], int) and starts[0] > 100
+    assert sum(1 for kind, _ in calls if kind == "advance") == starts[0]
+    assert calls[-1] == ("stop", None)
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,7 @@ def test_a_catalogue_model_is_located_only_when_asked(
 ) -> None:
     calls: list[Path] = []
 
-    def locate(cache_dir: Path) -> Path:
+    def locate(cache_dir: Path, _: object) -> Path:
         calls.append(cache_dir)
         return cache_dir / "models" / "minilm-l6"
 

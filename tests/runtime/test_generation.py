@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -205,6 +206,56 @@ def test_prompts_reuse_stored_prefixes_and_give_the_same_tokens(tiny_decoder_dir
         cached.close()
 
 
+@pytest.mark.parametrize("fmt", ["fp32", "int8"])
+def test_a_seeded_request_gives_the_same_text_once_its_prompt_is_stored(
+    tiny_decoder_dir: Path, fmt: str
+) -> None:
+    """Issue 17: with the prefix store on, the same seeded chat request gave another text on its
+    second call (its prompt then came from the store, computed in another chunk of rows)."""
+    system = {"role": "system", "content": "you are a film critic, answer in one short line"}
+    chats = [
+        [system, {"role": "user", "content": question}]
+        for question in ("a wonderful, moving film?", "i hated every minute of it, how are you?")
+    ]
+    plain = GenerationEngine.from_folder(tiny_decoder_dir, fmt, max_batch=2, prefix_cache=0)  # type: ignore[arg-type]
+    cached = GenerationEngine.from_folder(tiny_decoder_dir, fmt, max_batch=2)  # type: ignore[arg-type]
+    seen: list[torch.Tensor] = []  # the logits each admitted prompt gives its first token
+
+    def recording(engine: GenerationEngine) -> None:
+        step = engine.model.step
+
+        def step_and_record(*args: Any) -> torch.Tensor:
+            logits = step(*args)
+            if len(args) > 3 and args[3]:
+                seen.append(logits[-1].clone())
+            return logits
+
+        engine.model.step = step_and_record  # type: ignore[method-assign]
+
+    recording(plain)
+    recording(cached)
+    try:
+        cached.generate(cached.encode_chat(chats[0]), GREEDY)  # stores the system prompt
+        prompt = cached.encode_chat(chats[1])
+        for seed in range(3):
+            params = SamplingParams(max_tokens=24, temperature=1.0, seed=seed, ignore_eos=True)
+            seen.clear()
+            fresh = plain.generate(prompt, params).tokens
+            first = cached.generate(prompt, params).tokens  # the system prompt is stored
+            again = cached.generate(prompt, params).tokens  # all of the prompt is stored
+            assert first == fresh and again == fresh
+            # what the sampler sees is bit for bit a fresh prefill's, not merely close to it
+            assert len(seen) == 3 and all(torch.equal(s, seen[0]) for s in seen)
+        assert cached.cached_tokens == 0  # seeded prompts were prefilled whole
+        unseeded = cached.submit(prompt, GREEDY, lambda *_: None)
+        while unseeded.finish_reason is None:
+            time.sleep(0.01)
+        assert unseeded.cached_tokens == len(prompt) - 1  # the store still serves the others
+    finally:
+        plain.close()
+        cached.close()
+
+
 def test_sampling_follows_the_softmax_and_its_cuts() -> None:
     from lmforge.runtime.generation import GenerationRequest, _sample
 
@@ -273,6 +324,28 @@ def test_text_decoder_releases_exactly_the_decoded_text(tiny_decoder_dir: Path) 
     tail = [ended.push(cut[:n], final=n == len(cut))[0] for n in range(1, len(cut) + 1)]
     # a character cut off by the end of the answer is released as the tokenizer decodes it
     assert "".join(tail) == tokenizer.decode(cut, skip_special_tokens=True)
+
+
+def test_loading_an_engine_says_what_it_prepares(tiny_decoder_dir: Path) -> None:
+    notes: list[str] = []
+
+    class Notes:
+        def start(self, description: str, total: int, completed: int = 0) -> None:
+            pass
+
+        def advance(self, steps: int = 1, **metrics: float) -> None:
+            pass
+
+        def note(self, message: str) -> None:
+            notes.append(message)
+
+        def stop(self) -> None:
+            pass
+
+    engine = GenerationEngine.from_folder(tiny_decoder_dir, "int8", progress=Notes())
+    engine.close()
+    assert notes[0] == f"loading {tiny_decoder_dir.name} (int8; calibrating int8 on fixed texts)"
+    assert "attention kernel" in notes[1]
 
 
 def test_sampling_is_reproducible_with_a_seed(engine: GenerationEngine) -> None:

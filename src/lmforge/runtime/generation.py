@@ -12,7 +12,7 @@ slow one never holds the batch.
 Sampling follows transformers' order (repetition penalty, temperature, top-k, top-p), so with
 temperature 0 the tokens are exactly greedy ``generate()``'s.
 
-The module is kept whole (about 490 lines, over the ~400 guideline) until the generation-speed
+The module is kept whole (about 510 lines, over the ~400 guideline) until the generation-speed
 issue (24) settles the decoder backend, since its engine loop is what that issue reworks; the
 request types and sampling could then move to a module of their own.
 """
@@ -32,6 +32,7 @@ from typing import Any, Literal
 import torch
 
 from lmforge.errors import LmforgeError
+from lmforge.progress import ProgressReporter, SilentProgress
 from lmforge.runtime.attention import prepare as prepare_attention
 from lmforge.runtime.decoder import DecodeAttention, DecoderModel, load_decoder
 from lmforge.runtime.int8 import WeightFormat
@@ -228,8 +229,10 @@ class GenerationEngine:
         max_context: int | None = None,
         prefix_cache: int = 2048,
         thread_init: Callable[[], None] | None = None,
+        progress: ProgressReporter | None = None,
     ) -> None:
-        """`prefix_cache`: positions of finished sequences kept for reuse (0: none)."""
+        """`prefix_cache`: positions of finished sequences kept for reuse (0: none); `progress`
+        hears about the preparation before the first request."""
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -238,6 +241,9 @@ class GenerationEngine:
         self.eos_ids = _eos_ids(tokenizer, model)
         self.cache = model.new_cache(max_batch)
         if model.attention == "kernel":
+            (progress or SilentProgress()).note(
+                "preparing the attention kernel (compiled on first use, then read from disk)"
+            )
             prepare_attention()  # seconds on first use: before serving, not in a request
         self.prefixes = PrefixStore(prefix_cache)
         self.running: list[GenerationRequest] = []
@@ -260,11 +266,15 @@ class GenerationEngine:
         folder: Path,
         fmt: WeightFormat = "fp32",
         attention: DecodeAttention = "kernel",
+        progress: ProgressReporter | None = None,
         **kwargs: Any,
     ) -> GenerationEngine:
+        """An engine over the decoder in `folder`; `progress` hears what loading does."""
+        calibrating = "; calibrating int8 on fixed texts" if fmt == "int8" else ""
+        (progress or SilentProgress()).note(f"loading {Path(folder).name} ({fmt}{calibrating})")
         model, tokenizer = load_decoder(folder, fmt)
         model.attention = attention
-        return cls(model, tokenizer, **kwargs)
+        return cls(model, tokenizer, progress=progress, **kwargs)
 
     # ------------------------------------------------------------------ public, any thread
 
@@ -423,7 +433,16 @@ class GenerationEngine:
         self._compact()
 
     def _reuse(self, seq: GenerationRequest, slot: int) -> None:
-        """Copy the stored keys and values of the prompt's longest known prefix into its slot."""
+        """Copy the stored keys and values of the prompt's longest known prefix into its slot.
+
+        A seeded request is prefilled whole instead: reused positions were computed in another
+        pass (another chunk of rows, and with int8 another activation scale), so their values
+        differ from a fresh prefill's in the last bits, and that is enough to change a sampled
+        token — the same seed and request would give another text once its prompt is stored.
+        """
+        if seq.params.seed is not None:
+            self.prompt_tokens += len(seq.prompt)
+            return
         shared, stored = self.prefixes.match(seq.prompt)
         if stored is not None:
             self.cache.write(slot, stored, shared)

@@ -2,8 +2,8 @@
 
 :func:`create_app` builds the server's state, its error handlers and middleware, and includes
 one router per area (:mod:`lmforge.serve.routes`). Every error leaves as JSON in the OpenAI
-API's shape (``{"error": {"message", "type", "code"}}``) with a 4xx status naming the problem
-and the fix; a 5xx means a bug or a model that cannot be used.
+API's shape (``{"error": {"message", "type", "param", "code"}}``) with a 4xx status naming the
+problem and the fix; a 5xx means a bug or a model that cannot be used.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lmforge.errors import LmforgeError, ModelNotFoundError, ModelUnavailableError
 from lmforge.monitor import PredictionLog
 from lmforge.registry import Registry
+from lmforge.serve.access_log import AccessLogMiddleware
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.deps import ServeState
 from lmforge.serve.docs import add_docs
@@ -98,22 +99,26 @@ def create_app(config: ServeConfig | None = None, settings: Settings | None = No
         on_reject=lambda: metrics.rejected.labels("body_too_large").inc(),
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(AccessLogMiddleware, config=config.access_log)  # outermost: sees all
     return app
 
 
 # --- errors ---------------------------------------------------------------------------------
 
 
-def _error_response(status: int, message: str, code: str, headers: Any = None) -> JSONResponse:
+def _error_response(
+    status: int, message: str, code: str, headers: Any = None, param: str | None = None
+) -> JSONResponse:
     kind = "invalid_request_error" if status < 500 else "server_error"
-    return JSONResponse(error_body(message, code, kind), status_code=status, headers=headers)
+    body = error_body(message, code, kind, param)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _add_error_handlers(app: FastAPI, metrics: ServeMetrics) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         metrics.rejected.labels(exc.code).inc()
-        return _error_response(exc.status, exc.message, exc.code, exc.headers)
+        return _error_response(exc.status, exc.message, exc.code, exc.headers, exc.param)
 
     @app.exception_handler(LmforgeError)
     async def _lmforge_error(_: Request, exc: LmforgeError) -> JSONResponse:
@@ -128,7 +133,7 @@ def _add_error_handlers(app: FastAPI, metrics: ServeMetrics) -> None:
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         status, message, code = _validation_message(exc)
         metrics.rejected.labels(code).inc()
-        return _error_response(status, message, code)
+        return _error_response(status, message, code, param=_validation_param(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -158,6 +163,14 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
     if err["type"] == "missing":
         return 422, f"required field '{where}' is missing — add it (see /docs)", "missing_field"
     return 422, f"{where}: {err['msg']} — fix the value (see /docs)", "invalid_field"
+
+
+def _validation_param(exc: RequestValidationError) -> str | None:
+    """The field at fault, dotted as in the message (``messages.0.role``); None for the body."""
+    loc = [str(p) for p in exc.errors()[0]["loc"]]
+    if loc and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]
+    return ".".join(loc) or None
 
 
 # --- the OpenAPI document -------------------------------------------------------------------

@@ -95,6 +95,20 @@ class LogConfig(_Section):
     flush_seconds: float = Field(1.0, gt=0, description="how often logged rows are written")
 
 
+class AccessLogConfig(_Section):
+    enabled: bool = Field(
+        True, description="one JSON line per request on the lmforge.access logger"
+    )
+    file: Path | None = Field(None, description="append the lines to this file, not stderr")
+    include_body: bool = Field(
+        False, description="log the request body (its first 2000 bytes): the request text"
+    )
+    skip_paths: list[str] = Field(
+        default_factory=lambda: ["/healthz", "/readyz", "/metrics"],
+        description="paths not logged (probes and scrapes poll them every few seconds)",
+    )
+
+
 class AssistantConfig(_Section):
     model: str | None = Field(
         None,
@@ -191,6 +205,7 @@ class ServeConfig(_Section):
     connections: ConnectionsConfig = ConnectionsConfig()
     auth: AuthConfig = AuthConfig()
     prediction_log: LogConfig = LogConfig()
+    access_log: AccessLogConfig = AccessLogConfig()
     generation: GenerationConfig = GenerationConfig()
     assistant: AssistantConfig | None = Field(
         None, description="serve POST /v1/assistant/ask over this FAQ (off when absent)"

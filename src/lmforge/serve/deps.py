@@ -20,6 +20,7 @@ from fastapi import Depends, Request
 from lmforge.errors import LmforgeError, ModelNotFoundError
 from lmforge.monitor import PredictionLog
 from lmforge.registry import Registry
+from lmforge.serve.access_log import note_access
 from lmforge.serve.batcher import BatcherClosed, DeadlineExceeded, DynamicBatcher, QueueFull
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.keys import ApiKey, KeyStore, hash_key
@@ -71,6 +72,8 @@ async def caller(request: Request, scope: str) -> ApiKey | None:
                 {"WWW-Authenticate": "Bearer"},
             )
         key = await verify_key(state, secret.strip())
+        if key is not None:
+            note_access(key=key.name)  # the name, never the secret
         if key is None:
             raise ApiError(
                 401,
@@ -226,8 +229,10 @@ async def load(coro: Awaitable[T]) -> T:
     """A model from the pool: an unknown one stays the request's fault (404, or 422 when the
     request must name one); any other failure to load it is the server's (503)."""
     try:
-        return await coro
+        served = await coro
     except (ModelNotFoundError, ModelChoiceError):
         raise
     except LmforgeError as exc:  # unsupported, corrupt version, missing weights
         raise ApiError(503, exc.message, "model_unavailable") from None
+    note_access(model=getattr(served, "public_ref", None))
+    return served

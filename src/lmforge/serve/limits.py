@@ -21,13 +21,19 @@ class _Bucket:
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, message: str, code: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        message: str,
+        code: str,
+        headers: dict[str, str] | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
         self.headers = headers or {}
+        self.param = param  # the request field at fault, when one is (OpenAI's error.param)
 
 
 class RateLimiter:
@@ -67,9 +73,12 @@ class BodyTooLarge(Exception):
     pass
 
 
-def error_body(message: str, code: str, kind: str = "invalid_request_error") -> dict[str, Any]:
-    """The JSON error every 4xx/5xx carries (the OpenAI API's shape, so its clients read it)."""
-    return {"error": {"message": message, "type": kind, "code": code}}
+def error_body(
+    message: str, code: str, kind: str = "invalid_request_error", param: str | None = None
+) -> dict[str, Any]:
+    """The JSON error every 4xx/5xx carries: the OpenAI API's error object (message, type,
+    param — the field at fault or null — and code), so its clients read it."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 class BodyLimitMiddleware:

@@ -41,6 +41,7 @@ from lmforge.models.meta import (
     read_model_meta,
     require_classifier,
 )
+from lmforge.progress import LoggingProgress
 from lmforge.registry import ModelVersion, Registry
 from lmforge.registry.refs import ResolvedModel, resolve_model
 from lmforge.registry.store import parse_ref
@@ -281,7 +282,8 @@ class ModelPool:
 
         def build() -> GenerationEngine:
             return GenerationEngine.from_folder(
-                found.locate(self.settings.cache_dir),  # a catalogue decoder: converted once
+                # a catalogue decoder is converted once (a minute): the log says so as it goes
+                found.locate(self.settings.cache_dir, LoggingProgress(logger)),
                 generation.weights,
                 max_batch=generation.max_batch,
                 max_waiting=generation.max_waiting,
@@ -289,6 +291,7 @@ class ModelPool:
                 prefix_cache=generation.prefix_cache,
                 attention=generation.attention,
                 thread_init=background_priority,
+                progress=LoggingProgress(logger),
             )
 
         loop = asyncio.get_running_loop()

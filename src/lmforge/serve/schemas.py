@@ -19,6 +19,7 @@ class RequestBody(BaseModel):
 class ErrorDetail(BaseModel):
     message: str
     type: str
+    param: str | None = None  # the request field at fault, when one is
     code: str
 
 

@@ -68,7 +68,7 @@ class ClassificationTask:
         # Everything a user could get wrong is checked before the run folder exists.
         data = prepare_data(recipe.data)
         check_baselines(recipe.evaluation.baselines, data.labels)
-        base = resolve_base(recipe.model.base, "encoder", ctx.settings.cache_dir)
+        base = resolve_base(recipe.model.base, "encoder", ctx.settings.cache_dir, progress)
         if recipe.compress.enabled:
             check_compress_config(recipe.compress, base.path)
         if ctx.resume is not None:

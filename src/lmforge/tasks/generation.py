@@ -55,7 +55,7 @@ class GenerationTask:
     def run(self, ctx: RunContext) -> GenerationOutput:
         recipe, progress = ctx.recipe, ctx.progress
         data = prepare_pairs(recipe.data)
-        base = resolve_base(recipe.model.base, "decoder", ctx.settings.cache_dir)
+        base = resolve_base(recipe.model.base, "decoder", ctx.settings.cache_dir, progress)
         max_length = recipe.training.max_length
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(base.path)

@@ -16,7 +16,7 @@ from typing import Any
 from lmforge.compress.stage import CompressResult, compress_version
 from lmforge.errors import LmforgeError
 from lmforge.models.meta import write_model_meta
-from lmforge.progress import ProgressReporter, SilentProgress
+from lmforge.progress import ProgressArg, resolve_progress
 from lmforge.recipe import Recipe
 from lmforge.registry import ModelVersion, Registry
 from lmforge.settings import Settings, get_settings
@@ -83,13 +83,17 @@ def run_recipe(
     settings: Settings | None = None,
     register: bool | None = None,
     resume: Path | None = None,
-    progress: ProgressReporter | None = None,
+    progress: ProgressArg = None,
 ) -> RunResult:
     """Run every stage the recipe names: data, training, evaluation, registration (unless
     ``register`` is False, or the recipe's ``registry.enabled`` is when ``register`` is None)
-    and compression. ``resume`` continues the run folder of an interrupted run."""
+    and compression. ``resume`` continues the run folder of an interrupted run.
+
+    ``progress``: by default a progress bar on stderr (live in a notebook) with a line for each
+    stage; ``False`` (or the ``lmforge`` logger set above INFO) for silence, or any
+    :class:`~lmforge.progress.ProgressReporter` to receive the events yourself."""
     settings = settings or get_settings()
-    progress = progress or SilentProgress()
+    progress = resolve_progress(progress)
     register = recipe.registry.enabled if register is None else register
     task = TASKS[recipe.task]
     if resume is not None:

@@ -55,7 +55,7 @@ class SimilarityTask:
     def run(self, ctx: RunContext) -> SimilarityOutput:
         recipe, progress = ctx.recipe, ctx.progress
         data = prepare_pairs(recipe.data)
-        base = resolve_base(recipe.model.base, "encoder", ctx.settings.cache_dir)
+        base = resolve_base(recipe.model.base, "encoder", ctx.settings.cache_dir, progress)
         query_prefix = (
             base.text_prefix if recipe.model.text_prefix is None else recipe.model.text_prefix
         )

@@ -19,7 +19,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
 
-from lmforge.runtime.generation import GenerationError, GenerationRequest, SamplingParams
+from lmforge.runtime.generation import (
+    FinishReason,
+    GenerationError,
+    GenerationRequest,
+    SamplingParams,
+)
+from lmforge.serve.access_log import note_access
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.deps import PredictKey, serve_state
 from lmforge.serve.limits import ApiError, error_body
@@ -52,8 +58,10 @@ class StreamOptions(RequestBody):
 
 
 class _Sampling(RequestBody):
-    model: str | None = Field(
-        None, max_length=256, description="a served decoder (see GET /v1/models)"
+    model: str = Field(
+        min_length=1,
+        max_length=256,
+        description="a served decoder (see GET /v1/models); required, as in the OpenAI API",
     )
     max_tokens: int | None = Field(
         None, ge=1, description="tokens to generate at most (generation.max_tokens caps it)"
@@ -65,7 +73,11 @@ class _Sampling(RequestBody):
         1.0, gt=0, le=10, description="extension: >1 discourages tokens already present"
     )
     stop: str | list[str] | None = Field(None, description="up to 4 strings that end the text")
-    seed: int | None = Field(None, description="same seed and request, same text")
+    seed: int | None = Field(
+        None,
+        description="same seed and request, same text when run alone (docs/serving.md); "
+        "a seeded prompt never comes from the prefix store",
+    )
     n: int = Field(1, ge=1, le=1, description="only 1 choice per request")
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -83,10 +95,13 @@ class ChatCompletionRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    prompt: str = Field(min_length=1)
+    prompt: str | list[str] = Field(
+        min_length=1,
+        description="a text, or a list of texts (one choice each, at most limits.max_inputs)",
+    )
 
 
-Chunk = Callable[[str, str | None], dict[str, Any]]
+Chunk = Callable[[int, str, str | None], dict[str, Any]]  # (choice index, text, finish reason)
 
 
 @router.post("/v1/chat/completions")
@@ -94,6 +109,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, _: Pre
     """A chat answer from a served decoder (OpenAI-compatible; `stream: true` for SSE)."""
     state = serve_state(request)
     served = state.pool.decoder(body.model)
+    note_access(model=served.name)
     params = _sampling(state.config, body, body.max_completion_tokens or body.max_tokens)
     messages = [
         {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
@@ -109,7 +125,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, _: Pre
     if body.stream:
         first = True
 
-        def chunk(delta: str, reason: str | None) -> dict[str, Any]:
+        def chunk(_index: int, delta: str, reason: str | None) -> dict[str, Any]:
             nonlocal first
             content: dict[str, Any] = {"content": delta} if delta else {}
             if first:
@@ -125,7 +141,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, _: Pre
             }
 
         include = bool(body.stream_options and body.stream_options.include_usage)
-        return _stream(served, seq, queue, chunk, include, state.metrics)
+        return _stream(served, [(seq, queue)], chunk, include, state.metrics)
     text, reason = await collect(request, seq, queue, state.config.generation.timeout_s)
     _finished(served, seq, state.metrics)
     return JSONResponse(
@@ -142,37 +158,76 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, _: Pre
                     "finish_reason": public_reason(reason),
                 }
             ],
-            "usage": _usage(seq),
+            "usage": _usage([seq]),
         }
     )
 
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request, _: PredictKey) -> Any:
-    """A plain continuation of a prompt (OpenAI-compatible; `stream: true` for SSE)."""
+    """A plain continuation of a prompt, or of each prompt of a list (OpenAI-compatible: one
+    choice per prompt, in order; `stream: true` for SSE)."""
     state = serve_state(request)
     served = state.pool.decoder(body.model)
+    note_access(model=served.name)
     params = _sampling(state.config, body, body.max_tokens)
-    _check_chars(state.config, [body.prompt])
-    prompt = await asyncio.to_thread(served.engine.encode, body.prompt)
-    seq, queue = submit(served, prompt, params, state.metrics, body.truncate_prompt)
+    texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    # a list waits for slots like that many requests, so it is held to the waiting line too
+    limit, key = min(
+        (state.config.limits.max_inputs, "limits.max_inputs"),
+        (state.config.generation.max_waiting, "generation.max_waiting"),
+    )
+    if len(texts) > limit:
+        raise ApiError(
+            422,
+            f"{len(texts)} prompts exceed the limit of {limit} per request "
+            f"({key}) — split them over several requests",
+            "too_many_inputs",
+            param="prompt",
+        )
+    if not all(texts):
+        raise ApiError(422, "a prompt is empty — send some text", "invalid_field", param="prompt")
+    _check_chars(state.config, texts)
+    prompts = [await asyncio.to_thread(served.engine.encode, text) for text in texts]
+    runs: list[tuple[GenerationRequest, Events]] = []
+    try:
+        for prompt in prompts:  # they join the running batch together
+            runs.append(submit(served, prompt, params, state.metrics, body.truncate_prompt))
+    except ApiError:
+        for seq, _queue in runs:
+            seq.cancel()
+        raise
     ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
 
-    def chunk(delta: str, reason: str | None) -> dict[str, Any]:
+    def chunk(index: int, delta: str, reason: str | None) -> dict[str, Any]:
         return {
             "id": ident,
             "object": "text_completion",
             "created": created,
             "model": served.name,
-            "choices": [{"index": 0, "text": delta, "logprobs": None, "finish_reason": reason}],
+            "choices": [{"index": index, "text": delta, "logprobs": None, "finish_reason": reason}],
         }
 
     if body.stream:
         include = bool(body.stream_options and body.stream_options.include_usage)
-        return _stream(served, seq, queue, chunk, include, state.metrics)
-    text, reason = await collect(request, seq, queue, state.config.generation.timeout_s)
-    _finished(served, seq, state.metrics)
-    return JSONResponse({**chunk(text, public_reason(reason)), "usage": _usage(seq)})
+        return _stream(served, runs, chunk, include, state.metrics)
+    timeout_s = state.config.generation.timeout_s
+    try:
+        answers = await asyncio.gather(
+            *(collect(request, seq, queue, timeout_s) for seq, queue in runs)
+        )
+    finally:
+        for seq, _queue in runs:
+            seq.cancel()  # a no-op once finished; frees the others' slots when one fails
+    for seq, _queue in runs:
+        _finished(served, seq, state.metrics)
+    choices = [
+        {"index": i, "text": text, "logprobs": None, "finish_reason": public_reason(reason)}
+        for i, (text, reason) in enumerate(answers)
+    ]
+    return JSONResponse(
+        {**chunk(0, "", None), "choices": choices, "usage": _usage([seq for seq, _ in runs])}
+    )
 
 
 def _sampling(config: ServeConfig, body: _Sampling, max_tokens: int | None) -> SamplingParams:
@@ -184,11 +239,15 @@ def _sampling(config: ServeConfig, body: _Sampling, max_tokens: int | None) -> S
             f"max_tokens {wanted} exceeds the server's limit of {generation.max_tokens} "
             "(generation.max_tokens) — ask for fewer",
             "max_tokens_too_large",
+            param="max_tokens",
         )
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     if len(stop) > 4 or any(not s or len(s) > 64 for s in stop):
         raise ApiError(
-            422, "stop takes up to 4 non-empty strings of at most 64 characters", "bad_stop"
+            422,
+            "stop takes up to 4 non-empty strings of at most 64 characters",
+            "bad_stop",
+            param="stop",
         )
     return SamplingParams(
         max_tokens=wanted,
@@ -212,14 +271,16 @@ def _check_chars(config: ServeConfig, texts: list[str]) -> None:
         )
 
 
-def _usage(seq: GenerationRequest) -> dict[str, Any]:
-    prompt, completion = len(seq.prompt), len(seq.generated)
+def _usage(seqs: list[GenerationRequest]) -> dict[str, Any]:
+    """The usage of a request's sequences together (one per prompt)."""
+    prompt = sum(len(seq.prompt) for seq in seqs)
+    completion = sum(len(seq.generated) for seq in seqs)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         # OpenAI's field for prompt caching: positions taken from the prefix store
-        "prompt_tokens_details": {"cached_tokens": seq.cached_tokens},
+        "prompt_tokens_details": {"cached_tokens": sum(seq.cached_tokens for seq in seqs)},
     }
 
 
@@ -231,16 +292,28 @@ def _finished(served: ServedDecoder, seq: GenerationRequest, metrics: ServeMetri
 
 def _stream(
     served: ServedDecoder,
-    seq: GenerationRequest,
-    queue: Events,
+    runs: list[tuple[GenerationRequest, Events]],
     chunk: Chunk,
     include_usage: bool,
     metrics: ServeMetrics,
 ) -> StreamingResponse:
+    """Server-sent events of the runs' text as it comes, each chunk naming its choice's index."""
+
     async def events() -> AsyncIterator[str]:
-        try:
+        merged: asyncio.Queue[tuple[int, str, FinishReason | None]] = asyncio.Queue()
+
+        async def forward(index: int, queue: Events) -> None:
             while True:
                 delta, reason = await drain(queue)
+                await merged.put((index, delta, reason))
+                if reason is not None:
+                    return
+
+        readers = [asyncio.create_task(forward(i, q)) for i, (_, q) in enumerate(runs)]
+        try:
+            open_runs = len(runs)
+            while open_runs:
+                index, delta, reason = await merged.get()
                 if reason == "error":  # the openai client raises on an "error" event
                     failure = error_body(
                         "generation failed on the server — retry", "generation_failed"
@@ -248,17 +321,22 @@ def _stream(
                     yield f"data: {json.dumps(failure)}\n\n"
                     return
                 if delta or reason is not None:
-                    body = chunk(delta, public_reason(reason))
+                    body = chunk(index, delta, public_reason(reason))
                     yield f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
                 if reason is not None:
-                    break
-            _finished(served, seq, metrics)
+                    open_runs -= 1
+            for seq, _ in runs:
+                _finished(served, seq, metrics)
             if include_usage:
-                tail = {**chunk("", None), "choices": [], "usage": _usage(seq)}
+                seqs = [seq for seq, _ in runs]
+                tail = {**chunk(0, "", None), "choices": [], "usage": _usage(seqs)}
                 yield f"data: {json.dumps(tail)}\n\n"
             yield "data: [DONE]\n\n"
         finally:
-            seq.cancel()  # the client went away (the generator is closed): free the slot
+            for task in readers:
+                task.cancel()
+            for seq, _ in runs:
+                seq.cancel()  # the client went away (the generator is closed): free the slots
 
     return StreamingResponse(
         events(),

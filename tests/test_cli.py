@@ -178,6 +178,32 @@ def test_resume_errors_are_one_line(
     )
 
 
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("nosuch",), "No such command 'nosuch'"),
+        (("models", "nosuch"), "No such command 'nosuch'"),
+        (("run", "--bogus"), "No such option: --bogus"),
+        (("generate",), "Missing argument"),
+    ],
+)
+def test_usage_errors_get_clicks_usage_line_and_exit_2(
+    home: Settings, args: tuple[str, ...], needle: str
+) -> None:
+    result = lmforge(*args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert result.stderr.startswith("Usage: ")
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and needle in last, result.stderr
+
+
+def test_no_command_prints_the_help(home: Settings) -> None:
+    result = lmforge()
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "Usage:" in result.stdout and "Commands" in result.stdout
+
+
 def test_debug_shows_the_traceback(home: Settings, tmp_path: Path) -> None:
     result = lmforge("--debug", "run", str(tmp_path / "none.yaml"))
     assert result.returncode != 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -53,6 +53,13 @@ apps_app.command("assistant")(generate.app_assistant)
 
 _state = {"debug": False}
 
+# typer 0.2x runs its own copy of click (typer._click), older typer runs click itself; either
+# way the usage errors derive from the ClickException its public BadParameter derives from.
+# (Catching `click.ClickException` missed the copy's errors: `lmforge nosuch` left a traceback.)
+_CLICK_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
+
 
 @app.callback()
 def _main(
@@ -74,10 +81,7 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
         sys.exit(130)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except _CLICK_ERROR as exc:  # usage errors: an unknown command or option, a bad value
+        error: Any = exc
+        error.show()
+        sys.exit(error.exit_code)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from lmforge.cli.output import out, print_json
+from lmforge.cli.output import err, out, print_json
 
 
 def generate(
@@ -62,8 +62,15 @@ def generate(
     )
     if json_output:
         print_json(done.to_json())
-    else:
-        out.file.write("\n")
+        return
+    out.file.write("\n")
+    if done.finish_reason == "length":  # no silent cut: say why the answer ends here
+        err.print(
+            f"[stopped at --max-tokens {max_tokens}; raise it for a longer answer]",
+            style="dim",
+            markup=False,
+            highlight=False,
+        )
 
 
 def app_assistant(

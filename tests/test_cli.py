@@ -178,6 +178,32 @@ def test_resume_errors_are_one_line(
     )
 
 
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("nosuch",), "No such command 'nosuch'"),
+        (("models", "nosuch"), "No such command 'nosuch'"),
+        (("run", "--bogus"), "No such option: --bogus"),
+        (("generate",), "Missing argument"),
+    ],
+)
+def test_usage_errors_get_clicks_usage_line_and_exit_2(
+    home: Settings, args: tuple[str, ...], needle: str
+) -> None:
+    result = lmforge(*args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert result.stderr.startswith("Usage: ")
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and needle in last, result.stderr
+
+
+def test_no_command_prints_the_help(home: Settings) -> None:
+    result = lmforge()
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "Usage:" in result.stdout and "Commands" in result.stdout
+
+
 def test_debug_shows_the_traceback(home: Settings, tmp_path: Path) -> None:
     result = lmforge("--debug", "run", str(tmp_path / "none.yaml"))
     assert result.returncode != 0
@@ -287,3 +313,20 @@ def test_app_assistant_answers_cites_and_refuses(home: Settings, tmp_path: Path)
     empty = tmp_path / "empty.csv"
     empty.write_text("question,answer\n")
     assert_clean_error(lmforge("app", "assistant", "--faq", str(empty), "q?"), "has no entries")
+
+
+def test_generate_says_when_the_answer_was_cut_at_max_tokens(tiny_decoder_dir: Path) -> None:
+    args = ("hello", "--model", str(tiny_decoder_dir), "--weights", "fp32", "--temperature", "0")
+    cut = json.loads(lmforge("generate", *args, "--max-tokens", "4", "--json").stdout)
+    assert cut["finish_reason"] == "length" and cut["text"]
+    streamed = lmforge("generate", *args, "--max-tokens", "4")
+    assert streamed.returncode == 0, streamed.stderr
+    assert streamed.stdout == cut["text"] + "\n"
+    note = "[stopped at --max-tokens 4; raise it for a longer answer]"
+    assert streamed.stderr.strip().splitlines() == [note]
+    # stopped by a stop string, or asked for JSON: nothing is added
+    stop = ("--stop", cut["text"][0])
+    stopped = json.loads(lmforge("generate", *args, "--max-tokens", "4", *stop, "--json").stdout)
+    assert stopped["finish_reason"] == "stop"
+    assert note not in lmforge("generate", *args, "--max-tokens", "4", *stop).stderr
+    assert note not in lmforge("generate", *args, "--max-tokens", "4", "--json").stderr

@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from lmforge.errors import ModelNotFoundError
 from lmforge.models.e5_convert import ensure_e5_folder
@@ -48,6 +48,18 @@ class CatalogueEntry:
         (cheap: nothing is imported or converted)."""
         if self.module:
             require_package(self.module, f"base model {self.name}", self.package, self.install)
+
+    def to_json(self) -> dict[str, Any]:
+        """One entry of the ``lmforge models catalogue --json`` document."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "description": self.description,
+            "languages": list(self.languages),
+            "parameters": self.parameters,
+            "licence": self.licence,
+            "package": self.package,
+        }
 
 
 @dataclass(frozen=True)

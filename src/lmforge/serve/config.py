@@ -6,6 +6,7 @@ have a size, a count and a deadline, queues have a length, keys have a rate.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -235,3 +236,31 @@ def load_serve_config(path: Path | None, **overrides: Any) -> ServeConfig:
     if isinstance(raw, dict):
         raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
     return validate_config(ServeConfig, raw, str(path or "server config"), "host, port, ...")
+
+
+def with_command_line(
+    settings: ServeConfig,
+    *,
+    no_auth: bool = False,
+    decoders: Sequence[str] = (),
+    assistant: str | None = None,
+) -> ServeConfig:
+    """``settings`` with ``lmforge serve``'s switches on top: ``no_auth`` turns keys off,
+    ``decoders`` add to ``generation.models``, and ``assistant`` (a registered assistant) takes
+    the config's assistant section's place — keeping its generation settings, dropping its FAQ."""
+    if no_auth:
+        auth = settings.auth.model_copy(update={"enabled": False})
+        settings = settings.model_copy(update={"auth": auth})
+    if decoders:
+        models = [*settings.generation.models, *decoders]
+        generation = settings.generation.model_copy(update={"models": models})
+        settings = settings.model_copy(update={"generation": generation})
+    if assistant is not None:
+        kept = settings.assistant
+        section = AssistantConfig(
+            model=assistant,
+            generate=kept.generate if kept else False,
+            generate_max_tokens=kept.generate_max_tokens if kept else 160,
+        )
+        settings = settings.model_copy(update={"assistant": section})
+    return settings

@@ -16,6 +16,7 @@ from lmforge.assistant.assistant import (
 )
 from lmforge.errors import LmforgeError
 from lmforge.models.catalogue import covers_language
+from lmforge.progress import ProgressReporter
 from lmforge.registry.refs import resolve_model
 from lmforge.settings import Settings, get_settings
 
@@ -31,12 +32,13 @@ def ask_assistant(
     generate: bool = False,
     decoder: str = "smollm2-135m-instruct",
     settings: Settings | None = None,
+    progress: ProgressReporter | None = None,
 ) -> list[Answer]:
     """Answer ``questions`` from the FAQ ``faq`` (default: debian_faq, with ``encoder``,
     default multilingual-e5-small) or from the registered assistant ``model``; ``threshold`` and
     ``top_k`` override the defaults or the registered values. With ``generate``, the decoder
     also writes an answer from the top entries for each answered question in a language it
-    covers.
+    covers; ``progress`` hears one-time conversions and the engine's preparation.
 
     The choices are checked, and the models resolved, before ``questions`` is read: it may be a
     lazy iterable over stdin, and a wrong name should fail before the user types anything."""
@@ -55,7 +57,7 @@ def ask_assistant(
         raise LmforgeError("no question to answer", "pass questions as arguments or on stdin")
     cache_dir = (settings or get_settings()).cache_dir
     if registered is not None:
-        opened = open_assistant(registered.locate(cache_dir), cache_dir, threshold, top_k)
+        opened = open_assistant(registered.locate(cache_dir, progress), cache_dir, threshold, top_k)
         assistant, top_k = opened.assistant, opened.top_k
     else:
         assistant = build_assistant(
@@ -70,7 +72,9 @@ def ask_assistant(
     # the decoder loads torch's generation engine: only when an answer is to be written
     from lmforge.runtime.generation import GenerationEngine
 
-    engine = GenerationEngine.from_folder(writer.locate(cache_dir), "int8")
+    engine = GenerationEngine.from_folder(
+        writer.locate(cache_dir, progress), "int8", progress=progress
+    )
     try:
         for i, a in enumerate(answers):
             if a.answered and covers_language(decoder, a.language):

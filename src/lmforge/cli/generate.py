@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from lmforge.cli.output import err, out, print_json
+from lmforge.cli.output import RichProgress, err, out, print_json
 
 
 def generate(
@@ -59,6 +59,7 @@ def generate(
         raw=raw,
         weights=weights,
         on_text=None if json_output else show,
+        progress=RichProgress(),
     )
     if json_output:
         print_json(done.to_json())
@@ -126,6 +127,7 @@ def app_assistant(
         top_k=top_k,
         generate=generate,
         decoder=decoder,
+        progress=RichProgress(),
     )
     if json_output:
         print_json([a.to_json() for a in answers])

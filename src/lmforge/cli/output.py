@@ -9,9 +9,9 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from lmforge.progress import BarProgress
 from lmforge.registry.card import percent
 
 if TYPE_CHECKING:  # the tasks import torch: loaded only when a recipe runs
@@ -22,38 +22,14 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 
-class RichProgress:
-    """Draws library progress as a rich bar on stderr."""
+class RichProgress(BarProgress):
+    """Library progress as a rich bar on the CLI's stderr console, notes dimmed."""
 
     def __init__(self) -> None:
-        self._bar: Progress | None = None
-        self._task: Any = None
-
-    def start(self, description: str, total: int, completed: int = 0) -> None:
-        self._bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[metrics]}"),
-            TimeRemainingColumn(),
-            console=err,
-            transient=False,
-        )
-        self._bar.start()
-        self._task = self._bar.add_task(description, total=total, completed=completed, metrics="")
-
-    def advance(self, steps: int = 1, **metrics: float) -> None:
-        if self._bar is not None:
-            shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-            self._bar.update(self._task, advance=steps, metrics=shown)
+        super().__init__(err)
 
     def note(self, message: str) -> None:
-        (self._bar.console if self._bar else err).print(f"[dim]{message}[/dim]")
-
-    def stop(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+        (self._bar.console if self._bar is not None else err).print(f"[dim]{message}[/dim]")
 
 
 def print_json(data: Any) -> None:

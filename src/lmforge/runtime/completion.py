@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmforge.errors import LmforgeError
+from lmforge.progress import ProgressReporter
 from lmforge.registry.refs import resolve_model
 from lmforge.runtime.generation import Completion, FinishReason, GenerationEngine, SamplingParams
 from lmforge.runtime.int8 import WeightFormat
@@ -50,17 +51,19 @@ def complete_prompt(
     weights: str = "int8",
     on_text: Callable[[str, FinishReason | None], None] | None = None,
     settings: Settings | None = None,
+    progress: ProgressReporter | None = None,
 ) -> PromptCompletion:
     """Generate from ``prompt`` with the decoder ``model`` (a catalogue decoder or a local
     causal-LM folder), as a chat message after ``system`` unless ``raw`` or the model has no chat
-    template; ``on_text`` receives the text as it is produced."""
+    template; ``on_text`` receives the text as it is produced; ``progress`` hears the one-time
+    conversion and the engine's preparation."""
     if weights not in WEIGHT_FORMATS:
         raise LmforgeError(f"unknown weight format '{weights}'", "use int8, bf16 or fp32")
     # before loading anything: a wrong name fails now
     decoder = resolve_model(model, "decoder", settings)
     params.check()
-    folder = decoder.locate((settings or get_settings()).cache_dir)
-    engine = GenerationEngine.from_folder(folder, weights, max_batch=1)
+    folder = decoder.locate((settings or get_settings()).cache_dir, progress)
+    engine = GenerationEngine.from_folder(folder, weights, progress=progress, max_batch=1)
     try:
         # a base model without a chat template (gemma3-270m) continues the text as is
         if raw or not getattr(engine.tokenizer, "chat_template", None):

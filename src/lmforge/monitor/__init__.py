@@ -1,5 +1,5 @@
 """Monitoring: the prediction log (its table, the server's background writer, and a reader for
-batch jobs).
+batch jobs), and drift detection (``drift_report``: a window of traffic against a reference).
 
 This package sits below the HTTP layer: it imports no FastAPI or Starlette, so a batch job can
 read what the servers logged without loading a server. The feedback loop builds here next.

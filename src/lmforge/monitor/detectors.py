@@ -47,7 +47,7 @@ class DetectorResult:
 
     name: str  # what is compared: "labels", "confidence", "embeddings", "length", ...
     test: str  # how: "chi-square", "fisher-exact", "ks", "domain-classifier-auc", ...
-    statistic: float  # the test statistic (chi2, KS D, AUC)
+    statistic: float  # the test statistic (chi2, odds ratio for Fisher's test, KS D, AUC)
     p_value: float
     alpha: float  # the level the p-value is compared with
     threshold: float  # the statistic's value at which this detector fires
@@ -69,8 +69,10 @@ class DetectorResult:
         }
 
 
-def _round(value: float) -> float:
-    return float(f"{value:.6g}")
+def _round(value: float) -> float | None:
+    """Six significant digits; None for NaN or infinity, which JSON cannot hold (an odds ratio
+    with an empty cell is infinite)."""
+    return float(f"{value:.6g}") if np.isfinite(value) else None
 
 
 def psi(reference: np.ndarray, current: np.ndarray) -> float:
@@ -100,8 +102,8 @@ def share_test(
     if pooled.shape[1] < 2:  # one category on both sides: nothing can have moved
         chi2, p_value, test = 0.0, 1.0, "chi-square"
     elif pooled.shape[1] == 2 and _expected(pooled).min() < MIN_EXPECTED:
-        _, p = stats.fisher_exact(pooled.astype(int))
-        chi2, p_value, test = float("nan"), float(p), "fisher-exact"
+        odds, p = stats.fisher_exact(pooled.astype(int))
+        chi2, p_value, test = float(odds), float(p), "fisher-exact"
     else:
         res = stats.chi2_contingency(pooled, correction=False)
         chi2, p_value, test = float(res.statistic), float(res.pvalue), "chi-square"

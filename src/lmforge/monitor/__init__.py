@@ -1,5 +1,5 @@
 """Monitoring: the prediction log (its table, the server's background writer, and a reader for
-batch jobs).
+batch jobs), and drift detection (``drift_report``: a window of traffic against a reference).
 
 This package sits below the HTTP layer: it imports no FastAPI or Starlette, so a batch job can
 read what the servers logged without loading a server. The feedback loop builds here next.
@@ -7,15 +7,21 @@ read what the servers logged without loading a server. The feedback loop builds 
 
 from __future__ import annotations
 
+from lmforge.monitor.detectors import DetectorResult
+from lmforge.monitor.drift import DriftReport, Window, drift_report
 from lmforge.monitor.predlog import LoggedPrediction, LogSettings, PredictionLog
 from lmforge.monitor.reader import PredictionRecord, read_predictions
 from lmforge.monitor.tables import PredictionLogRow
 
 __all__ = [
+    "DetectorResult",
+    "DriftReport",
     "LogSettings",
     "LoggedPrediction",
     "PredictionLog",
     "PredictionLogRow",
     "PredictionRecord",
+    "Window",
+    "drift_report",
     "read_predictions",
 ]

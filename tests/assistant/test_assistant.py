@@ -143,7 +143,13 @@ def test_the_answer_is_the_best_passage_and_the_full_section_stays_available() -
     install = "To install a program, run apt install NAME as root. " * 4
     files = "The files of an installed package are listed by dpkg -L NAME. " * 4
     hold = "To keep a package at its version, run apt-mark hold NAME. " * 4
-    entry = FaqEntry("How do I manage packages?", install + files + hold, "FAQ §8", "en", "8")
+    entry = FaqEntry(
+        "How do I install, list the files of or hold packages?",
+        install + files + hold,
+        "FAQ §8",
+        "en",
+        "8",
+    )
     other = FaqEntry("How do I report a bug?", "Use reportbug.", "FAQ §9", "en", "9")
     embed = count_embed(["install", "files", "hold", "bug"])
     assistant = Assistant([entry, other], embed, query_prefix="", passage_prefix="", threshold=0.5)

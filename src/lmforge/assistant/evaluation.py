@@ -21,12 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lmforge.assistant.assistant import (
-    Assistant,
-    ThresholdChoice,
-    choose_threshold,
-    evaluate_threshold,
-)
+from lmforge.assistant.assistant import Assistant
 from lmforge.assistant.faq import FaqEntry, off_topic_questions
 from lmforge.assistant.retrieval import (
     Bm25Retriever,
@@ -35,6 +30,7 @@ from lmforge.assistant.retrieval import (
     TfidfRetriever,
     evaluate_retrieval,
 )
+from lmforge.assistant.thresholds import ThresholdChoice, choose_threshold, evaluate_threshold
 from lmforge.errors import DataError
 
 
@@ -172,13 +168,17 @@ def evaluate_assistant(
     seed: int = 0,
     index_cache: Path | None = None,
     encoder_key: str = "",
+    cross_lingual: bool = True,
 ) -> AssistantEvaluation:
     """Retrieval (the assistant beside BM25 and TF-IDF) on every probe set, then a refusal
     threshold per question language: tuned on half its questions when ``threshold`` is None,
-    measured on the rest. ``index_cache``/``encoder_key``: see :class:`Assistant`."""
+    measured on the rest. ``index_cache``/``encoder_key``: see :class:`Assistant`;
+    ``cross_lingual`` False skips the probes that only add retrieval figures."""
     retrieval: list[dict[str, Any]] = []
     languages: dict[str, LanguageRefusal] = {}
     for probe in probe_sets(entries):
+        if probe.calibrates is None and not cross_lingual:
+            continue
         assistant = Assistant(
             probe.entries,
             embed,

@@ -39,8 +39,8 @@ class AskSource(BaseModel):
     citation: str
     lang: str
     score: float = Field(
-        description="cosine similarity of the question with the entry's best passage: the "
-        "score the sources are ordered by"
+        description="the entry's score: the mean cosine similarity of the question with the "
+        "entry's best passage and with the entry's question; the sources are ordered by it"
     )
 
 

@@ -27,6 +27,13 @@ def test_a_long_sentence_stays_whole_and_blank_text_has_no_passage() -> None:
     assert split_passages("One. Two? Three!") == ["One. Two? Three!"]
 
 
+def test_dots_inside_names_do_not_end_a_sentence() -> None:
+    text = "Edit /etc/apt/sources.list to use ftp.us.debian.org first. " * 8
+    passages = split_passages(text)
+    assert len(passages) > 1 and " ".join(passages) == text.strip()
+    assert all(p.count("sources.list") == p.count("ftp.us.debian.org") for p in passages)
+
+
 def test_the_index_is_embedded_once_and_read_back(tmp_path: Path) -> None:
     calls: list[int] = []
 

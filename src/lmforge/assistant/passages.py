@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？；;])\s*")
+# A sentence ends at . ! ? ; followed by white space ("sources.list" and "ftp.debian.org" do
+# not end one), or at a Chinese full-width mark, which needs none.
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；])\s*")
 PASSAGE_CHARS = {"zh": 160}  # a Chinese character carries about what 2.5 English ones do
 DEFAULT_PASSAGE_CHARS = 400
 

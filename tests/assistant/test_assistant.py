@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import pytest
 
 from lmforge.assistant import FaqEntry
 from lmforge.assistant.assistant import (
+    DEFAULT_THRESHOLDS,
     REFUSALS,
     Assistant,
     choose_threshold,
     evaluate_threshold,
+    language_thresholds,
     question_language,
 )
 from lmforge.errors import DataError
@@ -75,3 +79,85 @@ def test_threshold_choice_separates_the_two_sets() -> None:
     assert held.answered_in_domain == 0.5 and held.refused_off_topic == 1.0
     with pytest.raises(ValueError):
         choose_threshold([], [0.1])
+
+
+def count_embed(words: list[str]) -> Callable[[Sequence[str]], np.ndarray]:
+    """An embedding that counts ``words`` in the whole text (one axis each), plus a small
+    constant axis, so passages of one entry can differ."""
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        rows = [[text.lower().count(w) for w in words] + [0.3] for text in texts]
+        vectors = np.array(rows, dtype=np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    return embed
+
+
+def test_the_cited_entry_has_the_best_shown_score_and_the_threshold_sees_that_score() -> None:
+    # BM25 prefers the logs entry (it shares "history", "the", "logs", "file" with the question)
+    # while the embedding prefers the upgrade entry: whatever ranks must be the score shown.
+    entries = [
+        FaqEntry(
+            "Where are the logs?",
+            "Logs of upgrades are in the file /var/log/apt/history.log.",
+            "FAQ §1",
+            "en",
+            "1",
+        ),
+        FaqEntry("How do I upgrade?", "Run apt upgrade.", "FAQ §2", "en", "2"),
+    ]
+    embed = count_embed(["upgrade", "logs"])
+    assistant = Assistant(entries, embed, query_prefix="", passage_prefix="", threshold=0.5)
+    (answer,) = assistant.ask(["upgrade upgrade upgrade: history in the logs file"])
+    body = answer.to_json()
+    shown = [s["score"] for s in body["sources"]]
+    assert shown == sorted(shown, reverse=True)
+    assert body["citation"] == body["sources"][0]["citation"] and body["score"] == shown[0]
+    assert body["answered"] == (body["score"] >= body["threshold"])
+    ranked = assistant.scores([answer.question])[0]
+    assert body["score"] == round(float(ranked.max()), 4)  # the ranking score is the one shown
+    for threshold in (shown[0] - 0.01, shown[0] + 0.01):  # answered exactly at or above it
+        strict = Assistant(entries, embed, query_prefix="", passage_prefix="", threshold=threshold)
+        (again,) = strict.ask([answer.question])
+        assert again.answered == (again.hits[0].score >= threshold)
+
+
+def test_each_question_language_has_its_own_threshold() -> None:
+    thresholds = {"en": 0.5, "zh": 0.9}
+    assistant = Assistant(ENTRIES, embed, query_prefix="", passage_prefix="", threshold=thresholds)
+    # two topics each: both best entries score the same cosine (≈ 0.71)
+    en, zh = assistant.ask(["install a kernel", "报告错误并安装"])
+    assert en.hits[0].score == pytest.approx(zh.hits[0].score)
+    assert en.answered and en.threshold == 0.5 and en.to_json()["language"] == "en"
+    assert not zh.answered and zh.threshold == 0.9 and zh.to_json()["language"] == "zh"
+    assert zh.text == REFUSALS["zh"] and zh.to_json()["threshold"] == 0.9
+    assert language_thresholds(None) == dict(DEFAULT_THRESHOLDS)
+    assert language_thresholds(0.7) == {"en": 0.7, "zh": 0.7}
+    # a language without a calibrated threshold gets the strictest given one
+    assert language_thresholds({"en": 0.6, "fr": 0.8}) == {"en": 0.6, "zh": 0.8, "fr": 0.8}
+    with pytest.raises(ValueError):
+        language_thresholds({})
+
+
+def test_the_answer_is_the_best_passage_and_the_full_section_stays_available() -> None:
+    install = "To install a program, run apt install NAME as root. " * 4
+    files = "The files of an installed package are listed by dpkg -L NAME. " * 4
+    hold = "To keep a package at its version, run apt-mark hold NAME. " * 4
+    entry = FaqEntry(
+        "How do I install, list the files of or hold packages?",
+        install + files + hold,
+        "FAQ §8",
+        "en",
+        "8",
+    )
+    other = FaqEntry("How do I report a bug?", "Use reportbug.", "FAQ §9", "en", "9")
+    embed = count_embed(["install", "files", "hold", "bug"])
+    assistant = Assistant([entry, other], embed, query_prefix="", passage_prefix="", threshold=0.5)
+    (answer,) = assistant.ask(["how do I hold a package so it is not upgraded"])
+    body = answer.to_json()
+    assert body["answered"] and body["citation"] == "FAQ §8"
+    assert "apt-mark hold" in body["answer"] and "apt install" not in body["answer"]
+    assert len(body["answer"]) < len(entry.answer) and body["full_answer"] == entry.answer
+    assert answer.hits[0].passage == body["answer"]
+    (refused,) = assistant.ask(["what is the weather like"])
+    assert refused.to_json()["full_answer"] is None

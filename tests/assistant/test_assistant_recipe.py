@@ -73,10 +73,12 @@ def test_the_run_measures_retrieval_and_refusal_and_registers(
     assert {"bm25", "tfidf"} == set(result.baselines)
     assert result.version is not None and result.version.task == "assistant"
     folder = result.version.path
-    for name in ("faq.jsonl", "assistant.json", "refusal_scores.png", "data_card.md"):
+    for name in ("faq.jsonl", "assistant.json", "refusal_scores_en.png", "data_card.md"):
         assert (folder / name).is_file(), name
     spec = json.loads((folder / "assistant.json").read_text())
     assert spec["encoder"] == "minilm-l6" and spec["top_k"] == 2
+    assert spec["thresholds"] == {"en": result.output.evaluation.threshold}
+    assert result.metrics["threshold_en"] == result.metrics["threshold"]
     assert not (folder / "encoder").exists()  # a catalogue encoder is stored by name
     summary = result.summary()
     assert summary["entries"] == len(FAQ) and "refusal" in summary
@@ -123,6 +125,8 @@ def test_the_registered_assistant_answers_with_its_faq(site: Any) -> None:
     body = ask(site, question="I forgot my password, how can I change it?").json()
     assert body["answered"] and body["citation"] == "Help §1"
     assert body["threshold"] == 0.3  # the server's override of the tuned value
+    assert body["full_answer"] == FAQ[0][1] and body["answer"] == FAQ[0][1]  # one passage
+    assert body["score"] == body["sources"][0]["score"] >= body["sources"][1]["score"]
     assert len(body["sources"]) == 2  # top_k from the recipe
     assert isinstance(body["generated_answer"], str)  # written by the decoder from the top entries
 

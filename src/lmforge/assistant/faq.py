@@ -196,12 +196,15 @@ OFF_TOPIC_CATEGORIES = (
 )  # fmt: skip
 
 
-def off_topic_questions(lang: str) -> list[str]:
+OFF_TOPIC_FOLDERS = {"en": "english", "zh": "chinese"}  # chatterbot-corpus has small talk in these
+
+
+def off_topic_questions(lang: str, fallback: str | None = None) -> list[str]:
     """Real questions an FAQ about software should refuse: chatterbot-corpus small talk
-    (food, history, sports, ...), in English or Chinese."""
+    (food, history, sports, ...), in English or Chinese (another language: ``fallback``'s)."""
     from lmforge.data.sources import chatterbot_category
 
-    folder = {"en": "english", "zh": "chinese"}[lang]
+    folder = OFF_TOPIC_FOLDERS.get(lang) or OFF_TOPIC_FOLDERS[fallback or lang]
     questions: list[str] = []
     for category in OFF_TOPIC_CATEGORIES:
         try:

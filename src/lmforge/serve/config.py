@@ -122,8 +122,13 @@ class AssistantConfig(_Section):
         "with question and answer columns",
     )
     encoder: str = Field("multilingual-e5-small", description="catalogue encoder to retrieve with")
-    threshold: float = Field(
-        0.81, ge=-1, le=1, description="answer only when the best entry's cosine is at least this"
+    threshold: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="answer only when the best entry's score (its best passage's cosine) is at "
+        "least this, for questions in every language; default: the threshold tuned for each "
+        "question language (with model: the registered ones)",
     )
     top_k: int = Field(3, ge=1, le=20, description="entries returned as sources")
     generate: bool = Field(

@@ -1,5 +1,6 @@
 """task: assistant — index an FAQ, measure retrieval on its own questions beside BM25 and
-TF-IDF, tune (or check) the answer-or-refuse threshold against real off-topic questions, and
+TF-IDF, tune (or check) the answer-or-refuse threshold of each question language against real
+off-topic questions, and
 hand over the assistant folder (served by POST /v1/assistant/ask with
 ``assistant: {model: NAME}``). Nothing is trained: the FAQ's card stands for the data card.
 """
@@ -12,7 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from lmforge.assistant.assistant import resolve_encoder, save_assistant
+from lmforge.assistant.assistant import (
+    encoder_key,
+    index_cache_dir,
+    resolve_encoder,
+    save_assistant,
+)
 from lmforge.assistant.evaluation import AssistantEvaluation, evaluate_assistant
 from lmforge.assistant.faq import FaqEntry, load_faq
 from lmforge.evaluate.plots import plot_refusal_scores
@@ -68,25 +74,27 @@ class AssistantTask:
             query_prefix=encoder.query_prefix,
             passage_prefix=encoder.passage_prefix,
             threshold=recipe.assistant.threshold,
+            index_cache=index_cache_dir(ctx.settings.cache_dir),
+            encoder_key=encoder_key(encoder.path),
         )
-        plot_refusal_scores(
-            evaluation.in_domain,
-            evaluation.off_topic,
-            evaluation.threshold,
-            run_dir / "refusal_scores.png",
-        )
+        plots = []
+        for lang, refusal in evaluation.languages.items():
+            plots.append(f"refusal_scores_{lang}.png")
+            plot_refusal_scores(
+                refusal.in_domain, refusal.off_topic, refusal.threshold, run_dir / plots[-1]
+            )
         metrics, baselines = _assistant_metrics(evaluation)
         report = {"test": metrics, "baselines": baselines, **evaluation.to_json()}
         (run_dir / "metrics.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
         model_dir = run_dir / "assistant"
-        save_assistant(model_dir, entries, encoder, evaluation.threshold, recipe.assistant.top_k)
+        save_assistant(model_dir, entries, encoder, evaluation.thresholds, recipe.assistant.top_k)
         return AssistantOutput(
             model_dir=model_dir,
             meta=AssistantMeta(task="assistant", labels=[], base_model=encoder.ref),
             metrics=metrics,
             baselines=baselines,
             card=card,
-            reports=("data_card.md", "refusal_scores.png"),
+            reports=("data_card.md", *plots),
             summary={"entries": card["rows_used"], **evaluation.to_json()},
             report=_report(recipe, evaluation, run_dir),
             evaluation=evaluation,
@@ -110,6 +118,7 @@ def _assistant_metrics(
     metrics = {
         **averaged.pop("assistant"),
         "threshold": refusal["threshold"],
+        **{f"threshold_{lang}": t for lang, t in refusal["thresholds"].items()},
         "balanced_accuracy": refusal["held_out_balanced_accuracy"],
         "answered_in_domain": refusal["held_out_answered_in_domain"],
         "refused_off_topic": refusal["held_out_refused_off_topic"],
@@ -158,12 +167,16 @@ def _report(recipe: Recipe, evaluation: AssistantEvaluation, run_dir: Path) -> R
         text_columns=2,
     )
     r = evaluation.to_json()["refusal"]
-    line = ReportLine(
-        f"refusal threshold {r['threshold']:.3f} ({'tuned on half' if r['tuned'] else 'given'}"
-        f"); held out: FAQ questions answered {percent(r['held_out_answered_in_domain'])} "
-        f"({percent(r['held_out_answered_with_right_entry'])} with the right entry), "
-        f"off-topic refused {percent(r['held_out_refused_off_topic'])}; "
-        f"run folder {run_dir}",
-        highlight=False,
-    )
-    return Report([table], [line])
+    lines = [
+        ReportLine(
+            f"{lang} questions: refusal threshold {row['threshold']:.3f} "
+            f"({'tuned on half' if r['tuned'] else 'given'}); held out: FAQ questions answered "
+            f"{percent(row['held_out_answered_in_domain'])} "
+            f"({percent(row['held_out_answered_with_right_entry'])} with the right entry), "
+            f"off-topic refused {percent(row['held_out_refused_off_topic'])}",
+            highlight=False,
+        )
+        for lang, row in r["languages"].items()
+    ]
+    lines.append(ReportLine(f"run folder {run_dir}", highlight=False))
+    return Report([table], lines)

@@ -38,16 +38,28 @@ class AskSource(BaseModel):
     question: str
     citation: str
     lang: str
-    score: float
+    score: float = Field(
+        description="the entry's score: the mean cosine similarity of the question with the "
+        "entry's best passage and with the entry's question; the sources are ordered by it"
+    )
 
 
 class AskResponse(BaseModel):
     question: str
     answered: bool = Field(description="false: nothing in the FAQ is close enough; a refusal")
-    answer: str = Field(description="the cited entry's answer, or a polite refusal")
+    answer: str = Field(
+        description="the passage of the cited entry's answer closest to the question, or a "
+        "polite refusal"
+    )
+    full_answer: str | None = Field(
+        None, description="the cited entry's whole answer (null when refused)"
+    )
     citation: str | None
-    score: float | None = Field(description="cosine similarity of the best entry")
-    threshold: float
+    score: float | None = Field(
+        description="the best source's score, the one compared with the threshold"
+    )
+    threshold: float = Field(description="the threshold of the question's language")
+    language: str = Field("en", description="the question's language (en or zh)")
     sources: list[AskSource]
     generated_answer: str | None = Field(
         None,

@@ -8,7 +8,6 @@ import dataclasses
 from collections.abc import Iterable
 
 from lmforge.assistant.assistant import (
-    DEFAULT_THRESHOLD,
     Answer,
     build_assistant,
     grounded_request,
@@ -63,7 +62,7 @@ def ask_assistant(
         assistant = build_assistant(
             faq or "debian_faq",
             encoder=encoder or "multilingual-e5-small",
-            threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+            threshold=threshold,  # None: the per-language defaults
             cache_dir=cache_dir,
         )
     answers = assistant.ask(asked, top_k or 3)

@@ -97,7 +97,11 @@ def app_assistant(
         ),
     ] = None,
     threshold: Annotated[
-        float | None, typer.Option(help="Answer only at or above this cosine similarity.")
+        float | None,
+        typer.Option(
+            help="Answer only at or above this score, for every language "
+            "[default: tuned per language]."
+        ),
     ] = None,
     top_k: Annotated[int | None, typer.Option("--top-k", min=1, max=20)] = None,
     generate: Annotated[

@@ -415,7 +415,7 @@ class ModelPool:
     # --- promotion and refresh --------------------------------------------------------------
 
     async def promote(self, ref: str) -> ModelVersion:
-        promoted = await asyncio.to_thread(self.registry.promote, ref)
+        promoted = (await asyncio.to_thread(self.registry.promote, ref)).version
         await self.follow(promoted.name)
         return promoted
 

@@ -83,6 +83,11 @@ class ModelVersion:
         )
 
 
+class VersionInUseError(LmforgeError):
+    """A version that cannot be archived or deleted as things stand: it is in production, or
+    another version names it as its parent (the server answers 409)."""
+
+
 @dataclass(frozen=True)
 class StageChange:
     """A version after a stage change, and whether its stage actually changed."""
@@ -267,7 +272,7 @@ class Registry:
         The production version is refused: promote another one, which archives it."""
         target = self._version(name, version)
         if target.stage == "production":
-            raise LmforgeError(
+            raise VersionInUseError(
                 f"{target.ref} is in production, so it cannot be archived",
                 f"promote another version of {name} first (that archives {target.ref})",
             )
@@ -280,13 +285,13 @@ class Registry:
         version names as its parent (a compressed child keeps its lineage)."""
         target = self._version(name, version)
         if target.stage == "production":
-            raise LmforgeError(
+            raise VersionInUseError(
                 f"{target.ref} is in production, so it cannot be deleted",
                 f"promote another version of {name} first, then delete {target.ref}",
             )
         children = [v.ref for v in self.list() if v.parent == target.ref]
         if children:
-            raise LmforgeError(
+            raise VersionInUseError(
                 f"{target.ref} is the parent of {', '.join(children)}, so it cannot be deleted",
                 f"delete {', '.join(children)} first",
             )

@@ -435,6 +435,24 @@ class ModelPool:
             logger.info("%s now serves %s (was %s)", name, served.ref, old)
         self._publish(served, alias=name)
 
+    async def forget(self, ref: str) -> None:
+        """Stop serving a deleted version ``NAME:vN``: first point an alias that used it at the
+        name's current version (or drop the alias when none is left), so no request is routed
+        to it, then unload it as a classifier and as an embedder (queued requests finish)."""
+        for name, current in list(self.aliases.items()):
+            if current != ref:
+                continue
+            try:
+                await self.follow(name)
+            except ModelNotFoundError:  # its last version was deleted
+                del self.aliases[name]
+        for key in (ref, f"embed:{ref}"):
+            served = self.loaded.pop(key, None)
+            if served is not None:
+                self._unpublish(served)
+                await served.batcher.close()
+                logger.info("unloaded deleted %s", key)
+
     async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(self.config.refresh_seconds)

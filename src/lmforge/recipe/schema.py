@@ -184,6 +184,11 @@ class RegistryConfig(Section):
         default=None, description="Registered model name; default: the recipe name."
     )
     stage: Stage = Field(default="candidate", description="Stage of the new version.")
+    allow_below_baseline: bool = Field(
+        default=False,
+        description="classification: register the model even when its test macro-F1 is no "
+        "better than the majority baseline's (by default such a run is not registered).",
+    )
 
 
 CompressFormat = Literal[

@@ -6,11 +6,22 @@ dispatch (:func:`run_recipe`) and the steps every task shares (lmforge.json, mod
 registration, compression). See docs/architecture.md, "Adding a task".
 """
 
-from lmforge.tasks.base import Report, ReportLine, ReportTable, RunContext, Task, TaskOutput
+from lmforge.tasks.base import (
+    BaselineCheck,
+    BelowBaselineError,
+    Report,
+    ReportLine,
+    ReportTable,
+    RunContext,
+    Task,
+    TaskOutput,
+)
 from lmforge.tasks.run import TASKS, RunResult, run_recipe
 
 __all__ = [
     "TASKS",
+    "BaselineCheck",
+    "BelowBaselineError",
     "Report",
     "ReportLine",
     "ReportTable",

@@ -24,6 +24,7 @@ from lmforge.recipe import Recipe
 from lmforge.registry.card import model_card, percent
 from lmforge.registry.refs import resolve_base
 from lmforge.tasks.base import (
+    BaselineCheck,
     Report,
     ReportLine,
     ReportTable,
@@ -91,6 +92,9 @@ class ClassificationTask:
             text_prefix=outcome.text_prefix,
         )
         baselines = score_baselines(data, recipe.evaluation.baselines)
+        # the registration gate: the majority class, scored even when not listed as a baseline
+        majority = baselines.get("majority") or score_baselines(data, ["majority"])["majority"]
+        check = BaselineCheck("macro_f1", metrics["macro_f1"], "majority", majority["macro_f1"])
         training = training_summary(outcome)
         report = {"test": metrics, "baselines": baselines, "training": training}
         (run_dir / "metrics.json").write_text(json.dumps(report, indent=1))
@@ -129,6 +133,7 @@ class ClassificationTask:
             summary={"training": training},
             report=_report(recipe, metrics, baselines, outcome, run_dir),
             model_card=model_card(recipe, data.card, metrics, baselines, training, base.name),
+            baseline_check=check,
             data=data,
             outcome=outcome,
         )

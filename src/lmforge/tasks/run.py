@@ -21,7 +21,14 @@ from lmforge.recipe import Recipe
 from lmforge.registry import ModelVersion, Registry
 from lmforge.settings import Settings, get_settings
 from lmforge.tasks.assistant import AssistantTask
-from lmforge.tasks.base import Report, ReportLine, RunContext, Task, TaskOutput
+from lmforge.tasks.base import (
+    BelowBaselineError,
+    Report,
+    ReportLine,
+    RunContext,
+    Task,
+    TaskOutput,
+)
 from lmforge.tasks.classification import ClassificationTask
 from lmforge.tasks.generation import GenerationTask
 from lmforge.tasks.similarity import SimilarityTask
@@ -65,16 +72,31 @@ class RunResult:
         }
         if self.task.compressible:
             shared["compression"] = self.compression.to_json() if self.compression else None
+        check = self.output.baseline_check
+        if check is not None:
+            shared["baseline_check"] = check.to_json()
         return {**shared, **self.output.summary}
 
     def report(self) -> Report:
         """The task's tables and lines, then where the version was registered."""
         report = self.output.report
-        if self.version is None:
-            return report
-        v = self.version
-        registered = self.task.registered.format(ref=v.ref, name=v.name, stage=v.stage, path=v.path)
-        return Report(report.tables, [*report.lines, ReportLine(registered)])
+        lines = list(report.lines)
+        check = self.output.baseline_check
+        if check is not None:
+            if check.beats:
+                lines.append(ReportLine(check.describe()))
+            elif self.version is not None:
+                allowed = "registered anyway (registry.allow_below_baseline)"
+                lines.append(ReportLine(f"[bold]{check.describe()}[/bold]; {allowed}"))
+            else:
+                lines.append(ReportLine(f"[bold]{check.describe()}[/bold]: not registered"))
+        if self.version is not None:
+            v = self.version
+            registered = self.task.registered.format(
+                ref=v.ref, name=v.name, stage=v.stage, path=v.path
+            )
+            lines.append(ReportLine(registered))
+        return Report(report.tables, lines)
 
 
 def run_recipe(
@@ -109,6 +131,7 @@ def run_recipe(
         (output.model_dir / "README.md").write_text(output.model_card, encoding="utf-8")
     version = None
     if register:
+        _check_baseline(ctx, output)
         version = _register_folder(ctx, output)
     compression = None
     if version is not None and task.compressible and recipe.compress.enabled:
@@ -117,6 +140,22 @@ def run_recipe(
             version.ref, recipe.compress, settings=settings, progress=progress
         )
     return RunResult(recipe, task, ctx.run_dir, output, version, compression)
+
+
+def _check_baseline(ctx: RunContext, output: TaskOutput) -> None:
+    """Refuse to register a model that does not beat its baseline, unless the recipe allows
+    it; the finished run folder keeps the model either way."""
+    check = output.baseline_check
+    if check is None or check.beats or ctx.recipe.registry.allow_below_baseline:
+        return
+    raise BelowBaselineError(
+        f"{check.describe()}, so {ctx.recipe.model_name} was not registered "
+        f"(the model stays in {output.model_dir})",
+        "train longer or on more data, or set registry.allow_below_baseline: true in the "
+        "recipe to register it anyway",
+        check,
+        ctx.run_dir,
+    )
 
 
 def _register_folder(ctx: RunContext, output: TaskOutput) -> ModelVersion:

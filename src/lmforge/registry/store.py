@@ -33,6 +33,10 @@ _REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_.-]*)(?::(?P<version>v?\d+|product
 
 @dataclass(frozen=True)
 class ModelVersion:
+    """One registered version: its name and number (``ref`` is ``NAME:vN``), stage, folder,
+    task, base model, labels, test metrics beside its baselines' and the version it was made
+    from (``parent``, e.g. the source of a compressed variant)."""
+
     name: str
     version: int
     stage: str
@@ -116,6 +120,11 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
 
 
 class Registry:
+    """The registered model versions of one lmforge home: :meth:`list`, :meth:`get` by
+    reference (``NAME``, ``NAME:vN``, ``NAME:production``), :meth:`promote`, :meth:`archive`
+    and :meth:`delete`; runs register through :meth:`register`. Opening one finishes any
+    delete a crash interrupted."""
+
     def __init__(self, settings: Settings | None = None) -> None:
         settings = settings or get_settings()
         self.root = settings.registry_dir

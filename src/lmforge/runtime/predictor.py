@@ -23,6 +23,9 @@ from lmforge.runtime.backends import Backend, available_backends, load_backend
 
 @dataclass(frozen=True)
 class Prediction:
+    """One text's classification: the best ``label``, its probability ``score``, and the
+    probability of every label (``scores``)."""
+
     text: str
     label: str
     score: float

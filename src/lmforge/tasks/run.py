@@ -107,9 +107,24 @@ def run_recipe(
     resume: Path | None = None,
     progress: ProgressReporter | None = None,
 ) -> RunResult:
-    """Run every stage the recipe names: data, training, evaluation, registration (unless
-    ``register`` is False, or the recipe's ``registry.enabled`` is when ``register`` is None)
-    and compression. ``resume`` continues the run folder of an interrupted run."""
+    """Run every stage the recipe names and return the :class:`RunResult`.
+
+    Data, training and evaluation (beside the baselines) into a new run folder; then
+    registration — unless ``register`` is False, or the recipe's ``registry.enabled`` is when
+    ``register`` is None — and compression when the recipe's ``compress.enabled`` is set.
+
+    ``settings`` says where state lives (default: ``LMFORGE_HOME``); ``resume`` continues the
+    run folder of an interrupted run; ``progress`` receives progress (default: silent).
+
+    Raises :class:`~lmforge.LmforgeError` (one line naming the problem and the fix) for what
+    the user can fix — an invalid recipe for this task, unusable data, an unknown base model —
+    and its subclass ``BelowBaselineError`` when a classifier no better than the majority
+    baseline is not registered (the run folder keeps it; ``registry.allow_below_baseline``
+    allows it). Example::
+
+        result = lmforge.run_recipe(lmforge.load_recipe("examples/sentiment-en.yaml"))
+        print(result.version.ref, result.metrics["accuracy"])
+    """
     settings = settings or get_settings()
     progress = progress or SilentProgress()
     register = recipe.registry.enabled if register is None else register

@@ -75,3 +75,20 @@ def test_delete_removes_the_version_and_stops_serving_it(site: Any) -> None:
     assert "tiny:v1 is in production" in refused["message"]
     served = call(site, "POST", "/v1/predict", scope="predict", json={"inputs": ["fine"]})
     assert served.json()["model"] == "tiny:v1"
+
+
+def test_deleting_the_version_a_name_serves_moves_the_name(site: Any, tiny_model_dir: Path) -> None:
+    # No production version: the bare name serves the latest, until that one is deleted.
+    register_copy(site.settings, tiny_model_dir, "solo")
+    register_copy(site.settings, tiny_model_dir, "solo")
+    bare = {"model": "solo", "inputs": ["fine"]}
+    assert (
+        call(site, "POST", "/v1/predict", scope="predict", json=bare).json()["model"] == "solo:v2"
+    )
+    assert call(site, "DELETE", "/v1/models/solo/versions/2").status_code == 200
+    assert (
+        call(site, "POST", "/v1/predict", scope="predict", json=bare).json()["model"] == "solo:v1"
+    )
+    assert call(site, "DELETE", "/v1/models/solo/versions/1").status_code == 200
+    gone = error(call(site, "POST", "/v1/predict", scope="predict", json=bare), 404)
+    assert "no registered model named 'solo'" in gone["message"]

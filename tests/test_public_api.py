@@ -3,6 +3,8 @@ deliberate change to what users import, made here as well as in the package."""
 
 from __future__ import annotations
 
+import inspect
+import pydoc
 import subprocess
 import sys
 
@@ -41,3 +43,23 @@ def test_importing_lmforge_loads_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_dir_and_help_show_the_public_api() -> None:
+    # The names are imported on first use; dir() must list them before any is touched.
+    code = "import lmforge; print(' '.join(dir(lmforge)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert set(PUBLIC) <= set(out.stdout.split())
+    text = pydoc.render_doc(lmforge, renderer=pydoc.plaintext)
+    for name in PUBLIC:
+        assert name in text, name
+
+
+def test_every_public_name_has_a_docstring_of_its_own() -> None:
+    assert lmforge.__doc__ and "run_recipe" in lmforge.__doc__
+    for name in PUBLIC:
+        doc = inspect.getdoc(getattr(lmforge, name)) or ""
+        # a dataclass without one gets its signature, "Name(field: type, ...)", as its doc
+        assert len(doc) > 40 and not doc.startswith(f"{name}("), name
+    run_doc = inspect.getdoc(lmforge.run_recipe) or ""
+    assert "register" in run_doc and "RunResult" in run_doc

@@ -2,6 +2,21 @@
 
 The public façade; everything else lives in one folder per lifecycle stage. Names are imported
 on first use, so ``import lmforge`` (and the CLI's start-up) stays fast.
+
+- :func:`load_recipe` / :func:`parse_recipe` → a validated :class:`Recipe` (a YAML file, or a
+  mapping); :func:`run_recipe` runs it → a :class:`RunResult` (metrics, baselines, the
+  registered :class:`ModelVersion`);
+- :class:`Registry` lists, gets, promotes, archives and deletes versions;
+- :class:`Predictor` classifies texts with a registered version → :class:`Prediction`;
+- :class:`Settings` says where state lives; every error a user can fix is an
+  :class:`LmforgeError` with a one-line message.
+
+Example::
+
+    import lmforge
+
+    result = lmforge.run_recipe(lmforge.load_recipe("examples/sentiment-en.yaml"))
+    print(lmforge.Predictor(result.version.path).predict(["What a film!"]))
 """
 
 from __future__ import annotations
@@ -50,3 +65,9 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'lmforge' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The public names are imported on first use, so they are not in globals() yet: list them
+    # too, so that dir(lmforge), help(lmforge) and tab completion show the API.
+    return sorted({*globals(), *__all__})

@@ -14,6 +14,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
+    """Where lmforge keeps its state: ``home`` (``LMFORGE_HOME``, default ``~/.lmforge``) holds
+    the registry's version folders, the run folders, the converted-model cache and the SQLite
+    database; ``database_url`` (``LMFORGE_DATABASE_URL``) puts the registry's rows in another
+    database (PostgreSQL for several replicas)."""
+
     model_config = SettingsConfigDict(env_prefix="LMFORGE_", extra="ignore")
 
     home: Path = Field(default_factory=lambda: Path.home() / ".lmforge")

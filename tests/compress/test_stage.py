@@ -29,8 +29,9 @@ FAST = {
 
 @pytest.fixture
 def toy_version(home: Settings, toy_csv: Path, tiny_base: Path) -> str:
-    recipe = parse_recipe(toy_recipe(toy_csv, tiny_base, epochs=3))
-    result = run_recipe(recipe, settings=home)
+    raw = toy_recipe(toy_csv, tiny_base, epochs=3)
+    raw["registry"] = {"allow_below_baseline": True}  # a version to compress, whatever it learnt
+    result = run_recipe(parse_recipe(raw), settings=home)
     assert result.version is not None
     return result.version.ref
 
@@ -132,6 +133,7 @@ def test_too_small_calibration_set_names_the_minimum(
 ) -> None:
     raw = toy_recipe(toy_csv, tiny_base, epochs=1)
     raw["data"]["source"]["limit"] = 40  # type: ignore[index]
+    raw["registry"] = {"allow_below_baseline": True}  # 3 steps: registered whatever it learnt
     result = run_recipe(parse_recipe(raw), settings=home)
     assert result.version is not None
     config = CompressConfig(formats=["onnx-int8-static"], **FAST)

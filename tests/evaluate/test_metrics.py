@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from lmforge.evaluate.baselines import (
     snownlp_baseline,
     tfidf_lr_baseline,
 )
-from lmforge.evaluate.metrics import expected_calibration_error
+from lmforge.evaluate.metrics import expected_calibration_error, probabilities
 from lmforge.evaluate.plots import plot_confusion_matrix, plot_training_curve
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -326,3 +327,22 @@ def test_plot_training_curve(tmp_path: Path) -> None:
     plot_training_curve(history, path)
     assert path.stat().st_size > 1000
     assert path.read_bytes()[:8] == PNG
+
+
+def test_float32_probabilities_score_as_their_logits_do_without_a_warning() -> None:
+    # A confident classifier: a float32 softmax rounds many positives' P(positive) to exactly
+    # 1.0 (ties the float64 softmax keeps apart) and its rows miss 1 by float32 rounding, which
+    # made scikit-learn warn "The y_prob values do not sum to one" and moved ROC-AUC.
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    logits = np.stack([np.zeros(400), rng.normal(12 * (2 * y - 1) + 3, 6)], axis=1)
+    z = np.exp((logits - logits.max(axis=1, keepdims=True)).astype(np.float32))
+    proba32 = z / z.sum(axis=1, keepdims=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from_proba = classification_metrics(y, proba32, ["neg", "pos"], from_logits=False)
+        from_logits = classification_metrics(y, logits, ["neg", "pos"])
+    assert from_proba["accuracy"] == from_logits["accuracy"]
+    assert from_proba["loss"] == pytest.approx(from_logits["loss"], rel=1e-5)
+    rows = probabilities(proba32, from_logits=False)
+    assert rows.dtype == np.float64 and np.abs(rows.sum(axis=1) - 1).max() < 1e-12

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import delete as sql_delete
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
-from lmforge.errors import ModelNotFoundError
+from lmforge.errors import LmforgeError, ModelNotFoundError
 from lmforge.recipe import parse_recipe
-from lmforge.registry import STAGES, ModelVersion, Registry, parse_ref
+from lmforge.registry import STAGES, ModelVersion, Registry, parse_ref, tombstones
 from lmforge.registry.card import model_card
 from lmforge.registry.db import ModelVersionRow
 from lmforge.settings import Settings
@@ -537,3 +538,107 @@ def test_model_card_lora_and_registry_name() -> None:
     assert "targets query" in text
     assert "stopped early" not in text
     assert "A classification model trained by lmforge." in text
+
+
+# --- promote says whether anything changed; archive and delete --------------------------------
+
+
+def test_promote_tells_whether_the_stage_changed(registry: Registry) -> None:
+    _register(registry)
+    first = registry.promote("demo:v1")
+    assert first.changed and first.stage == "production" and first.ref == "demo:v1"
+    again = registry.promote("demo:v1")
+    assert not again.changed and again.version.stage == "production"
+
+
+def test_archive_moves_a_candidate_and_refuses_production(registry: Registry) -> None:
+    _register(registry)
+    _register(registry)
+    registry.promote("demo:v2")
+    archived = registry.archive("demo", 1)
+    assert archived.changed and archived.stage == "archived"
+    assert not registry.archive("demo", 1).changed
+    with pytest.raises(LmforgeError, match=r"demo:v2 is in production.*promote another version"):
+        registry.archive("demo", 2)
+    assert registry.get("demo:v2").stage == "production"
+
+
+def test_delete_removes_folder_and_row(registry: Registry) -> None:
+    _register(registry)
+    second = _register(registry)
+    removed = registry.delete("demo", 2)
+    assert removed.ref == "demo:v2"
+    assert not second.path.exists() and _row_count(registry, "demo") == 1
+    assert not list((registry.root / tombstones.TOMBSTONES).iterdir())
+    with pytest.raises(ModelNotFoundError, match="has no version 2"):
+        registry.delete("demo", 2)
+
+
+def test_delete_refuses_production_and_parents(registry: Registry) -> None:
+    _register(registry)
+    _register(registry, parent="demo:v1")
+    registry.promote("demo:v2")
+    with pytest.raises(LmforgeError, match=r"demo:v2 is in production"):
+        registry.delete("demo", 2)
+    with pytest.raises(LmforgeError, match=r"demo:v1 is the parent of demo:v2.*delete demo:v2"):
+        registry.delete("demo", 1)
+    assert _row_count(registry, "demo") == 2
+    assert registry.get("demo:v1").path.is_dir() and registry.get("demo:v2").path.is_dir()
+
+
+def test_a_failed_row_delete_puts_the_folder_back(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    version = _register(registry)
+
+    def fail(*_: Any, **__: Any) -> None:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(Session, "execute", fail)
+    with pytest.raises(RuntimeError, match="went away"):
+        registry.delete("demo", 1)
+    monkeypatch.undo()
+    assert (version.path / "model.bin").read_text(encoding="utf-8") == "weights"
+    assert _row_count(registry, "demo") == 1
+
+
+def test_opening_the_registry_finishes_an_interrupted_delete(
+    settings: Settings, registry: Registry
+) -> None:
+    kept, gone = _register(registry), _register(registry)
+    # A crash after burying both folders; only gone's row delete committed.
+    for v in (kept, gone):
+        tombstones.bury(
+            registry.root,
+            v.path,
+            name=v.name,
+            version=v.version,
+            created_at=v.created_at.isoformat(),
+        )
+    with Session(registry.engine) as session, session.begin():
+        session.execute(sql_delete(ModelVersionRow).where(ModelVersionRow.version == 2))
+    assert not kept.path.exists()
+
+    reopened = Registry(settings)
+    try:
+        assert (kept.path / "model.bin").is_file() and not gone.path.exists()
+        assert [v.ref for v in reopened.list()] == ["demo:v1"]
+        assert not list((registry.root / tombstones.TOMBSTONES).iterdir())
+    finally:
+        reopened.engine.dispose()
+
+
+def test_a_tombstone_is_not_restored_into_a_later_version_of_the_same_number(
+    settings: Settings, registry: Registry
+) -> None:
+    _register(registry)
+    old = _register(registry)
+    tombstones.bury(
+        registry.root, old.path, name="demo", version=2, created_at=old.created_at.isoformat()
+    )
+    with Session(registry.engine) as session, session.begin():
+        session.execute(sql_delete(ModelVersionRow).where(ModelVersionRow.version == 2))
+    new = _register(registry, content="new weights")  # takes the number 2 again
+    Registry(settings).engine.dispose()
+    assert (new.path / "model.bin").read_text(encoding="utf-8") == "new weights"
+    assert not list((registry.root / tombstones.TOMBSTONES).iterdir())

@@ -17,12 +17,16 @@ from sklearn.metrics import (
 )
 
 
-def _probabilities(scores: np.ndarray, from_logits: bool) -> np.ndarray:
-    if not from_logits:
-        return scores
-    z = scores - scores.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)  # type: ignore[no-any-return]
+def probabilities(scores: np.ndarray, *, from_logits: bool = True) -> np.ndarray:
+    """Class probabilities in float64 whose rows sum to one: a softmax of logits, or given
+    probabilities renormalised (a float32 softmax's rows are off by rounding, which makes
+    scikit-learn warn and can tie scores the float64 softmax of the same logits keeps apart).
+    Every figure lmforge reports is computed from these, so registration and ``lmforge
+    evaluate`` agree."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if from_logits:
+        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return scores / scores.sum(axis=-1, keepdims=True)  # type: ignore[no-any-return]
 
 
 def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
@@ -48,7 +52,7 @@ def classification_metrics(
 ) -> dict[str, Any]:
     """Accuracy, macro-F1 and loss; with ``detail`` also per-class P/R/F1, confusion matrix,
     ROC-AUC (binary tasks) and expected calibration error."""
-    proba = np.clip(_probabilities(scores.astype(np.float64), from_logits), 1e-12, 1.0)
+    proba = probabilities(scores, from_logits=from_logits)
     pred = proba.argmax(axis=1)
     ids = list(range(len(labels)))
     out: dict[str, Any] = {

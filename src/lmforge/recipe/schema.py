@@ -1,8 +1,9 @@
 """The recipe: one typed, validated description of a whole lmforge job.
 
 Every section is a pydantic model that rejects unknown keys, so a typo fails loudly instead of
-being silently ignored. Defaults live here and are exported with the JSON Schema
-(``lmforge schema``), which is the reference documentation of every key.
+being silently ignored. Defaults and meanings live here: ``reference.py`` renders them as
+docs/recipe.md and as each task's commented template (``lmforge recipe init``), and they are
+exported with the JSON Schema (``lmforge schema``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ Precision = Literal["auto", "fp32", "bf16"]
 Stage = Literal["candidate", "production", "archived"]
 BaselineName = Literal["majority", "tfidf_lr", "snownlp"]
 MetricName = Literal["accuracy", "macro_f1", "loss"]
+
+# LoRA's layers: the recipe's default names an encoder's; a decoder not told otherwise adapts
+# its own Llama-style projections (those it has).
+ENCODER_LORA_TARGETS = ("query", "key", "value", "dense")
+DECODER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
@@ -91,12 +97,16 @@ class SplitConfig(Section):
 
 
 class DataConfig(Section):
+    """The rows to learn from: where they come from, how they are cleaned and split."""
+
     source: SourceConfig
     cleaning: CleaningConfig = CleaningConfig()
     split: SplitConfig = SplitConfig()
 
 
 class ModelConfig(Section):
+    """The base model the job starts from."""
+
     base: str = Field(
         default="minilm-l6",
         description="A catalogue name (minilm-l6, multilingual-e5-small) or a local HF folder.",
@@ -111,16 +121,21 @@ class ModelConfig(Section):
 
 
 class LoraConfig(Section):
+    """LoRA adapters (used when adaptation.method is lora)."""
+
     r: Annotated[int, Field(gt=0)] = Field(default=16, description="LoRA rank.")
     alpha: Annotated[int, Field(gt=0)] = Field(default=32, description="LoRA scaling alpha.")
     dropout: Annotated[float, Field(ge=0, lt=1)] = Field(default=0.05, description="LoRA dropout.")
     target_modules: list[str] = Field(
-        default_factory=lambda: ["query", "key", "value", "dense"],
-        description="Names of the linear layers that get adapters.",
+        default_factory=lambda: list(ENCODER_LORA_TARGETS),
+        description="Names of the linear layers that get adapters. Left out, a decoder "
+        "(generation) adapts its q/k/v/o and gate/up/down projections instead.",
     )
 
 
 class AdaptationConfig(Section):
+    """Which weights training changes."""
+
     method: Literal["full", "lora"] = Field(
         default="full", description="Fine-tune all weights ('full') or LoRA adapters ('lora')."
     )
@@ -132,6 +147,10 @@ class AdaptationConfig(Section):
 
 
 class EarlyStoppingConfig(Section):
+    """Stopping when the validation metric stops improving (the best weights are kept).
+    Similarity and generation validate on held-out loss: they stop early only with metric
+    loss, and otherwise train their epochs through."""
+
     enabled: bool = Field(default=True, description="Stop when validation stops improving.")
     metric: MetricName = Field(default="macro_f1", description="Validation metric to watch.")
     patience: Annotated[int, Field(ge=1)] = Field(
@@ -140,6 +159,8 @@ class EarlyStoppingConfig(Section):
 
 
 class TrainingConfig(Section):
+    """The training loop: length, batch, optimiser, precision and validation."""
+
     epochs: Annotated[float, Field(gt=0)] = Field(default=3, description="Passes over the data.")
     max_steps: Annotated[int, Field(gt=0)] | None = Field(
         default=None, description="Stop after this many optimiser steps (overrides epochs)."
@@ -172,6 +193,8 @@ class TrainingConfig(Section):
 
 
 class EvaluationConfig(Section):
+    """What the model is compared with on the held-out test split."""
+
     baselines: list[BaselineName] = Field(
         default_factory=lambda: list[BaselineName](["majority", "tfidf_lr"]),
         description="Baselines trained and scored on the same split.",
@@ -179,11 +202,18 @@ class EvaluationConfig(Section):
 
 
 class RegistryConfig(Section):
+    """Registering the trained model as a new version."""
+
     enabled: bool = Field(default=True, description="Register the trained model as a version.")
     name: str | None = Field(
         default=None, description="Registered model name; default: the recipe name."
     )
     stage: Stage = Field(default="candidate", description="Stage of the new version.")
+    allow_below_baseline: bool = Field(
+        default=False,
+        description="classification: register the model even when its test macro-F1 is no "
+        "better than the majority baseline's (by default such a run is not registered).",
+    )
 
 
 CompressFormat = Literal[
@@ -199,6 +229,8 @@ CompressStructure = Literal["original", "pruned", "distilled"]
 
 
 class PruneConfig(Section):
+    """The pruned structure: attention heads and FFN neurons removed, then recovered."""
+
     head_fraction: Annotated[float, Field(ge=0, lt=1)] = Field(
         default=0.25, description="Share of attention heads removed (least important first)."
     )
@@ -211,6 +243,8 @@ class PruneConfig(Section):
 
 
 class DistillConfig(Section):
+    """The distilled structure: a shallower student trained on the model's soft labels."""
+
     layers: Annotated[int, Field(ge=1)] = Field(
         default=3, description="Encoder layers of the student (taken evenly from the teacher)."
     )
@@ -289,6 +323,18 @@ UNUSED_SECTIONS = {
     "generation": ("assistant", "compress"),
     "classification": ("assistant",),
 }
+# Keys inside sections a task reads that it does not read itself; refused when changed too.
+UNUSED_KEYS = {
+    "assistant": (
+        "data.source.limit",
+        "data.cleaning",
+        "data.split",
+        "registry.allow_below_baseline",
+    ),
+    "similarity": ("registry.allow_below_baseline",),
+    "generation": ("registry.allow_below_baseline",),
+    "classification": (),
+}
 
 
 class Recipe(Section):
@@ -321,6 +367,11 @@ class Recipe(Section):
         if unused:
             raise ValueError(
                 f"section(s) {', '.join(unused)} do not apply to task {self.task}: remove them"
+            )
+        if self.task != "classification" and self.registry.allow_below_baseline:
+            raise ValueError(
+                "registry.allow_below_baseline applies to task classification only (its "
+                "majority-baseline gate): remove it"
             )
         if self.task == "assistant":
             self._check_faq()

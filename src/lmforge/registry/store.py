@@ -3,6 +3,7 @@
 A version becomes visible only when its row commits, and its folder is moved into place inside
 that same transaction: a crash at any point leaves either a whole version or none. Stages follow
 candidate → production → archived; promoting one version archives the previous production one.
+Deleting a version removes its folder and its row as one step too (see ``tombstones.py``).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from lmforge.errors import ModelNotFoundError
+from lmforge.errors import LmforgeError, ModelNotFoundError
 from lmforge.recipe.schema import MODEL_NAME
+from lmforge.registry import tombstones
 from lmforge.registry.db import ModelVersionRow, as_utc, make_engine
 from lmforge.settings import Settings, get_settings
 
@@ -31,6 +33,10 @@ _REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_.-]*)(?::(?P<version>v?\d+|product
 
 @dataclass(frozen=True)
 class ModelVersion:
+    """One registered version: its name and number (``ref`` is ``NAME:vN``), stage, folder,
+    task, base model, labels, test metrics beside its baselines' and the version it was made
+    from (``parent``, e.g. the source of a compressed variant)."""
+
     name: str
     version: int
     stage: str
@@ -81,6 +87,27 @@ class ModelVersion:
         )
 
 
+class VersionInUseError(LmforgeError):
+    """A version that cannot be archived or deleted as things stand: it is in production, or
+    another version names it as its parent (the server answers 409)."""
+
+
+@dataclass(frozen=True)
+class StageChange:
+    """A version after a stage change, and whether its stage actually changed."""
+
+    version: ModelVersion
+    changed: bool
+
+    @property
+    def ref(self) -> str:
+        return self.version.ref
+
+    @property
+    def stage(self) -> str:
+        return self.version.stage
+
+
 def parse_ref(ref: str) -> tuple[str, str | None]:
     """``name``, ``name:3``, ``name:v3``, ``name:production`` or ``name:latest``."""
     match = _REF.match(ref.strip())
@@ -93,10 +120,16 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
 
 
 class Registry:
+    """The registered model versions of one lmforge home: :meth:`list`, :meth:`get` by
+    reference (``NAME``, ``NAME:vN``, ``NAME:production``), :meth:`promote`, :meth:`archive`
+    and :meth:`delete`; runs register through :meth:`register`. Opening one finishes any
+    delete a crash interrupted."""
+
     def __init__(self, settings: Settings | None = None) -> None:
         settings = settings or get_settings()
         self.root = settings.registry_dir
         self.engine = make_engine(settings.resolved_database_url)
+        tombstones.settle(self.root, self._has_row)  # finish any delete a crash interrupted
 
     def new_staging_dir(self) -> Path:
         """An invisible folder to build a version in; :meth:`register` moves it into place."""
@@ -211,8 +244,11 @@ class Registry:
             f"versions: {', '.join(f'v{v.version}' for v in versions)}",
         )
 
-    def promote(self, ref: str) -> ModelVersion:
-        return self.set_stage(ref, "production")
+    def promote(self, ref: str) -> StageChange:
+        """Make a version the production one (archiving the previous one); ``changed`` is False
+        when it already was, so a caller can say so instead of announcing a change."""
+        was = self.get(ref).stage
+        return StageChange(self.set_stage(ref, "production"), changed=was != "production")
 
     def set_stage(self, ref: str, stage: str) -> ModelVersion:
         if stage not in STAGES:
@@ -246,3 +282,68 @@ class Registry:
             .where(ModelVersionRow.stage == "production")
             .values(stage="archived")
         )
+
+    # --- archive and delete -----------------------------------------------------------------
+
+    def archive(self, name: str, version: int) -> StageChange:
+        """Move a version to the archived stage (``changed`` is False when it already was).
+        The production version is refused: promote another one, which archives it."""
+        target = self._version(name, version)
+        if target.stage == "production":
+            raise VersionInUseError(
+                f"{target.ref} is in production, so it cannot be archived",
+                f"promote another version of {name} first (that archives {target.ref})",
+            )
+        changed = target.stage != "archived"
+        return StageChange(self.set_stage(target.ref, "archived"), changed=changed)
+
+    def delete(self, name: str, version: int) -> ModelVersion:
+        """Remove a version's folder and row as one step (a crash leaves both or neither) and
+        return what was removed. Refuses the production version, and a version that another
+        version names as its parent (a compressed child keeps its lineage)."""
+        target = self._version(name, version)
+        if target.stage == "production":
+            raise VersionInUseError(
+                f"{target.ref} is in production, so it cannot be deleted",
+                f"promote another version of {name} first, then delete {target.ref}",
+            )
+        children = [v.ref for v in self.list() if v.parent == target.ref]
+        if children:
+            raise VersionInUseError(
+                f"{target.ref} is the parent of {', '.join(children)}, so it cannot be deleted",
+                f"delete {', '.join(children)} first",
+            )
+        with tombstones.graveyard_lock(self.root):
+            tomb = tombstones.bury(
+                self.root,
+                target.path,
+                name=name,
+                version=version,
+                created_at=target.created_at.isoformat(),
+            )
+            try:
+                with Session(self.engine) as session, session.begin():
+                    session.execute(
+                        delete(ModelVersionRow)
+                        .where(ModelVersionRow.name == name)
+                        .where(ModelVersionRow.version == version)
+                    )
+            except BaseException:
+                tombstones.restore(tomb)  # the row stays, so the folder comes back
+                raise
+            tombstones.remove(tomb)
+        return target
+
+    def _version(self, name: str, version: int) -> ModelVersion:
+        return self.get(f"{name}:v{version}")
+
+    def _has_row(self, tomb: tombstones.Tombstone) -> bool:
+        """Whether the row a tombstone belonged to still exists (the same version number given
+        to a later registration is another row: its creation time differs)."""
+        with Session(self.engine) as session:
+            row = session.scalar(
+                select(ModelVersionRow)
+                .where(ModelVersionRow.name == tomb.name)
+                .where(ModelVersionRow.version == tomb.version)
+            )
+        return row is not None and as_utc(row.created_at).isoformat() == tomb.created_at

@@ -28,6 +28,9 @@ PROBE_TEXT = "a short test text"
 
 @dataclass(frozen=True)
 class Prediction:
+    """One text's classification: the best ``label``, its probability ``score``, and the
+    probability of every label (``scores``)."""
+
     text: str
     label: str
     score: float

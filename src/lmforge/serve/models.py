@@ -506,7 +506,7 @@ class ModelPool:
         not); a classifier is then served under its bare name."""
         version = await asyncio.to_thread(self.registry.get, ref)
         await self._check(version)
-        promoted = await asyncio.to_thread(self.registry.promote, version.ref)
+        promoted = (await asyncio.to_thread(self.registry.promote, version.ref)).version
         if promoted.task == "classification":
             await self.follow(promoted.name)
         return promoted
@@ -571,6 +571,24 @@ class ModelPool:
             self._publish(self.loaded[old], alias="")
             logger.info("%s now serves %s (was %s)", name, served.ref, old)
         self._publish(served, alias=name)
+
+    async def forget(self, ref: str) -> None:
+        """Stop serving a deleted version ``NAME:vN``: first point an alias that used it at the
+        name's current version (or drop the alias when none is left), so no request is routed
+        to it, then unload it as a classifier and as an embedder (queued requests finish)."""
+        for name, current in list(self.aliases.items()):
+            if current != ref:
+                continue
+            try:
+                await self.follow(name)
+            except ModelNotFoundError:  # its last version was deleted
+                del self.aliases[name]
+        for key in (ref, f"embed:{ref}"):
+            served = self.loaded.pop(key, None)
+            if served is not None:
+                self._unpublish(served)
+                await served.batcher.close()
+                logger.info("unloaded deleted %s", key)
 
     async def _refresh_forever(self) -> None:
         while True:

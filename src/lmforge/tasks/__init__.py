@@ -8,12 +8,23 @@ registration, compression); ``promote`` the promotion that first checks the vers
 docs/architecture.md, "Adding a task".
 """
 
-from lmforge.tasks.base import Report, ReportLine, ReportTable, RunContext, Task, TaskOutput
+from lmforge.tasks.base import (
+    BaselineCheck,
+    BelowBaselineError,
+    Report,
+    ReportLine,
+    ReportTable,
+    RunContext,
+    Task,
+    TaskOutput,
+)
 from lmforge.tasks.promote import check_version, promote_version
 from lmforge.tasks.run import TASKS, RunResult, run_recipe
 
 __all__ = [
     "TASKS",
+    "BaselineCheck",
+    "BelowBaselineError",
     "Report",
     "ReportLine",
     "ReportTable",

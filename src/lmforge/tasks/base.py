@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from lmforge.data import data_card_markdown
-from lmforge.errors import RecipeError
+from lmforge.errors import LmforgeError, RecipeError
 from lmforge.models.catalogue import CATALOGUE
 from lmforge.models.meta import ModelMeta
 from lmforge.progress import ProgressReporter
@@ -55,6 +55,52 @@ class Report:
     lines: list[ReportLine] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class BaselineCheck:
+    """The trained model beside the baseline it must beat to be registered: a model no better
+    than always answering the majority class is refused (unless the recipe's
+    ``registry.allow_below_baseline`` says otherwise). This gate decides only whether a version
+    is registered at all; comparing a challenger with the current champion is another question
+    (one that decides its stage), so it belongs elsewhere and never blocks registration."""
+
+    metric: str  # the metrics key compared, e.g. "macro_f1"
+    model: float  # the model's test score (0–1)
+    baseline: str  # the baseline's name, e.g. "majority"
+    baseline_score: float  # its test score on the same split (0–1)
+
+    @property
+    def beats(self) -> bool:
+        return self.model > self.baseline_score
+
+    def describe(self) -> str:
+        """ "macro-F1 36.17 is no better than the majority baseline's 36.17" (percent)."""
+        name = {"macro_f1": "macro-F1"}.get(self.metric, self.metric)
+        verdict = "beats" if self.beats else "is no better than"
+        return (
+            f"test {name} {100 * self.model:.2f} {verdict} the {self.baseline} baseline's "
+            f"{100 * self.baseline_score:.2f}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "model": self.model,
+            "baseline": self.baseline,
+            "baseline_score": self.baseline_score,
+            "beats": self.beats,
+        }
+
+
+class BelowBaselineError(LmforgeError):
+    """A finished run whose model does not beat its baseline, so it was not registered; the
+    run folder keeps the model, and ``check`` holds the figures."""
+
+    def __init__(self, problem: str, fix: str, check: BaselineCheck, run_dir: Path) -> None:
+        super().__init__(problem, fix)
+        self.check = check
+        self.run_dir = run_dir
+
+
 @dataclass(kw_only=True)
 class TaskOutput:
     """What a task's run hands to the shared run step. Each task subclasses it with the
@@ -69,6 +115,7 @@ class TaskOutput:
     summary: dict[str, Any]  # the task's own keys of the --json report, after the common ones
     report: Report  # the tables and lines the CLI prints
     model_card: str | None = None  # the version's README.md, for tasks that write one
+    baseline_check: BaselineCheck | None = None  # the registration gate, for tasks that have one
 
 
 class RunContext:

@@ -24,7 +24,7 @@ from lmforge.models.meta import (
     SimilarityMeta,
     read_model_meta,
 )
-from lmforge.registry import ModelVersion, Registry
+from lmforge.registry import ModelVersion, Registry, StageChange
 from lmforge.runtime.decoder import load_decoder
 from lmforge.runtime.embedder import Embedder
 from lmforge.runtime.predictor import PROBE_TEXT, Predictor
@@ -73,11 +73,14 @@ def promote_version(
     *,
     registry: Registry | None = None,
     backend: str | None = None,
-) -> ModelVersion:
+) -> StageChange:
     """Make the version ``ref`` names the production one once :func:`check_version` has loaded
     it; the previous production version is archived in the same transaction. Refused (the
-    registry unchanged) with the check's one-line error."""
+    registry unchanged) with the check's one-line error. ``changed`` is False when the version
+    already was in production (nothing is loaded then)."""
     registry = registry or Registry(settings)
     version = registry.get(ref)
+    if version.stage == "production":
+        return StageChange(version, changed=False)
     check_version(version, settings, backend=backend)
     return registry.promote(version.ref)  # the version checked, whatever ``ref`` names now

@@ -21,7 +21,14 @@ from lmforge.recipe import Recipe
 from lmforge.registry import ModelVersion, Registry
 from lmforge.settings import Settings, get_settings
 from lmforge.tasks.assistant import AssistantTask
-from lmforge.tasks.base import Report, ReportLine, RunContext, Task, TaskOutput
+from lmforge.tasks.base import (
+    BelowBaselineError,
+    Report,
+    ReportLine,
+    RunContext,
+    Task,
+    TaskOutput,
+)
 from lmforge.tasks.classification import ClassificationTask
 from lmforge.tasks.generation import GenerationTask
 from lmforge.tasks.similarity import SimilarityTask
@@ -65,16 +72,31 @@ class RunResult:
         }
         if self.task.compressible:
             shared["compression"] = self.compression.to_json() if self.compression else None
+        check = self.output.baseline_check
+        if check is not None:
+            shared["baseline_check"] = check.to_json()
         return {**shared, **self.output.summary}
 
     def report(self) -> Report:
         """The task's tables and lines, then where the version was registered."""
         report = self.output.report
-        if self.version is None:
-            return report
-        v = self.version
-        registered = self.task.registered.format(ref=v.ref, name=v.name, stage=v.stage, path=v.path)
-        return Report(report.tables, [*report.lines, ReportLine(registered)])
+        lines = list(report.lines)
+        check = self.output.baseline_check
+        if check is not None:
+            if check.beats:
+                lines.append(ReportLine(check.describe()))
+            elif self.version is not None:
+                allowed = "registered anyway (registry.allow_below_baseline)"
+                lines.append(ReportLine(f"[bold]{check.describe()}[/bold]; {allowed}"))
+            else:
+                lines.append(ReportLine(f"[bold]{check.describe()}[/bold]: not registered"))
+        if self.version is not None:
+            v = self.version
+            registered = self.task.registered.format(
+                ref=v.ref, name=v.name, stage=v.stage, path=v.path
+            )
+            lines.append(ReportLine(registered))
+        return Report(report.tables, lines)
 
 
 def run_recipe(
@@ -85,13 +107,27 @@ def run_recipe(
     resume: Path | None = None,
     progress: ProgressArg = None,
 ) -> RunResult:
-    """Run every stage the recipe names: data, training, evaluation, registration (unless
-    ``register`` is False, or the recipe's ``registry.enabled`` is when ``register`` is None)
-    and compression. ``resume`` continues the run folder of an interrupted run.
+    """Run every stage the recipe names and return the :class:`RunResult`.
 
-    ``progress``: by default a progress bar on stderr (live in a notebook) with a line for each
-    stage; ``False`` (or the ``lmforge`` logger set above INFO) for silence, or any
-    :class:`~lmforge.progress.ProgressReporter` to receive the events yourself."""
+    Data, training and evaluation (beside the baselines) into a new run folder; then
+    registration — unless ``register`` is False, or the recipe's ``registry.enabled`` is when
+    ``register`` is None — and compression when the recipe's ``compress.enabled`` is set.
+
+    ``settings`` says where state lives (default: ``LMFORGE_HOME``); ``resume`` continues the
+    run folder of an interrupted run. ``progress``: by default a progress bar on stderr
+    (live in a notebook) with a line for each stage; ``False`` (or the ``lmforge`` logger set
+    above INFO) for silence, or any :class:`~lmforge.progress.ProgressReporter` to receive the
+    events yourself.
+
+    Raises :class:`~lmforge.LmforgeError` (one line naming the problem and the fix) for what
+    the user can fix — an invalid recipe for this task, unusable data, an unknown base model —
+    and its subclass ``BelowBaselineError`` when a classifier no better than the majority
+    baseline is not registered (the run folder keeps it; ``registry.allow_below_baseline``
+    allows it). Example::
+
+        result = lmforge.run_recipe(lmforge.load_recipe("examples/sentiment-en.yaml"))
+        print(result.version.ref, result.metrics["accuracy"])
+    """
     settings = settings or get_settings()
     progress = resolve_progress(progress)
     register = recipe.registry.enabled if register is None else register
@@ -113,6 +149,7 @@ def run_recipe(
         (output.model_dir / "README.md").write_text(output.model_card, encoding="utf-8")
     version = None
     if register:
+        _check_baseline(ctx, output)
         version = _register_folder(ctx, output)
     compression = None
     if version is not None and task.compressible and recipe.compress.enabled:
@@ -121,6 +158,22 @@ def run_recipe(
             version.ref, recipe.compress, settings=settings, progress=progress
         )
     return RunResult(recipe, task, ctx.run_dir, output, version, compression)
+
+
+def _check_baseline(ctx: RunContext, output: TaskOutput) -> None:
+    """Refuse to register a model that does not beat its baseline, unless the recipe allows
+    it; the finished run folder keeps the model either way."""
+    check = output.baseline_check
+    if check is None or check.beats or ctx.recipe.registry.allow_below_baseline:
+        return
+    raise BelowBaselineError(
+        f"{check.describe()}, so {ctx.recipe.model_name} was not registered "
+        f"(the model stays in {output.model_dir})",
+        "train longer or on more data, or set registry.allow_below_baseline: true in the "
+        "recipe to register it anyway",
+        check,
+        ctx.run_dir,
+    )
 
 
 def _register_folder(ctx: RunContext, output: TaskOutput) -> ModelVersion:

@@ -13,10 +13,7 @@ from typing import Any, Literal
 
 from lmforge.errors import RecipeError
 from lmforge.models.loading import MODEL_BUILD_LOCK
-from lmforge.recipe.schema import LoraConfig
-
-DECODER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-ENCODER_LORA_TARGETS = ("query", "key", "value", "dense")
+from lmforge.recipe.schema import DECODER_LORA_TARGETS, ENCODER_LORA_TARGETS, LoraConfig
 
 Head = Literal["classifier", "causal_lm"]
 

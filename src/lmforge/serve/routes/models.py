@@ -1,5 +1,5 @@
-"""Registered models: list them, show one, promote a version (admin) — the hot swap — and load
-a version again from its files after a fix (admin)."""
+"""Registered models: list them, show one, promote a version (admin) — the hot swap —, load a
+version again from its files after a fix, and archive or delete a version (admin)."""
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time.
 import asyncio
@@ -9,8 +9,9 @@ from fastapi import APIRouter, Path, Request
 
 from lmforge.errors import ModelNotFoundError
 from lmforge.recipe.schema import MODEL_NAME
-from lmforge.registry import ModelVersion
+from lmforge.registry import ModelVersion, VersionInUseError
 from lmforge.serve.deps import AdminKey, PredictKey, ServeState, load, serve_state
+from lmforge.serve.limits import ApiError
 
 router = APIRouter(tags=["models"])
 
@@ -84,6 +85,41 @@ async def reload(
         "backend": served.backend,
         "loaded": True,
     }
+
+
+@router.post("/v1/models/{name}/versions/{version}/archive")
+async def archive_version(
+    name: Annotated[str, Path(max_length=64)],
+    version: Annotated[int, Path(ge=1, le=1_000_000)],
+    request: Request,
+    _: AdminKey,
+) -> dict[str, Any]:
+    """Move a version to the archived stage (``changed`` is false when it already was). The
+    production version is refused with 409: promote another version instead."""
+    registry = serve_state(request).registry
+    try:
+        change = await asyncio.to_thread(registry.archive, name, version)
+    except VersionInUseError as exc:
+        raise ApiError(409, exc.message, "version_in_use") from exc
+    return {**change.version.to_json(), "changed": change.changed}
+
+
+@router.delete("/v1/models/{name}/versions/{version}")
+async def delete_version(
+    name: Annotated[str, Path(max_length=64)],
+    version: Annotated[int, Path(ge=1, le=1_000_000)],
+    request: Request,
+    _: AdminKey,
+) -> dict[str, Any]:
+    """Delete a version — its folder and its row, in one step — and stop serving it here. The
+    production version, and a version another names as its parent, are refused with 409."""
+    state = serve_state(request)
+    try:
+        removed = await asyncio.to_thread(state.registry.delete, name, version)
+    except VersionInUseError as exc:
+        raise ApiError(409, exc.message, "version_in_use") from exc
+    await state.pool.forget(removed.ref)
+    return {"id": removed.ref, "object": "model", "deleted": True}
 
 
 def _model_json(state: ServeState, name: str, versions: list[ModelVersion]) -> dict[str, Any]:

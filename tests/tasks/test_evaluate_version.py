@@ -11,9 +11,9 @@ import pytest
 from conftest import toy_recipe
 from lmforge.errors import ModelNotFoundError
 from lmforge.recipe import parse_recipe
+from lmforge.runtime.versions import evaluate_version
 from lmforge.settings import Settings
 from lmforge.tasks import run_recipe
-from lmforge.tasks.classification import evaluate_version
 
 
 def test_evaluate_agrees_with_registration(toy_csv: Path, tiny_base: Path, home: Settings) -> None:
@@ -26,10 +26,10 @@ def test_evaluate_agrees_with_registration(toy_csv: Path, tiny_base: Path, home:
     assert evaluated.ref == "toy:v1" and evaluated.backend == "torch-fp32"
     for key in ("accuracy", "macro_f1", "roc_auc"):
         # the same figure as printed (percent, two decimals), and within float noise
-        assert f"{100 * evaluated.metrics[key]:.2f}" == f"{100 * registered[key]:.2f}", key
-        assert evaluated.metrics[key] == pytest.approx(registered[key], abs=1e-6), key
-    assert evaluated.metrics["confusion_matrix"] == registered["confusion_matrix"]
-    assert evaluated.baselines == result.version.baselines
+        assert f"{100 * evaluated.test_metrics[key]:.2f}" == f"{100 * registered[key]:.2f}", key
+        assert evaluated.test_metrics[key] == pytest.approx(registered[key], abs=1e-6), key
+    assert evaluated.test_metrics["confusion_matrix"] == registered["confusion_matrix"]
+    assert evaluated.baseline_metrics == result.version.baselines
     doc = evaluated.to_json()
     assert set(doc) == {"ref", "backend", "test_metrics", "baseline_metrics"}
 

@@ -25,12 +25,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-models_app = typer.Typer(help="The model registry: list, show and promote versions.")
+models_app = typer.Typer(
+    help="The model registry: list, show, promote, archive and delete versions."
+)
 app.add_typer(models_app, name="models")
 keys_app = typer.Typer(help="API keys for the server: create, list and revoke.")
 app.add_typer(keys_app, name="keys")
 apps_app = typer.Typer(help="Applications built on the engine.")
 app.add_typer(apps_app, name="app")
+recipe_app = typer.Typer(help="Recipes: a commented starting recipe for a task.")
+app.add_typer(recipe_app, name="recipe")
 
 # `lmforge --help` lists the commands in this order.
 app.command()(run.run)
@@ -40,11 +44,14 @@ app.command()(run.predict)
 app.command()(generate.generate)
 app.command()(bench.compress)
 app.command()(run.schema)
+recipe_app.command("init")(run.recipe_init)
 app.command()(bench.bench)
 app.command()(serve.serve)
 models_app.command("list")(models.models_list)
 models_app.command("show")(models.models_show)
 models_app.command("promote")(models.models_promote)
+models_app.command("archive")(models.models_archive)
+models_app.command("delete")(models.models_delete)
 models_app.command("catalogue")(models.models_catalogue)
 keys_app.command("create")(keys.keys_create)
 keys_app.command("list")(keys.keys_list)

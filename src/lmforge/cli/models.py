@@ -1,5 +1,5 @@
-"""``lmforge models list``, ``show``, ``promote`` and ``catalogue``: the registry's versions
-and the built-in base models."""
+"""``lmforge models list``, ``show``, ``promote``, ``archive``, ``delete`` and ``catalogue``: the
+registry's versions and the built-in base models."""
 
 from __future__ import annotations
 
@@ -57,11 +57,32 @@ def models_show(
 
 
 def models_promote(model: Annotated[str, typer.Argument(help="NAME:VERSION")]) -> None:
-    """Make a version the production one (the previous production version is archived)."""
+    """Make a version the production one once it loads (the previous one is archived)."""
+    from lmforge.tasks import promote_version
+
+    change = promote_version(model)
+    state = "is now" if change.changed else "is already"
+    out.print(f"{change.ref} {state} in production")
+
+
+def models_archive(model: Annotated[str, typer.Argument(help="NAME:VERSION")]) -> None:
+    """Move a version to the archived stage (not the production one)."""
     from lmforge.registry import Registry
 
-    v = Registry().promote(model)
-    out.print(f"{v.ref} is now in production")
+    registry = Registry()
+    version = registry.get(model)
+    change = registry.archive(version.name, version.version)
+    out.print(f"{change.ref} archived" if change.changed else f"{change.ref} is already archived")
+
+
+def models_delete(model: Annotated[str, typer.Argument(help="NAME:VERSION")]) -> None:
+    """Delete a version's folder and row in one step (not production, nor a parent)."""
+    from lmforge.registry import Registry
+
+    registry = Registry()
+    version = registry.get(model)
+    removed = registry.delete(version.name, version.version)
+    out.print(f"deleted {removed.ref}")
 
 
 def models_catalogue(

@@ -1,8 +1,9 @@
-"""``lmforge run``, ``train``, ``evaluate``, ``predict`` and ``schema``: a recipe run, and a
-registered classifier asked, re-scored, or described."""
+"""``lmforge run``, ``train``, ``evaluate``, ``predict``, ``schema`` and ``recipe init``: a recipe
+run or written, and a registered classifier asked, re-scored, or described."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -108,3 +109,22 @@ def schema() -> None:
     from lmforge.recipe import recipe_json_schema
 
     print_json(recipe_json_schema())
+
+
+def recipe_init(
+    task: Annotated[
+        str, typer.Argument(help="classification, similarity, generation or assistant.")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Print a commented recipe for TASK: every key, default and meaning; runnable as is."""
+    from lmforge.recipe import template, write_template
+
+    if output is None:
+        sys.stdout.write(template(task))
+        return
+    write_template(task, output, force=force)
+    out.print(f"wrote {output}")

@@ -85,16 +85,18 @@ def evaluate_version(
 ) -> VersionEvaluation:
     """Re-evaluate the registered version ``ref`` on its recipe's test split (the data prepared
     again from the recipe it was trained from) with ``backend`` (default: the one it was
-    registered for), and score the recipe's baselines on the same split."""
+    registered for), and score the recipe's baselines on the same split. The scores go through
+    the same logits → probabilities step as at registration, so the same version and backend
+    give the same figures as its registered metrics."""
     version = Registry(settings).get(ref)
     recipe = load_recipe(version.path / "recipe.yaml")
     data = prepare_data(recipe.data)
     predictor = Predictor(version.path, backend=backend)
-    proba = predictor.predict_proba(data.test["text"].tolist())
+    logits = predictor.logits_for_ids(predictor.tokenize(data.test["text"].tolist()))
     return VersionEvaluation(
         ref=version.ref,
         backend=predictor.backend.name,
-        test_metrics=score_test_split(data, proba, from_logits=False),
+        test_metrics=score_test_split(data, logits),
         baseline_metrics=score_baselines(data, recipe.evaluation.baselines),
     )
 

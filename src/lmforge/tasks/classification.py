@@ -2,9 +2,8 @@
 evaluate it on the test split beside simple baselines (majority, TF-IDF + logistic regression,
 …), and hand over the model folder (registered, then optionally compressed, by the run step).
 
-It also re-evaluates a registered classifier (:func:`evaluate_version`, behind ``lmforge
-evaluate``) exactly as a run evaluates it at registration. The walk-through in
-docs/architecture.md follows this file.
+The walk-through in docs/architecture.md follows this file. (``lmforge evaluate`` re-scores a
+registered classifier through the same metrics step: lmforge.runtime.versions.)
 """
 
 from __future__ import annotations
@@ -17,17 +16,14 @@ from typing import Any, ClassVar
 
 from lmforge.compress.stage import check_compress_config
 from lmforge.data import PreparedData, prepare_data
-from lmforge.evaluate import evaluate_classifier, score_baselines, score_test_split
+from lmforge.evaluate import evaluate_classifier, score_baselines
 from lmforge.evaluate.baselines import check_baselines
 from lmforge.evaluate.plots import plot_confusion_matrix, plot_training_curve
 from lmforge.models.classifier import quiet_transformers
 from lmforge.models.meta import ClassificationMeta
-from lmforge.recipe import Recipe, load_recipe
-from lmforge.registry import Registry
+from lmforge.recipe import Recipe
 from lmforge.registry.card import model_card, percent
 from lmforge.registry.refs import resolve_base
-from lmforge.runtime import Predictor
-from lmforge.settings import Settings
 from lmforge.tasks.base import (
     BaselineCheck,
     Report,
@@ -164,42 +160,3 @@ def _report(
         + f"; run folder {run_dir}"
     )
     return Report([table], [ReportLine(trained)])
-
-
-@dataclass(frozen=True)
-class VersionEvaluation:
-    """A registered classifier re-evaluated on its recipe's test split, beside its baselines."""
-
-    ref: str
-    backend: str
-    metrics: dict[str, Any]
-    baselines: dict[str, dict[str, Any]]
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``lmforge evaluate --json`` document (docs/cli.md)."""
-        return {
-            "ref": self.ref,
-            "backend": self.backend,
-            "test_metrics": self.metrics,
-            "baseline_metrics": self.baselines,
-        }
-
-
-def evaluate_version(
-    ref: str, *, backend: str | None = None, settings: Settings | None = None
-) -> VersionEvaluation:
-    """Re-evaluate a registered classifier on the test split of the recipe that made it, with
-    ``backend`` (default: the one it was registered for). The scores go through the same
-    logits → probabilities step as at registration, so the same version and backend give the
-    same figures as its registered metrics."""
-    version = Registry(settings).get(ref)
-    recipe = load_recipe(version.path / "recipe.yaml")
-    data = prepare_data(recipe.data)
-    predictor = Predictor(version.path, backend=backend)
-    logits = predictor.logits_for_ids(predictor.tokenize(data.test["text"].tolist()))
-    return VersionEvaluation(
-        ref=version.ref,
-        backend=predictor.backend.name,
-        metrics=score_test_split(data, logits),
-        baselines=score_baselines(data, recipe.evaluation.baselines),
-    )

@@ -538,4 +538,8 @@ def test_cli_generate(
     ):
         bad = run_cli("hello", *args)
         assert bad.returncode == 2, bad.stderr
-        assert needle in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+        # one error line, last; before it at most what loading said (the context window is
+        # known once the decoder is loaded)
+        lines = bad.stderr.strip().splitlines()
+        assert needle in lines[-1] and lines[-1].startswith("error:"), bad.stderr
+        assert "Traceback" not in bad.stderr and sum(ln.startswith("error:") for ln in lines) == 1

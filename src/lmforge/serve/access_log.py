@@ -14,6 +14,7 @@ report them with :func:`note_access`; a context variable carries them to the lin
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import json
 import logging
 import re
@@ -66,12 +67,18 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def _logger(config: AccessLogConfig) -> logging.Logger:
-    """The ``lmforge.access`` logger with the configured destination attached once: the lines
-    go there (stderr by default, or the file), not through the root logger's format."""
-    logger = logging.getLogger(LOGGER)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    """A logger under ``lmforge.access`` for the configured destination (stderr by default, or
+    the file), its handler attached once. One logger per destination, so an app that logs to a
+    file never also writes to the stderr an earlier app in the same process chose; the lines
+    do not go through the root logger's format."""
     where = str(Path(config.file).resolve()) if config.file else "stderr"
+    suffix = (
+        "stderr" if not config.file else "file-" + hashlib.sha1(where.encode()).hexdigest()[:12]
+    )
+    parent = logging.getLogger(LOGGER)  # a handler added here hears every destination's lines
+    parent.setLevel(logging.INFO)
+    parent.propagate = False
+    logger = logging.getLogger(f"{LOGGER}.{suffix}")
     if where not in _handlers:
         if config.file:
             Path(where).parent.mkdir(parents=True, exist_ok=True)

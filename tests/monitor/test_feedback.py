@@ -124,6 +124,14 @@ def test_feedback_on_a_prediction_is_one_row_that_a_repeat_updates(settings: Set
     assert [f.id for f in list_feedback(settings=settings)] == [first.id]
 
 
+def test_strings_lose_what_no_database_stores(settings: Settings) -> None:
+    event = FeedbackEvent(text="a\x00b", label="positive", model="tiny", comment="x\ud800y")
+    row = record_feedback(event, settings)
+    assert (row.text, row.comment) == ("ab", "x?y")
+    with pytest.raises(UnknownPredictionError):
+        record_feedback(FeedbackEvent(prediction_id="\ud800", correct=True), settings)
+
+
 def test_wrong_without_a_label_is_kept_as_incorrect(settings: Settings) -> None:
     (pid,) = predict(settings, "positive")
     row = record_feedback(FeedbackEvent(prediction_id=pid, correct=False), settings)

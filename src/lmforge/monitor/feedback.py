@@ -19,7 +19,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from lmforge.errors import LmforgeError
 from lmforge.monitor.tables import FeedbackRow, PredictionLogRow, create_tables
-from lmforge.registry import Registry
+from lmforge.registry import Registry, parse_ref
 from lmforge.registry.db import as_utc
 from lmforge.settings import Settings
 
@@ -104,6 +104,20 @@ class FeedbackEvent:
         raise _shape("send {prediction_id, label}, {prediction_id, correct}, {text, label, model}")
 
 
+def _storable(event: FeedbackEvent) -> FeedbackEvent:
+    """The event with what no database can store taken out of its strings: NUL characters
+    (PostgreSQL's text type refuses them; SQLite stores the same) and lone surrogates (not
+    UTF-8, so neither driver can send them; each becomes '?')."""
+    changes: dict[str, Any] = {}
+    for f in fields(FeedbackEvent):
+        value = getattr(event, f.name)
+        if isinstance(value, str):
+            clean = value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+            if clean != value:
+                changes[f.name] = clean
+    return replace(event, **changes) if changes else event
+
+
 def _shape(problem: str) -> FeedbackError:
     return FeedbackError(problem, "see the feedback event schema in docs/serving.md")
 
@@ -155,6 +169,7 @@ class FeedbackStore:
     def _values(
         self, conn: Connection, event: FeedbackEvent, key_name: str | None
     ) -> dict[str, Any]:
+        event = _storable(event)
         kind = event.kind()
         values: dict[str, Any] = {
             "kind": kind,
@@ -199,8 +214,9 @@ class FeedbackStore:
             values.update(model=version.name, version=version.version, label=event.label)
             values["text"] = event.text
         else:
+            model = self.registry.get(event.model).name if event.model is not None else None
             values.update(
-                model=event.model,
+                model=model,
                 user_id=event.user_id,
                 item_id=event.item_id,
                 event=event.event,
@@ -271,7 +287,7 @@ class FeedbackStore:
                 try:
                     event = _import_event(row, model)
                     values = self._values(conn, event, key_name=None)
-                    if values["model"] != model:
+                    if values["model"] != parse_ref(model)[0]:
                         raise FeedbackError(
                             f"the prediction was answered by '{values['model']}', not '{model}'",
                             "import it with that model's name",

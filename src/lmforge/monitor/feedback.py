@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from lmforge.errors import LmforgeError
 from lmforge.monitor.tables import FeedbackRow, PredictionLogRow, create_tables
-from lmforge.registry import Registry, parse_ref
+from lmforge.registry import ModelVersion, Registry, parse_ref
 from lmforge.registry.db import as_utc
 from lmforge.settings import Settings
 
@@ -210,13 +210,13 @@ class FeedbackStore:
             )
         elif kind == "example":
             assert event.model is not None and event.label is not None  # kind() checked
-            version = self.check_label(event.model, event.label)
-            values.update(model=version.name, version=version.version, label=event.label)
+            answering = self.check_label(event.model, event.label)
+            values.update(model=answering.name, version=answering.version, label=event.label)
             values["text"] = event.text
         else:
-            model = self.registry.get(event.model).name if event.model is not None else None
+            named = self.registry.get(event.model).name if event.model is not None else None
             values.update(
-                model=model,
+                model=named,
                 user_id=event.user_id,
                 item_id=event.item_id,
                 event=event.event,
@@ -224,7 +224,7 @@ class FeedbackStore:
             )
         return values
 
-    def check_label(self, ref: str, label: str) -> Any:
+    def check_label(self, ref: str, label: str) -> ModelVersion:
         """The registered version ``ref``; an error naming its labels when it lacks ``label``."""
         version = self.registry.get(ref)
         if label not in version.labels:

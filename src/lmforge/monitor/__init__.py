@@ -17,11 +17,10 @@ from lmforge.monitor.feedback import (
     FeedbackStore,
     UnknownLabelError,
     UnknownPredictionError,
-    export_feedback,
-    import_feedback,
     list_feedback,
     record_feedback,
 )
+from lmforge.monitor.feedback_files import export_feedback, import_feedback
 from lmforge.monitor.predlog import LoggedPrediction, LogSettings, PredictionLog
 from lmforge.monitor.reader import PredictionRecord, read_predictions
 from lmforge.monitor.tables import FeedbackRow, PredictionLogRow

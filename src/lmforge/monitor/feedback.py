@@ -7,21 +7,15 @@ prediction is one row per ``prediction_id``: a repeat updates it (an upsert on t
 column, on SQLite and PostgreSQL alike). Every write is one committed transaction before the
 call returns, so a caller that acknowledges after it never loses an acknowledged row.
 
-Labels are checked against the answering version's labels in the registry. Bulk import
-(CSV/JSONL) is all or nothing, and its errors name the row and the column.
+Labels are checked against the answering version's labels in the registry. Bulk import and
+export (CSV/JSONL) are in :mod:`lmforge.monitor.feedback_files`.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
-import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -31,17 +25,13 @@ from sqlalchemy.orm import Session
 
 from lmforge.errors import LmforgeError
 from lmforge.monitor.tables import FeedbackRow, PredictionLogRow, create_tables
-from lmforge.registry import ModelVersion, Registry, parse_ref
+from lmforge.registry import ModelVersion, Registry
 from lmforge.registry.db import as_utc
 from lmforge.settings import Settings
 
 INTERACTIONS = ("click", "rating")
 MAX_COMMENT = 2000  # characters
 MAX_TEXT = 20_000  # characters of an example's text (the server's limits.max_chars is lower)
-EXPORT_COLUMNS = (
-    "id", "kind", "prediction_id", "model", "version", "predicted", "label", "correct", "text",
-    "user_id", "item_id", "event", "value", "comment", "key_name", "created_at", "updated_at",
-)  # fmt: skip
 
 
 class FeedbackError(LmforgeError):
@@ -162,13 +152,15 @@ class FeedbackStore:
     def record(self, event: FeedbackEvent, key_name: str | None = None) -> Feedback:
         """Store one event (a repeated prediction id updates its row); committed on return."""
         with self.engine.begin() as conn:
-            values = self._values(conn, event, key_name)
-            row_id = self._write(conn, values)
+            values = self.values_of(conn, event, key_name)
+            row_id = self.write(conn, values)
         return self._get(row_id)
 
-    def _values(
+    def values_of(
         self, conn: Connection, event: FeedbackEvent, key_name: str | None
     ) -> dict[str, Any]:
+        """The row to write for ``event`` (checked against the log and the registry), or the
+        error that refuses it."""
         event = _storable(event)
         kind = event.kind()
         values: dict[str, Any] = {
@@ -234,7 +226,8 @@ class FeedbackStore:
             )
         return version
 
-    def _write(self, conn: Connection, values: dict[str, Any]) -> int:
+    def write(self, conn: Connection, values: dict[str, Any]) -> int:
+        """Insert the row, or update the one of its prediction id; the row's id."""
         if values.get("prediction_id") is None:
             result = conn.execute(insert(FeedbackRow).values(**values))
             return int(result.inserted_primary_key[0])  # type: ignore[index]
@@ -276,112 +269,6 @@ class FeedbackStore:
         with Session(self.engine) as session:
             return [_feedback(r) for r in session.scalars(query)]
 
-    def import_file(self, path: Path, model: str) -> int:
-        """Store every row of a CSV/JSONL file of ``text,label`` or ``prediction_id,label``
-        (optional ``comment``) for ``model``, all in one transaction; how many rows."""
-        rows = list(_read_rows(path))
-        if not rows:
-            raise FeedbackError(f"{path} has no rows", "add text,label or prediction_id,label rows")
-        with self.engine.begin() as conn:  # one transaction: any bad row and nothing is stored
-            for number, row in rows:
-                try:
-                    event = _import_event(row, model)
-                    values = self._values(conn, event, key_name=None)
-                    if values["model"] != parse_ref(model)[0]:
-                        raise FeedbackError(
-                            f"the prediction was answered by '{values['model']}', not '{model}'",
-                            "import it with that model's name",
-                        )
-                except LmforgeError as exc:
-                    raise FeedbackError(
-                        f"{path.name} row {number}, column {_column(exc, row)}: {exc.problem}",
-                        exc.fix or "fix the row",
-                    ) from exc
-                self._write(conn, values)
-        return len(rows)
-
-    def export_file(self, path: Path) -> int:
-        """Write every feedback row to ``path`` (``.csv``, else JSON lines), replacing it whole;
-        how many rows."""
-        rows = [f.to_json() for f in self.list()]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-                if path.suffix.lower() == ".csv":
-                    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
-                    writer.writeheader()
-                    writer.writerows(rows)
-                else:
-                    for row in rows:
-                        out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            os.replace(tmp, path)  # readers see the old file or the new one, never half of it
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return len(rows)
-
-
-def _column(exc: LmforgeError, row: dict[str, Any]) -> str:
-    """The column an import error is about, for its message."""
-    if isinstance(exc, UnknownLabelError) or "label" in exc.problem:
-        return "label"
-    if isinstance(exc, UnknownPredictionError) or row.get("prediction_id"):
-        return "prediction_id"
-    return "text"
-
-
-def _import_event(row: dict[str, Any], model: str) -> FeedbackEvent:
-    def cell(name: str) -> str | None:
-        value = row.get(name)
-        return None if value is None or str(value).strip() == "" else str(value)
-
-    label, text, prediction_id = cell("label"), cell("text"), cell("prediction_id")
-    if label is None:
-        raise FeedbackError("the label is empty", "give every row a label")
-    if (text is None) == (prediction_id is None):
-        raise FeedbackError("a row needs a text or a prediction_id (one of them)", "fix the row")
-    if prediction_id is not None:
-        return FeedbackEvent(prediction_id=prediction_id, label=label, comment=cell("comment"))
-    return FeedbackEvent(text=text, label=label, model=model, comment=cell("comment"))
-
-
-def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(row number, row) pairs: CSV rows numbered from 2 (after the header), JSON lines from 1."""
-    if not path.is_file():
-        raise FeedbackError(f"no file {path}", "give the path of a CSV or JSONL file")
-    allowed = set(EXPORT_COLUMNS)  # an exported file imports as it is
-    with path.open(encoding="utf-8", newline="") as f:
-        if path.suffix.lower() == ".csv":
-            reader = csv.DictReader(f)
-            unknown = sorted(set(reader.fieldnames or []) - allowed)
-            if unknown or not {"label"} <= set(reader.fieldnames or []):
-                raise FeedbackError(
-                    f"{path.name}: unknown or missing columns ({', '.join(unknown) or 'label'})",
-                    "use text,label or prediction_id,label (optional comment)",
-                )
-            for number, row in enumerate(reader, start=2):
-                yield number, row
-            return
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FeedbackError(
-                    f"{path.name} row {number}: not JSON ({exc.msg})", "one JSON object a line"
-                ) from exc
-            if not isinstance(row, dict):
-                raise FeedbackError(f"{path.name} row {number}: not a JSON object", "fix it")
-            unknown = sorted(set(row) - allowed)
-            if unknown:
-                raise FeedbackError(
-                    f"{path.name} row {number}, column {unknown[0]}: unknown column",
-                    "use text,label or prediction_id,label (optional comment)",
-                )
-            yield number, row
-
 
 def _feedback(row: FeedbackRow) -> Feedback:
     data = {f.name: getattr(row, f.name) for f in fields(Feedback)}
@@ -409,13 +296,3 @@ def list_feedback(
 ) -> list[Feedback]:
     """Stored feedback, oldest first (``model``: one name; ``since``: updated since then)."""
     return _store(settings).list(model, since)
-
-
-def import_feedback(path: Path | str, model: str, settings: Settings | None = None) -> int:
-    """Import a CSV/JSONL file of labelled rows for ``model``, all or nothing; how many."""
-    return _store(settings).import_file(Path(path), model)
-
-
-def export_feedback(path: Path | str, settings: Settings | None = None) -> int:
-    """Write every feedback row to a CSV (``.csv``) or JSON-lines file; how many."""
-    return _store(settings).export_file(Path(path))

@@ -101,6 +101,29 @@ def test_the_writer_deletes_rows_past_the_retention(settings: Settings) -> None:
     assert [r.prediction_id for r in read_predictions(settings)] == [new]
 
 
+def test_the_running_writer_applies_the_retention(settings: Settings) -> None:
+    old, new = predict(settings, "positive", "negative")
+    engine = Registry(settings).engine
+    with engine.begin() as conn:
+        conn.execute(
+            update(PredictionLogRow)
+            .where(PredictionLogRow.prediction_id == old)
+            .values(created_at=datetime.now(UTC) - timedelta(days=2))
+        )
+    log = PredictionLog(engine, Policy(retention_days=1))
+
+    async def run() -> None:
+        log.start()
+        for _ in range(200):  # the first round purges; no wall time is asserted
+            await asyncio.sleep(0.05)
+            if len(read_predictions(settings)) == 1:
+                break
+        await log.close()
+
+    asyncio.run(run())
+    assert [r.prediction_id for r in read_predictions(settings)] == [new]
+
+
 def test_feedback_on_a_prediction_is_one_row_that_a_repeat_updates(settings: Settings) -> None:
     (pid,) = predict(settings, "positive")
     first = record_feedback(FeedbackEvent(prediction_id=pid, correct=True), settings, "k")

@@ -169,6 +169,8 @@ def test_unknown_id_and_unknown_label_are_refused_naming_the_fix(settings: Setti
         record_feedback(FeedbackEvent(prediction_id=pid, label="neutral"), settings)
     with pytest.raises(UnknownLabelError, match="'meh' is not a label of tiny:v1"):
         record_feedback(FeedbackEvent(text="ok", label="meh", model="tiny"), settings)
+    with pytest.raises(FeedbackError, match="answered by 'tiny', not 'other'"):
+        record_feedback(FeedbackEvent(prediction_id=pid, correct=True, model="other"), settings)
     with pytest.raises(ModelNotFoundError):
         record_feedback(FeedbackEvent(text="ok", label="positive", model="other"), settings)
     assert list_feedback(settings=settings) == []

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from lmforge.errors import LmforgeError
 from lmforge.monitor.tables import FeedbackRow, PredictionLogRow, create_tables
-from lmforge.registry import ModelVersion, Registry
+from lmforge.registry import ModelVersion, Registry, parse_ref
 from lmforge.registry.db import as_utc
 from lmforge.settings import Settings
 
@@ -182,6 +182,8 @@ class FeedbackStore:
                     "prediction_log.retention_days)",
                 )
             model, version, predicted = prediction
+            if event.model is not None and parse_ref(event.model)[0] != model:
+                raise _shape(f"the prediction was answered by '{model}', not '{event.model}'")
             label = event.label
             if event.correct is True:
                 if label is not None and label != predicted:

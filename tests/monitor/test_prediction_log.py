@@ -34,6 +34,7 @@ class Policy:
     sample_rate: float = 1.0
     include_text: bool = True
     flush_seconds: float = 0.05
+    retention_days: float | None = None
 
 
 def prediction(model: str, version: int, label: str, text: str) -> LoggedPrediction:

@@ -2,9 +2,9 @@
 
 This module builds the typer app and registers every command, in the order ``lmforge --help``
 lists them; each command lives in the module of its group (``run``, ``generate``, ``bench``,
-``serve``, ``models``, ``keys``) and what they print in ``output``. Errors in the user's input
-arrive as :class:`LmforgeError` and leave as one line on stderr with exit code 2; ``--debug``
-shows the traceback instead.
+``serve``, ``models``, ``keys``, ``feedback``) and what they print in ``output``. Errors in the
+user's input arrive as :class:`LmforgeError` and leave as one line on stderr with exit code 2;
+``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lmforge.cli import bench, generate, keys, models, run, serve
+from lmforge.cli import bench, feedback, generate, keys, models, run, serve
 from lmforge.cli.output import err
 from lmforge.errors import LmforgeError
 
@@ -31,6 +31,8 @@ models_app = typer.Typer(
 app.add_typer(models_app, name="models")
 keys_app = typer.Typer(help="API keys for the server: create, list and revoke.")
 app.add_typer(keys_app, name="keys")
+feedback_app = typer.Typer(help="Feedback on predictions: import labels, list and export.")
+app.add_typer(feedback_app, name="feedback")
 apps_app = typer.Typer(help="Applications built on the engine.")
 app.add_typer(apps_app, name="app")
 recipe_app = typer.Typer(help="Recipes: a commented starting recipe for a task.")
@@ -56,6 +58,9 @@ models_app.command("catalogue")(models.models_catalogue)
 keys_app.command("create")(keys.keys_create)
 keys_app.command("list")(keys.keys_list)
 keys_app.command("revoke")(keys.keys_revoke)
+feedback_app.command("import")(feedback.feedback_import)
+feedback_app.command("list")(feedback.feedback_list)
+feedback_app.command("export")(feedback.feedback_export)
 apps_app.command("assistant")(generate.app_assistant)
 
 _state = {"debug": False}

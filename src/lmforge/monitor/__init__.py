@@ -1,5 +1,6 @@
 """Monitoring: the prediction log (its table, the server's background writer, and a reader for
-batch jobs), and drift detection (``drift_report``: a window of traffic against a reference).
+batch jobs), feedback on predictions (``FeedbackStore``, ``record_feedback``, bulk import and
+export), and drift detection (``drift_report``: a window of traffic against a reference).
 
 This package sits below the HTTP layer: it imports no FastAPI or Starlette, so a batch job can
 read what the servers logged without loading a server. The feedback loop builds here next.
@@ -9,19 +10,41 @@ from __future__ import annotations
 
 from lmforge.monitor.detectors import DetectorResult
 from lmforge.monitor.drift import DriftReport, Window, drift_report
+from lmforge.monitor.feedback import (
+    Feedback,
+    FeedbackError,
+    FeedbackEvent,
+    FeedbackStore,
+    UnknownLabelError,
+    UnknownPredictionError,
+    list_feedback,
+    record_feedback,
+)
+from lmforge.monitor.feedback_files import export_feedback, import_feedback
 from lmforge.monitor.predlog import LoggedPrediction, LogSettings, PredictionLog
 from lmforge.monitor.reader import PredictionRecord, read_predictions
-from lmforge.monitor.tables import PredictionLogRow
+from lmforge.monitor.tables import FeedbackRow, PredictionLogRow
 
 __all__ = [
     "DetectorResult",
     "DriftReport",
+    "Feedback",
+    "FeedbackError",
+    "FeedbackEvent",
+    "FeedbackRow",
+    "FeedbackStore",
     "LogSettings",
     "LoggedPrediction",
     "PredictionLog",
     "PredictionLogRow",
     "PredictionRecord",
+    "UnknownLabelError",
+    "UnknownPredictionError",
     "Window",
     "drift_report",
+    "export_feedback",
+    "import_feedback",
+    "list_feedback",
     "read_predictions",
+    "record_feedback",
 ]

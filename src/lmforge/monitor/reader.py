@@ -19,7 +19,7 @@ from lmforge.registry.db import as_utc, make_engine
 from lmforge.settings import Settings, get_settings
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PredictionRecord(LoggedPrediction):
     """One logged prediction: what the server handed to the log, with the row's id and time.
     ``text`` is None unless the server ran with ``prediction_log.include_text``; ``key_name``
@@ -82,4 +82,6 @@ def _record(row: PredictionLogRow) -> PredictionRecord:
         latency_ms=row.latency_ms,
         key_name=row.key_name,
         text=row.text,
+        prediction_id=row.prediction_id,
+        scores=row.scores,
     )

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lmforge.errors import LmforgeError, ModelNotFoundError, ModelUnavailableError
-from lmforge.monitor import PredictionLog
+from lmforge.monitor import FeedbackStore, PredictionLog
 from lmforge.registry import Registry
 from lmforge.serve.access_log import AccessLogMiddleware
 from lmforge.serve.config import ServeConfig
@@ -55,6 +55,7 @@ def create_app(config: ServeConfig | None = None, settings: Settings | None = No
         log=PredictionLog(
             registry.engine, config.prediction_log, on_lost=metrics.count_lost_log_rows
         ),
+        feedback=FeedbackStore(registry),
         limiter=RateLimiter(config.limits.rate_per_second, config.limits.burst),
         metrics=metrics,
         key_cache={},

@@ -90,10 +90,17 @@ class AuthConfig(_Section):
 
 class LogConfig(_Section):
     sample_rate: float = Field(
-        0.1, ge=0, le=1, description="share of predictions written to the database"
+        0.1,
+        ge=0,
+        le=1,
+        description="with include_text, the share of predictions whose text is kept (every "
+        "prediction is recorded, without its text)",
     )
     include_text: bool = Field(False, description="store the input text with a logged prediction")
     flush_seconds: float = Field(1.0, gt=0, description="how often logged rows are written")
+    retention_days: float | None = Field(
+        90, gt=0, description="rows older than this are deleted (hourly); null keeps them all"
+    )
 
 
 class AccessLogConfig(_Section):

@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request
 
 from lmforge.errors import LmforgeError, ModelNotFoundError
-from lmforge.monitor import PredictionLog
+from lmforge.monitor import FeedbackStore, PredictionLog
 from lmforge.registry import Registry
 from lmforge.serve.access_log import note_access
 from lmforge.serve.batcher import BatcherClosed, DeadlineExceeded, DynamicBatcher, QueueFull
@@ -41,6 +41,7 @@ class ServeState:
     keys: KeyStore
     pool: ModelPool
     log: PredictionLog
+    feedback: FeedbackStore
     limiter: RateLimiter
     metrics: ServeMetrics
     key_cache: dict[str, tuple[float, ApiKey | None]]  # by the secret's hash, never the secret
@@ -119,6 +120,7 @@ def scoped(scope: str) -> Any:
 
 
 PredictKey = Annotated[ApiKey | None, scoped("predict")]
+FeedbackKey = Annotated[ApiKey | None, scoped("feedback")]
 AdminKey = Annotated[ApiKey | None, scoped("admin")]
 
 

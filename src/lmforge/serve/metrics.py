@@ -65,6 +65,13 @@ class ServeMetrics:
             ["reason"],
             registry=r,
         )
+        self.feedback = Counter(
+            "lmforge_feedback_events",
+            "Feedback events stored (a repeat on one prediction counts again), by model and "
+            "kind: label, correct, example, interaction",
+            ["model", "kind"],
+            registry=r,
+        )
         self.non_finite_outputs = Counter(
             "lmforge_non_finite_outputs",
             "Requests failed because the model computed NaN or infinity",

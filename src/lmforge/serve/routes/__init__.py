@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from lmforge.serve.routes import assistant, generation, inference, models, operations
+from lmforge.serve.routes import assistant, feedback, generation, inference, models, operations
 
 ROUTERS: tuple[APIRouter, ...] = (
     generation.router,
     inference.router,
     assistant.router,
+    feedback.router,
     models.router,
     operations.router,
 )

@@ -40,6 +40,7 @@ class PredictRequest(RequestBody):
 
 
 class PredictionOut(BaseModel):
+    prediction_id: str = Field(description="names this prediction in POST /v1/feedback")
     label: str
     score: float
     scores: dict[str, float]
@@ -79,25 +80,25 @@ async def predict(body: PredictRequest, request: Request, key: PredictKey) -> Re
     if not all(_finite_prediction(p) for p in results):
         raise non_finite_output(state, served)
     log = state.log
-    for text, p in zip(body.inputs, results, strict=True):
-        if log.sample():
-            log.add(
-                LoggedPrediction(
-                    served.name,
-                    served.version or 0,
-                    p.label,
-                    p.score,
-                    latency_ms,
-                    key.name if key else None,
-                    text,
-                )
+    key_name = key.name if key else None
+    version = served.version or 0
+    ids = [  # every answered prediction is recorded (the text only as configured)
+        log.add(
+            LoggedPrediction(
+                served.name, version, p.label, p.score, latency_ms, key_name, text, None, p.scores
             )
-            state.metrics.predictions_logged.inc()
+        )
+        for text, p in zip(body.inputs, results, strict=True)
+    ]
+    state.metrics.predictions_logged.inc(len(ids))
     # The hot path: built by hand (the shape of PredictResponse), not re-validated.
     answer = {
         "model": served.ref,
         "backend": served.backend,
-        "predictions": [{"label": p.label, "score": p.score, "scores": p.scores} for p in results],
+        "predictions": [
+            {"prediction_id": i, "label": p.label, "score": p.score, "scores": p.scores}
+            for i, p in zip(ids, results, strict=True)
+        ],
     }
     # allow_nan=False: a non-finite number that got past the check above fails loudly rather
     # than leaving as "NaN", which strict JSON parsers refuse

@@ -392,6 +392,18 @@ async def promote(port: int, tally: Tally, admin: str, until: float, changed: li
     client.conn.close()
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of a process so far: all its threads (dead ones included),
+    and its main thread alone — the server's event loop; the rest is inference, model loading,
+    the log writer."""
+
+    def read(stat: Path) -> float:
+        fields = stat.read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+    return read(Path(f"/proc/{pid}/stat")), read(Path(f"/proc/{pid}/task/{pid}/stat"))
+
+
 async def sample_rss(pid: int, until: float, samples: list[tuple[float, float]]) -> None:
     begin = time.monotonic()
     while time.monotonic() < until:
@@ -533,7 +545,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
         wait_ready(port, server, "/readyz", 180)
         rss_start = rss_mb(server.pid)
         print(f"soak for {args.seconds:.0f} s …", file=sys.stderr)
+        cpu_before, own_before = cpu_seconds(server.pid), time.process_time()
         tallies, changed, rss = asyncio.run(drive(args, port, secrets, folders, tiny, server.pid))
+        cpu_after, own_after = cpu_seconds(server.pid), time.process_time()
         metrics = scrape(port)
         alive = server.poll() is None
     finally:
@@ -559,6 +573,13 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 },
                 "server_logged_counter": metrics.get("logged"),
                 "lost_counted": {k[5:]: v for k, v in metrics.items() if k.startswith("lost:")},
+            },
+            "cpu_seconds": {
+                "server_event_loop": round(cpu_after[1] - cpu_before[1], 1),
+                "server_other_threads": round(
+                    cpu_after[0] - cpu_before[0] - (cpu_after[1] - cpu_before[1]), 1
+                ),
+                "load_generator": round(own_after - own_before, 1),
             },
             "registry_changed_by_refused_promotion": changed,
             "server_alive_at_end": alive,
@@ -622,6 +643,7 @@ def report(r: dict[str, Any]) -> None:
         f"prediction log: {log['acknowledged_rows']} rows acknowledged, {log['written_rows']} "
         f"written, lost (counted) {log['lost_counted'] or 0}"
     )
+    print(f"CPU seconds during the soak: {r['cpu_seconds']}")
     for goal, met in r["goals"].items():
         print(f"{'met   ' if met else 'MISSED'} {goal}")
 

@@ -415,3 +415,36 @@ def serve_config(**sections: Any) -> Any:
     raw: dict[str, Any] = {"auth": {"cache_seconds": 0}, "refresh_seconds": 0.2}
     raw.update(sections)
     return ServeConfig.model_validate(raw)
+
+
+class RecordedProgress:
+    """A ProgressReporter that keeps what it is told: ("start", (description, total)),
+    ("advance", steps), ("note", message), ("stop", None)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def start(self, description: str, total: int, completed: int = 0) -> None:
+        self.calls.append(("start", (description, total)))
+
+    def advance(self, steps: int = 1, **metrics: float) -> None:
+        self.calls.append(("advance", steps))
+
+    def note(self, message: str) -> None:
+        self.calls.append(("note", message))
+
+    def stop(self) -> None:
+        self.calls.append(("stop", None))
+
+    @property
+    def notes(self) -> list[str]:
+        return [str(message) for kind, message in self.calls if kind == "note"]
+
+    @property
+    def totals(self) -> list[int]:
+        """The total of each bar started, in order."""
+        return [int(args[1]) for kind, args in self.calls if kind == "start"]  # type: ignore[index]
+
+    @property
+    def advances(self) -> int:
+        return sum(1 for kind, _ in self.calls if kind == "advance")

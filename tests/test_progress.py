@@ -9,26 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from conftest import RecordedProgress
 from lmforge.errors import ModelNotFoundError
 from lmforge.models.reporting_child import run_reporting_child
 from lmforge.progress import BarProgress, LoggingProgress, SilentProgress, resolve_progress
-
-
-class Recorded:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, object]] = []
-
-    def start(self, description: str, total: int, completed: int = 0) -> None:
-        self.calls.append(("start", (description, total)))
-
-    def advance(self, steps: int = 1, **metrics: float) -> None:
-        self.calls.append(("advance", steps))
-
-    def note(self, message: str) -> None:
-        self.calls.append(("note", message))
-
-    def stop(self) -> None:
-        self.calls.append(("stop", None))
 
 
 @pytest.fixture
@@ -60,7 +44,7 @@ def test_progress_is_silenced_by_the_argument_or_the_logging_level(
 ) -> None:
     assert isinstance(resolve_progress(False), SilentProgress)
     assert isinstance(resolve_progress(True), BarProgress)
-    mine = Recorded()
+    mine = RecordedProgress()
     assert resolve_progress(mine) is mine
     lmforge_logger.setLevel(logging.WARNING)
     assert isinstance(resolve_progress(None), SilentProgress)
@@ -80,7 +64,7 @@ report_to_parent(note="writing")
 
 
 def test_a_converting_child_reports_its_progress_to_the_parent() -> None:
-    events = Recorded()
+    events = RecordedProgress()
     run_reporting_child(
         [sys.executable, "-c", CHILD], events, lambda last: ModelNotFoundError(last, "")
     )
@@ -97,7 +81,7 @@ def test_a_converting_child_reports_its_progress_to_the_parent() -> None:
 
 def test_a_failing_child_raises_with_its_last_error_line() -> None:
     failing = CHILD + "\nraise SystemExit('the GGUF file is truncated')\n"
-    events = Recorded()
+    events = RecordedProgress()
     with pytest.raises(ModelNotFoundError, match="the GGUF file is truncated"):
         run_reporting_child(
             [sys.executable, "-c", failing], events, lambda last: ModelNotFoundError(last, "")

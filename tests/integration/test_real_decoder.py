@@ -13,6 +13,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from conftest import RecordedProgress
 from lmforge.models.gguf_convert import ensure_smollm2_folder
 from lmforge.runtime.generation import GenerationEngine, SamplingParams
 
@@ -29,24 +30,7 @@ QUESTIONS = [
 ]
 
 
-class Recorded:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, object]] = []
-
-    def start(self, description: str, total: int, completed: int = 0) -> None:
-        self.calls.append(("start", total))
-
-    def advance(self, steps: int = 1, **metrics: float) -> None:
-        self.calls.append(("advance", steps))
-
-    def note(self, message: str) -> None:
-        self.calls.append(("note", message))
-
-    def stop(self) -> None:
-        self.calls.append(("stop", None))
-
-
-CONVERSION = Recorded()
+CONVERSION = RecordedProgress()
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +41,11 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_conversion_says_what_it_does_and_shows_progress(smollm2: Path) -> None:
     """Issue 17: the first `lmforge generate` waited ~80 s in silence while this ran."""
     calls = CONVERSION.calls
-    notes = [str(message) for kind, message in calls if kind == "note"]
+    notes = CONVERSION.notes
     assert "once" in notes[0] and any("safetensors" in note for note in notes)
-    starts = [total for kind, total in calls if kind == "start"]
+    starts = CONVERSION.totals
     assert len(starts) == 1 and isinstance(starts[0], int) and starts[0] > 200  # the tensors
-    assert sum(1 for kind, _ in calls if kind == "advance") == starts[0]
+    assert CONVERSION.advances == starts[0]
     assert calls[-1] == ("stop", None)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import RecordedProgress
 from lmforge.errors import ModelNotFoundError
 from lmforge.models.e5_convert import convert_e5, ensure_e5_folder
 
@@ -38,24 +39,7 @@ CHINESE = [
 TEXTS = ENGLISH + CHINESE
 
 
-class Recorded:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, object]] = []
-
-    def start(self, description: str, total: int, completed: int = 0) -> None:
-        self.calls.append(("start", total))
-
-    def advance(self, steps: int = 1, **metrics: float) -> None:
-        self.calls.append(("advance", steps))
-
-    def note(self, message: str) -> None:
-        self.calls.append(("note", message))
-
-    def stop(self) -> None:
-        self.calls.append(("stop", None))
-
-
-CONVERSION = Recorded()
+CONVERSION = RecordedProgress()
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +50,9 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_conversion_says_what_it_does_and_shows_progress(folder: Path) -> None:
     calls = CONVERSION.calls
     assert calls[0][0] == "note" and "once" in str(calls[0][1])
-    starts = [total for kind, total in calls if kind == "start"]
+    starts = CONVERSION.totals
     assert len(starts) == 1 and isinstance(starts[0], int) and starts[0] > 100
-    assert sum(1 for kind, _ in calls if kind == "advance") == starts[0]
+    assert CONVERSION.advances == starts[0]
     assert calls[-1] == ("stop", None)
 
 

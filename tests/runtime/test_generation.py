@@ -17,7 +17,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import CHAT_TEMPLATE
+from conftest import CHAT_TEMPLATE, RecordedProgress
 from lmforge.errors import CheckpointError, ModelNotFoundError, ModelUnavailableError
 from lmforge.hardware import cpu_has_int8_dot
 from lmforge.runtime import int8
@@ -327,23 +327,10 @@ def test_text_decoder_releases_exactly_the_decoded_text(tiny_decoder_dir: Path) 
 
 
 def test_loading_an_engine_says_what_it_prepares(tiny_decoder_dir: Path) -> None:
-    notes: list[str] = []
-
-    class Notes:
-        def start(self, description: str, total: int, completed: int = 0) -> None:
-            pass
-
-        def advance(self, steps: int = 1, **metrics: float) -> None:
-            pass
-
-        def note(self, message: str) -> None:
-            notes.append(message)
-
-        def stop(self) -> None:
-            pass
-
-    engine = GenerationEngine.from_folder(tiny_decoder_dir, "int8", progress=Notes())
+    recorded = RecordedProgress()
+    engine = GenerationEngine.from_folder(tiny_decoder_dir, "int8", progress=recorded)
     engine.close()
+    notes = recorded.notes
     assert notes[0] == f"loading {tiny_decoder_dir.name} (int8; calibrating int8 on fixed texts)"
     assert "attention kernel" in notes[1]
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import lmforge
-from conftest import chat_recipe
+from conftest import RecordedProgress, chat_recipe
 from lmforge.errors import LmforgeError, RecipeError
 from lmforge.models.meta import GenerationMeta, read_model_meta
 from lmforge.recipe import load_recipe
@@ -23,25 +23,6 @@ from lmforge.tasks import TASKS
 from lmforge.tasks.generation import GenerationOutput
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-class Recorded:
-    """A ProgressReporter that keeps what it is told."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, int]] = []
-
-    def start(self, description: str, total: int, completed: int = 0) -> None:
-        self.calls.append(("start", description, total))
-
-    def advance(self, steps: int = 1, **metrics: float) -> None:
-        self.calls.append(("advance", "", steps))
-
-    def note(self, message: str) -> None:
-        self.calls.append(("note", message, 0))
-
-    def stop(self) -> None:
-        self.calls.append(("stop", "", 0))
 
 
 def tiny_chat(folder: Path, base: Path) -> Path:
@@ -128,13 +109,13 @@ def test_generation_validates_on_loss_and_resumes(
     )
     path.write_text(yaml.safe_dump(raw))
     recipe = load_recipe(path)
-    events = Recorded()
+    events = RecordedProgress()
     first = lmforge.run_recipe(recipe, register=False, progress=events)
     assert isinstance(first.output, GenerationOutput)
     # the caller's reporter gets the run's events: a bar over the training steps and notes
-    assert ("start", first.output.outcome.steps) in [(e[0], e[2]) for e in events.calls]
-    assert sum(1 for e in events.calls if e[0] == "advance") >= first.output.outcome.steps
-    assert any(e[0] == "note" and "scoring the base model" in e[1] for e in events.calls)
+    assert first.output.outcome.steps in events.totals
+    assert events.advances >= first.output.outcome.steps
+    assert any("scoring the base model" in note for note in events.notes)
     outcome = first.output.outcome
     assert outcome.history, "validation ran"
     assert [row["step"] for row in outcome.history] == list(range(1, outcome.steps + 1))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -270,6 +271,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def start_server(port: int, config: Path | str, stderr: Any) -> subprocess.Popen[bytes]:
+    """``lmforge serve`` on ``port`` with the serve config file ``config``, in a subprocess."""
+    command = ["-m", "lmforge.cli", "serve", "--port", str(port), "--config", str(config)]
+    return subprocess.Popen([sys.executable, *command], stderr=stderr)
 
 
 def wait_ready(port: int, process: subprocess.Popen[bytes], path: str, timeout: float) -> None:

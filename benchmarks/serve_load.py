@@ -36,7 +36,16 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.runtime.measure import percentile, repeat_for, time_calls
-from loadgen import PhaseResult, closed_loop, free_port, open_loop, sequential, stop, wait_ready
+from loadgen import (
+    PhaseResult,
+    closed_loop,
+    free_port,
+    open_loop,
+    sequential,
+    start_server,
+    stop,
+    wait_ready,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,19 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             f"batching: {json.dumps(batching)}\n"
             "prediction_log: {sample_rate: 0.01}\n"
         )
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lmforge.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--config",
-            config.name,
-        ],
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_server(port, config.name, subprocess.DEVNULL)
     try:
         wait_ready(port, server, "/readyz", 120)
         runtime = Runtime(version.path, texts)

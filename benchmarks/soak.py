@@ -44,7 +44,6 @@ import random
 import shutil
 import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,7 +58,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from lmforge.runtime.measure import percentile
-from loadgen import Connection, free_port, rss_mb, stop, wait_ready
+from loadgen import Connection, free_port, rss_mb, start_server, stop, wait_ready
 
 HOST = "127.0.0.1"
 NAN_WORD = "zebra"  # the one word whose embedding is NaN in the broken model
@@ -527,19 +526,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
         )
     )
     log = (work / "server.log").open("wb")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lmforge.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--config",
-            str(config),
-        ],
-        stderr=log,
-    )
+    server = start_server(port, config, log)
     results: dict[str, Any] = {"seconds": args.seconds, "overload_clients": args.clients}
     try:
         wait_ready(port, server, "/readyz", 180)

@@ -25,24 +25,27 @@ BACKEND_OPTION = typer.Option(
     "default: the one the version was registered for.",
 )
 
+# `run` and `train` take the same arguments.
+RecipeFile = Annotated[Path, typer.Argument(help="Recipe file (YAML).")]
+ResumeFolder = Annotated[
+    Path | None, typer.Option(help="Resume the run folder of an interrupted run.")
+]
+ReportAsJson = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+
 
 def run(
-    recipe: Annotated[Path, typer.Argument(help="Recipe file (YAML).")],
-    resume: Annotated[
-        Path | None, typer.Option(help="Resume the run folder of an interrupted run.")
-    ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    recipe: RecipeFile,
+    resume: ResumeFolder = None,
+    json_output: ReportAsJson = False,
 ) -> None:
     """Run every stage the recipe names: data, fine-tuning, evaluation, registration."""
     _run(recipe, resume, json_output, register=None)
 
 
 def train(
-    recipe: Annotated[Path, typer.Argument(help="Recipe file (YAML).")],
-    resume: Annotated[
-        Path | None, typer.Option(help="Resume the run folder of an interrupted run.")
-    ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    recipe: RecipeFile,
+    resume: ResumeFolder = None,
+    json_output: ReportAsJson = False,
 ) -> None:
     """Fine-tune and evaluate into a run folder, without registering a version."""
     _run(recipe, resume, json_output, register=False)

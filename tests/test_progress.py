@@ -39,6 +39,25 @@ def test_the_default_is_a_bar_on_stderr(
     assert "training" in shown.err and "3/3" in shown.err
 
 
+def test_the_bar_prints_lines_where_stderr_is_a_file() -> None:
+    """Under nohup or CI a live bar would show nothing until the end: a line per tenth."""
+    import io
+
+    from rich.console import Console
+
+    log = io.StringIO()
+    bar = BarProgress(Console(file=log, force_terminal=False, force_jupyter=False))
+    bar.start("training", total=20)
+    for _ in range(20):
+        bar.advance(1, loss=0.25)
+    bar.stop()
+    lines = log.getvalue().splitlines()
+    assert lines[0] == "training: 0/20"
+    assert "training: 2/20 loss 0.2500" in lines
+    assert lines[-1] == "training: 20/20 done"
+    assert len(lines) == 11  # start, nine tenths, done
+
+
 def test_progress_is_silenced_by_the_argument_or_the_logging_level(
     lmforge_logger: logging.Logger,
 ) -> None:

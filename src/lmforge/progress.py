@@ -48,7 +48,9 @@ class SilentProgress:
 
 class BarProgress:
     """A rich progress bar on stderr (rich renders a live widget in a notebook), with notes
-    printed above it: what a Python caller gets by default."""
+    printed above it: what a Python caller gets by default. Where stderr is neither a terminal
+    nor a notebook (a log file, CI, ``nohup``) a live bar would show nothing until the end, so
+    it prints a line per tenth done instead."""
 
     def __init__(self, console: Any = None) -> None:
         from rich.console import Console
@@ -56,8 +58,14 @@ class BarProgress:
         self.console = console or Console(stderr=True)
         self._bar: Any = None
         self._task: Any = None
+        self._lines: tuple[str, int, int] | None = None  # description, total, done
 
     def start(self, description: str, total: int, completed: int = 0) -> None:
+        if not (self.console.is_terminal or self.console.is_jupyter):
+            self.stop()
+            self._lines = (description, total, completed)
+            self.console.print(f"{description}: {completed}/{total}", markup=False)
+            return
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -79,9 +87,16 @@ class BarProgress:
         self._task = self._bar.add_task(description, total=total, completed=completed, metrics="")
 
     def advance(self, steps: int = 1, **metrics: float) -> None:
+        shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         if self._bar is not None:
-            shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             self._bar.update(self._task, advance=steps, metrics=shown)
+        elif self._lines is not None:
+            description, total, before = self._lines
+            done = before + steps
+            self._lines = (description, total, done)
+            tenth = max(1, total // 10)
+            if done // tenth > before // tenth and done < total:
+                self.console.print(f"{description}: {done}/{total} {shown}".rstrip(), markup=False)
 
     def note(self, message: str) -> None:
         (self._bar.console if self._bar is not None else self.console).print(
@@ -92,6 +107,10 @@ class BarProgress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+        if self._lines is not None:
+            description, total, done = self._lines
+            self.console.print(f"{description}: {done}/{total} done", markup=False)
+            self._lines = None
 
 
 class LoggingProgress:

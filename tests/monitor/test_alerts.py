@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -389,6 +390,25 @@ def test_a_receiver_that_is_down_loses_no_alert(
     assert [a.rule for a in store.list(state="firing")] == ["slow"]
     assert outcomes == ["failed"] and webhook.failed == 1
     assert any("not delivered" in r.getMessage() for r in caplog.records)
+
+
+def test_closing_does_not_wait_on_a_receiver_that_never_answers() -> None:
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
+        outcomes: list[str] = []
+
+        async def run() -> WebhookSender:
+            webhook = WebhookSender(url, timeout_s=60, on_outcome=outcomes.append)
+            webhook.start()
+            webhook.send({"event": "firing", "alert": {"rule": "a", "model": "m"}})
+            webhook.send({"event": "firing", "alert": {"rule": "b", "model": "m"}})
+            await webhook.close(grace_s=0.2)
+            return webhook
+
+        webhook = asyncio.run(run())
+    assert outcomes == ["dropped", "dropped"] and webhook.dropped == 2 and webhook.sent == 0
 
 
 # --- the schedule --------------------------------------------------------------------------------

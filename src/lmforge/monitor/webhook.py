@@ -46,6 +46,7 @@ class WebhookSender:
         self._on_outcome = on_outcome
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(_MAX_QUEUE)
         self._task: asyncio.Task[None] | None = None
+        self._current: dict[str, Any] | None = None  # the body being delivered
         self.sent = 0
         self.failed = 0
         self.dropped = 0
@@ -66,14 +67,38 @@ class WebhookSender:
         """Wait until every queued body is delivered or given up on."""
         await self._queue.join()
 
-    async def close(self) -> None:
-        """Deliver what is queued (each body within its tries), then stop."""
-        if self._task is None:
+    async def close(self, grace_s: float = 10.0) -> None:
+        """Deliver what is queued, for at most ``grace_s`` (a receiver that is away must not
+        hold up a shutdown), then stop; what is left is logged and counted as dropped."""
+        task = self._task
+        if task is None:
             return
-        await self._queue.put(None)
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+
+        async def finish() -> None:
+            await self._queue.put(None)  # after what is queued: each body gets its tries
+            await task
+
+        try:
+            await asyncio.wait_for(finish(), grace_s)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            left = sum(1 for body in self._drain_queue() if body is not None)
+            left += self._current is not None  # cut off mid-delivery
+            if left:
+                self.dropped += left
+                for _ in range(left):
+                    self._outcome("dropped")
+                logger.error("alert webhook: %d bodies not delivered at shutdown", left)
         self._task = None
+
+    def _drain_queue(self) -> list[dict[str, Any] | None]:
+        left = []
+        while not self._queue.empty():
+            left.append(self._queue.get_nowait())
+            self._queue.task_done()
+        return left
 
     async def _deliver_forever(self) -> None:
         async with httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False) as client:
@@ -82,7 +107,9 @@ class WebhookSender:
                 try:
                     if body is None:
                         return
+                    self._current = body
                     ok = await self._deliver(client, body)
+                    self._current = None
                     if ok:
                         self.sent += 1
                     else:

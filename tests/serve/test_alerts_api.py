@@ -248,9 +248,11 @@ def test_a_monitor_section_needs_a_figures_provider(settings: Settings) -> None:
 
 def test_gauges_follow_the_latest_figures() -> None:
     metrics = ServeMetrics()
-    metrics.set_figures("m", {"volume": 10, "label_share.spam": 0.5, "live_accuracy": 0.9})
-    metrics.set_figures("m", {"volume": 12, "live_accuracy": float("nan")})
+    first = {"volume": 10, "label_share.spam": 0.5, "live_accuracy": 0.9}
+    metrics.set_figures({"m": first, "gone": {"volume": 3}, "failing": {"volume": 4}})
+    metrics.set_figures({"m": {"volume": 12, "live_accuracy": float("nan")}, "failing": {}})
     text = metrics.render().decode()
     assert metric(text, "lmforge_monitor_figure", model="m", figure="volume") == 12
     assert metric(text, "lmforge_monitor_figure", model="m", figure="label_share.spam") is None
     assert metric(text, "lmforge_monitor_figure", model="m", figure="live_accuracy") is None
+    assert "gone" not in text and "failing" not in text

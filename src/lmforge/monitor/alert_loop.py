@@ -90,15 +90,16 @@ def _alert(ev: Evaluation) -> Alert:
     )
 
 
-OnFigures = Callable[[str, Mapping[str, float]], None]  # (model, the gauges' window figures)
+# every served model's figures over the gauges' window ({} for a model whose figures failed)
+OnFigures = Callable[[Mapping[str, Mapping[str, float]]], None]
 OnAlert = Callable[[str, Alert], None]  # ("firing" | "resolved", alert)
 OnRound = Callable[[bool], None]  # whether the round succeeded
 
 
 class MonitorLoop:
-    """Every ``interval``: the figures of each model over the last ``window`` (handed to
-    ``on_figures``, for the gauges), the rules evaluated and applied, each firing or resolved
-    alert logged, handed to ``on_alert`` and queued for the webhook. A round that fails is
+    """Every ``interval``: the figures of each model over the last ``window`` (all handed to
+    ``on_figures`` at once, for the gauges), the rules evaluated and applied, each firing or
+    resolved alert logged, handed to ``on_alert`` and queued for the webhook. A round that fails is
     logged (``on_round(False)``) and the next one runs. ``models`` says which models are served
     now (read every round: the server's models change)."""
 
@@ -151,9 +152,8 @@ class MonitorLoop:
         now = (now or datetime.now(UTC)).astimezone(UTC)
         served = sorted(set(self.models()))
         gauges, out = await asyncio.to_thread(self._compute, served, now)
-        for model, figures in gauges.items():
-            if self.on_figures is not None:
-                self.on_figures(model, figures)
+        if self.on_figures is not None:
+            self.on_figures({model: gauges.get(model, {}) for model in served})
         for ev in out.evaluations:
             if ev.state == "error":
                 logger.warning("alert rule %s on %s: %s", ev.rule.name, ev.model, ev.details)

@@ -144,18 +144,23 @@ class ServeMetrics:
         """The prediction log's ``on_lost``: rows that will never be written."""
         self.prediction_log_lost.labels(reason).inc(rows)
 
-    def set_figures(self, model: str, figures: Mapping[str, float]) -> None:
-        """A model's latest figures as gauges; its figures no longer given (a label gone, a
-        figure now NaN) are removed, not left at a stale value."""
-        shown = {k: v for k, v in figures.items() if math.isfinite(v)}
+    def set_figures(self, by_model: Mapping[str, Mapping[str, float]]) -> None:
+        """The served models' latest figures as gauges. A figure no longer given (a label gone,
+        a figure now NaN, a model whose figures failed or that is no longer served) is removed,
+        not left at a stale value."""
         gauge = self.monitor_figure
-        stale = self._figures.get(model, set()) - set(shown)
-        for name in stale:
-            with contextlib.suppress(KeyError):
-                gauge.remove(model, name)
-        for name, value in shown.items():
-            gauge.labels(model, name).set(value)
-        self._figures[model] = set(shown)
+        shown = {
+            model: {k: v for k, v in figures.items() if math.isfinite(v)}
+            for model, figures in by_model.items()
+        }
+        for model, names in self._figures.items():
+            for name in names - set(shown.get(model, {})):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(model, name)
+        for model, figures in shown.items():
+            for name, value in figures.items():
+                gauge.labels(model, name).set(value)
+        self._figures = {model: set(figures) for model, figures in shown.items()}
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

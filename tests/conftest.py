@@ -347,14 +347,14 @@ def register_copy(settings: Settings, folder: Path, name: str, stage: str = "can
 class LiveServer:
     """The real app under uvicorn on a free loopback port, in a background thread."""
 
-    def __init__(self, config: Any, settings: Settings) -> None:
+    def __init__(self, config: Any, settings: Settings, figures: Any = None) -> None:
         import threading
 
         import uvicorn
 
         from lmforge.serve import create_app
 
-        self.app = create_app(config, settings)
+        self.app = create_app(config, settings, figures)
         self.server = uvicorn.Server(
             uvicorn.Config(
                 self.app,

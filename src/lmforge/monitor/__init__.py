@@ -1,6 +1,8 @@
 """Monitoring: the prediction log (its table, the server's background writer, and a reader for
 batch jobs), feedback on predictions (``FeedbackStore``, ``record_feedback``, bulk import and
-export), and drift detection (``drift_report``: a window of traffic against a reference).
+export), drift detection (``drift_report``: a window of traffic against a reference), and the alert
+engine (``AlertRule``, ``evaluate_rules``, ``AlertStore``, ``MonitorLoop``: rules on figures,
+on a schedule, with a webhook).
 
 This package sits below the HTTP layer: it imports no FastAPI or Starlette, so a batch job can
 read what the servers logged without loading a server. The feedback loop builds here next.
@@ -8,6 +10,15 @@ read what the servers logged without loading a server. The feedback loop builds 
 
 from __future__ import annotations
 
+from lmforge.monitor.alert_loop import AlertEngine, MonitorLoop
+from lmforge.monitor.alert_store import Alert, AlertStore
+from lmforge.monitor.alerts import (
+    AlertRule,
+    Evaluation,
+    FiguresProvider,
+    evaluate_rules,
+    parse_rule,
+)
 from lmforge.monitor.detectors import DetectorResult
 from lmforge.monitor.drift import DriftReport, Window, drift_report
 from lmforge.monitor.feedback import (
@@ -26,15 +37,22 @@ from lmforge.monitor.reader import PredictionRecord, read_predictions
 from lmforge.monitor.tables import FeedbackRow, PredictionLogRow
 
 __all__ = [
+    "Alert",
+    "AlertEngine",
+    "AlertRule",
+    "AlertStore",
     "DetectorResult",
     "DriftReport",
+    "Evaluation",
     "Feedback",
     "FeedbackError",
     "FeedbackEvent",
     "FeedbackRow",
     "FeedbackStore",
+    "FiguresProvider",
     "LogSettings",
     "LoggedPrediction",
+    "MonitorLoop",
     "PredictionLog",
     "PredictionLogRow",
     "PredictionRecord",
@@ -42,9 +60,11 @@ __all__ = [
     "UnknownPredictionError",
     "Window",
     "drift_report",
+    "evaluate_rules",
     "export_feedback",
     "import_feedback",
     "list_feedback",
+    "parse_rule",
     "read_predictions",
     "record_feedback",
 ]

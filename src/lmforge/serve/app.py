@@ -21,6 +21,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lmforge.errors import LmforgeError, ModelNotFoundError, ModelUnavailableError
 from lmforge.monitor import FeedbackStore, PredictionLog
+from lmforge.monitor.alert_store import AlertStore
+from lmforge.monitor.alerts import FiguresProvider
 from lmforge.registry import Registry
 from lmforge.serve.access_log import AccessLogMiddleware
 from lmforge.serve.config import ServeConfig
@@ -30,6 +32,7 @@ from lmforge.serve.keys import KeyStore
 from lmforge.serve.limits import ApiError, BodyLimitMiddleware, RateLimiter, error_body
 from lmforge.serve.metrics import MetricsMiddleware, ServeMetrics
 from lmforge.serve.models import ModelPool, background_priority
+from lmforge.serve.monitoring import build_monitor
 from lmforge.serve.routes import ROUTERS
 from lmforge.serve.schemas import ERROR_RESPONSES
 from lmforge.settings import Settings, get_settings
@@ -37,8 +40,13 @@ from lmforge.settings import Settings, get_settings
 logger = logging.getLogger("lmforge.serve")
 
 
-def create_app(config: ServeConfig | None = None, settings: Settings | None = None) -> FastAPI:
-    """The server as an ASGI app: models load when it starts (its lifespan) and drain at stop."""
+def create_app(
+    config: ServeConfig | None = None,
+    settings: Settings | None = None,
+    figures: FiguresProvider | None = None,
+) -> FastAPI:
+    """The server as an ASGI app: models load when it starts (its lifespan) and drain at stop.
+    ``figures`` computes a model's monitoring figures for the ``monitor:`` section."""
     config = config or ServeConfig()
     settings = settings or get_settings()
     registry = Registry(settings)
@@ -59,7 +67,9 @@ def create_app(config: ServeConfig | None = None, settings: Settings | None = No
         limiter=RateLimiter(config.limits.rate_per_second, config.limits.burst),
         metrics=metrics,
         key_cache={},
+        alerts=AlertStore(registry.engine),
     )
+    state.monitor = build_monitor(config.monitor, figures, state.alerts, state.pool, metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -72,9 +82,13 @@ def create_app(config: ServeConfig | None = None, settings: Settings | None = No
             )
         state.log.start()
         await state.pool.start()
+        if state.monitor is not None:
+            state.monitor.start()
         try:
             yield
         finally:
+            if state.monitor is not None:
+                await state.monitor.close()
             await state.pool.close()  # queued requests finish first
             await state.log.close()
             executor.shutdown(wait=True)

@@ -7,11 +7,13 @@ have a size, a count and a deadline, queues have a length, keys have a rate.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lmforge.monitor.alerts import AlertRule, Duration
 from lmforge.recipe.loader import read_yaml, validate_config
 
 
@@ -198,6 +200,36 @@ class GenerationConfig(_Section):
     )
 
 
+class MonitorConfig(_Section):
+    """The figures as Prometheus gauges and the alert rules, computed on a schedule (see
+    docs/monitoring.md#alert-rules)."""
+
+    interval: Duration = Field(
+        timedelta(minutes=1), description="how often figures are computed and rules evaluated"
+    )
+    window: Duration = Field(
+        timedelta(minutes=15), description="the trailing window the gauges show"
+    )
+    rules: list[AlertRule] = Field(default_factory=list, description="the alert rules")
+    webhook_url: str | None = Field(
+        None,
+        pattern=r"^https?://\S+$",
+        description="POST each firing and resolved alert here as JSON (http or https)",
+    )
+    webhook_timeout: float = Field(5.0, gt=0, le=60, description="seconds per webhook try")
+    webhook_retries: int = Field(3, ge=0, le=10, description="webhook tries after the first")
+
+    @model_validator(mode="after")
+    def _check(self) -> MonitorConfig:
+        if self.interval <= timedelta(0) or self.window <= timedelta(0):
+            raise ValueError("monitor.interval and monitor.window must be positive durations")
+        names = [rule.name for rule in self.rules]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"rule names must be unique: {', '.join(twice)} given twice")
+        return self
+
+
 class ServeConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -222,6 +254,9 @@ class ServeConfig(_Section):
     generation: GenerationConfig = GenerationConfig()
     assistant: AssistantConfig | None = Field(
         None, description="serve POST /v1/assistant/ask over this FAQ (off when absent)"
+    )
+    monitor: MonitorConfig | None = Field(
+        None, description="figures as gauges and alert rules on a schedule (off when absent)"
     )
     graceful_timeout_s: float = Field(
         30.0, gt=0, description="on SIGTERM, how long in-flight requests may take to finish"

@@ -19,6 +19,8 @@ from fastapi import Depends, Request
 
 from lmforge.errors import LmforgeError, ModelNotFoundError
 from lmforge.monitor import FeedbackStore, PredictionLog
+from lmforge.monitor.alert_loop import MonitorLoop
+from lmforge.monitor.alert_store import AlertStore
 from lmforge.registry import Registry
 from lmforge.serve.access_log import note_access
 from lmforge.serve.batcher import BatcherClosed, DeadlineExceeded, DynamicBatcher, QueueFull
@@ -45,6 +47,8 @@ class ServeState:
     limiter: RateLimiter
     metrics: ServeMetrics
     key_cache: dict[str, tuple[float, ApiKey | None]]  # by the secret's hash, never the secret
+    alerts: AlertStore
+    monitor: MonitorLoop | None = None  # with a monitor: section in the config
 
 
 def serve_state(request: Request) -> ServeState:

@@ -5,7 +5,10 @@ Requests are counted by route template (never the raw path, so labels stay few) 
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -17,6 +20,7 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 class ServeMetrics:
     def __init__(self) -> None:
+        self._figures: dict[str, set[str]] = {}  # model -> figures shown as gauges
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -78,6 +82,32 @@ class ServeMetrics:
             ["model"],
             registry=r,
         )
+        # the monitor (config section monitor:): one gauge with a figure label, as the figures'
+        # names come from the report (label_share.<label>, drift.<detector>.p_value, ...)
+        self.monitor_figure = Gauge(
+            "lmforge_monitor_figure",
+            "A monitoring figure of a model over the monitor's window (monitor.window)",
+            ["model", "figure"],
+            registry=r,
+        )
+        self.monitor_rounds = Counter(
+            "lmforge_monitor_rounds",
+            "Monitor rounds (figures and alert rules), by outcome: ok, failed",
+            ["outcome"],
+            registry=r,
+        )
+        self.alerts_fired = Counter(
+            "lmforge_alerts_fired", "Alerts fired, by rule", ["rule"], registry=r
+        )
+        self.alerts_resolved = Counter(
+            "lmforge_alerts_resolved", "Alerts resolved, by rule", ["rule"], registry=r
+        )
+        self.alert_webhook = Counter(
+            "lmforge_alert_webhook_deliveries",
+            "Alert webhook deliveries, by outcome: sent, failed (after its retries), dropped",
+            ["outcome"],
+            registry=r,
+        )
 
         self.generated_tokens = Counter(
             "lmforge_generated_tokens", "Tokens generated", ["model"], registry=r
@@ -113,6 +143,24 @@ class ServeMetrics:
     def count_lost_log_rows(self, reason: str, rows: int) -> None:
         """The prediction log's ``on_lost``: rows that will never be written."""
         self.prediction_log_lost.labels(reason).inc(rows)
+
+    def set_figures(self, by_model: Mapping[str, Mapping[str, float]]) -> None:
+        """The served models' latest figures as gauges. A figure no longer given (a label gone,
+        a figure now NaN, a model whose figures failed or that is no longer served) is removed,
+        not left at a stale value."""
+        gauge = self.monitor_figure
+        shown = {
+            model: {k: v for k, v in figures.items() if math.isfinite(v)}
+            for model, figures in by_model.items()
+        }
+        for model, names in self._figures.items():
+            for name in names - set(shown.get(model, {})):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(model, name)
+        for model, figures in shown.items():
+            for name, value in figures.items():
+                gauge.labels(model, name).set(value)
+        self._figures = {model: set(figures) for model, figures in shown.items()}
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

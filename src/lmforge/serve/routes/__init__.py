@@ -10,13 +10,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from lmforge.serve.routes import assistant, feedback, generation, inference, models, operations
+from lmforge.serve.routes import (
+    alerts,
+    assistant,
+    feedback,
+    generation,
+    inference,
+    models,
+    operations,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     generation.router,
     inference.router,
     assistant.router,
     feedback.router,
+    alerts.router,
     models.router,
     operations.router,
 )

@@ -1,0 +1,62 @@
+"""The server's monitor: the config's ``monitor:`` section turned into a
+:class:`~lmforge.monitor.alert_loop.MonitorLoop` wired to the server's metrics and models.
+
+Every ``monitor.interval``, for each model the server serves (its names, as ``/v1/predict``
+takes them), the figures over the last ``monitor.window`` become the
+``lmforge_monitor_figure{model, figure}`` gauges, the rules are evaluated, and firing or
+resolved alerts are counted and POSTed to ``monitor.webhook_url``. The figures come from a
+:data:`~lmforge.monitor.alerts.FiguresProvider` handed to :func:`~lmforge.serve.create_app`.
+"""
+
+from __future__ import annotations
+
+from lmforge.errors import LmforgeError
+from lmforge.monitor.alert_loop import MonitorLoop
+from lmforge.monitor.alert_store import Alert, AlertStore
+from lmforge.monitor.alerts import FiguresProvider
+from lmforge.monitor.webhook import WebhookSender
+from lmforge.serve.config import MonitorConfig
+from lmforge.serve.metrics import ServeMetrics
+from lmforge.serve.models import ModelPool
+
+
+def build_monitor(
+    config: MonitorConfig | None,
+    figures: FiguresProvider | None,
+    store: AlertStore,
+    pool: ModelPool,
+    metrics: ServeMetrics,
+) -> MonitorLoop | None:
+    """The monitor the config asks for (None without a ``monitor:`` section)."""
+    if config is None:
+        return None
+    if figures is None:
+        raise LmforgeError(
+            "the server config has a monitor section but the server was given no figures provider",
+            "pass figures= to create_app, or remove the monitor section",
+        )
+    webhook = None
+    if config.webhook_url is not None:
+        webhook = WebhookSender(
+            config.webhook_url,
+            timeout_s=config.webhook_timeout,
+            retries=config.webhook_retries,
+            on_outcome=lambda outcome: metrics.alert_webhook.labels(outcome).inc(),
+        )
+
+    def counted(event: str, alert: Alert) -> None:
+        counter = metrics.alerts_fired if event == "firing" else metrics.alerts_resolved
+        counter.labels(alert.rule).inc()
+
+    return MonitorLoop(
+        rules=config.rules,
+        figures=figures,
+        models=lambda: list(pool.aliases),
+        store=store,
+        interval=config.interval,
+        window=config.window,
+        webhook=webhook,
+        on_figures=metrics.set_figures,
+        on_alert=counted,
+        on_round=lambda ok: metrics.monitor_rounds.labels("ok" if ok else "failed").inc(),
+    )

@@ -132,7 +132,7 @@ async def ask_events(
         served, seq, queue = writing
         try:
             while reason is None:
-                delta, reason = await drain(queue)
+                delta, reason, _ = await drain(queue)
                 if reason == "error":
                     failure = error_body(
                         "generation failed on the server — retry", "generation_failed"

@@ -82,6 +82,28 @@ def test_greedy_fp32_equals_transformers_generate(smollm2: Path, fp32: Generatio
     )
 
 
+def test_greedy_logprobs_are_transformers_log_softmax(
+    smollm2: Path, fp32: GenerationEngine
+) -> None:
+    """Issue 19: the logprobs served are the model's own log-softmax at each greedy token, and
+    the tokens' bytes join up to the answer (SmolLM2's byte-level vocabulary)."""
+    from lmforge.runtime.logprobs import TokenPieces
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2).eval()
+    prompt = fp32.encode_chat(QUESTIONS[:1])
+    done = fp32.generate(prompt, SamplingParams(max_tokens=16, temperature=0, logprobs=5))
+    assert done.logprobs is not None and len(done.logprobs) == len(done.tokens)
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + done.tokens])).logits[0, len(prompt) - 1 : -1]
+    expected = torch.log_softmax(logits.float(), dim=-1)
+    for row, entry in zip(expected, done.logprobs, strict=True):
+        assert entry.logprob == pytest.approx(float(row[entry.token]), abs=1e-3)
+        top = torch.topk(row, 5).values.tolist()
+        assert [lp for _, lp in entry.top] == pytest.approx(top, abs=1e-3)
+    pieces = TokenPieces(fp32.tokenizer)
+    assert b"".join(pieces.bytes(t) or b"" for t in done.tokens).decode() == done.text
+
+
 def test_int8_follows_fp32_closely(smollm2: Path, fp32: GenerationEngine) -> None:
     """Teacher-forced on fp32's own answers, int8 predicts the same next token almost
     everywhere and finds those answers nearly as likely (free-running greedy texts of the two

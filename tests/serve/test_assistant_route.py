@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,25 @@ def test_answers_with_the_cited_entry(server: Any) -> None:
     assert body["answered"] and body["citation"] == "Help §1"
     assert body["answer"].startswith("Open Settings") and len(body["sources"]) == 2
     assert body["score"] >= body["threshold"] == 0.5
+
+
+def test_explain_says_why_the_entry_won(server: Any) -> None:
+    question = "I forgot my password, how do I change it?"
+    body = ask(server, {"question": question, "explain": True}).json()
+    why = body["explanation"]
+    assert why["winner"]["citation"] == "Help §1" and why["winner"]["score"] == body["score"]
+    assert why["runner_up"]["score"] == body["sources"][1]["score"]
+    assert why["margin"] == pytest.approx(why["winner"]["score"] - why["runner_up"]["score"], 1e-3)
+    assert why["over_threshold"] == pytest.approx(body["score"] - 0.5, abs=1e-3)
+    assert why["shared_words"] == ["password"] and why["answered"]
+    assert "explanation" not in ask(server, {"question": question}).json()
+    streamed = httpx.post(
+        server.url + "/v1/assistant/ask",
+        json={"question": question, "explain": True, "stream": True},
+        timeout=60,
+    )
+    first = json.loads(streamed.text.split("\n\n")[0].removeprefix("data: "))
+    assert first["type"] == "answer" and first["explanation"]["winner"]["citation"] == "Help §1"
 
 
 def test_refuses_an_off_topic_question(server: Any) -> None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lmforge.assistant.explanation import Explanation, explain_match
 from lmforge.assistant.faq import FaqEntry, load_faq, save_faq
 from lmforge.assistant.passages import cached_embed, split_passages
 from lmforge.assistant.retrieval import Embed
@@ -100,13 +101,16 @@ class Answer:
     hits: list[Hit]  # best first, by the score compared with the threshold
     threshold: float  # the threshold of the question's language
     generated: str | None = None  # an answer written by a decoder from the top entries
+    explanation: Explanation | None = None  # the winner, runner-up and shared words
 
     @property
     def language(self) -> str:
         return question_language(self.question)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, explain: bool = False) -> dict[str, Any]:
+        """The answer as JSON; with `explain`, its explanation under "explanation"."""
         best = self.hits[0] if self.hits else None
+        why = self.explanation.to_json() if explain and self.explanation else None
         return {
             "question": self.question,
             "answered": self.answered,
@@ -118,6 +122,7 @@ class Answer:
             "language": self.language,
             "sources": [h.to_json() for h in self.hits],
             "generated_answer": self.generated,
+            **({"explanation": why} if explain else {}),
         }
 
 
@@ -259,13 +264,17 @@ class Assistant:
         return out
 
     def ask(self, questions: Sequence[str], k: int = 3) -> list[Answer]:
+        """Each question's answer with its ``k`` best hits and its explanation (which needs the
+        runner-up, so two entries are always searched)."""
         answers = []
-        for question, hits in zip(questions, self.search(questions, k), strict=True):
+        for question, hits in zip(questions, self.search(questions, max(k, 2)), strict=True):
             lang = question_language(question)
             threshold = self.thresholds[lang]
             answered = bool(hits) and hits[0].score >= threshold
             text = hits[0].passage if answered else REFUSALS[lang]
-            answers.append(Answer(question, answered, text, hits, threshold))
+            ranked = [(h.entry, h.score) for h in hits[:2]]
+            why = explain_match(question, ranked, threshold, answered, lang)
+            answers.append(Answer(question, answered, text, hits[:k], threshold, explanation=why))
         return answers
 
 

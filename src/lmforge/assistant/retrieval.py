@@ -38,6 +38,17 @@ def bm25_tokens(text: str) -> list[str]:
     return tokens
 
 
+def latin_words(text: str) -> list[str]:
+    """The lower-cased words of ``text`` that bm25_tokens keeps as words (Chinese left out)."""
+    return [part for word in _WORD.findall(text.lower()) for part in _CJK.split(word) if part]
+
+
+def cjk_runs(text: str) -> list[str]:
+    """The runs of Chinese characters in ``text`` (bm25_tokens indexes their characters and
+    bigrams)."""
+    return _CJK.findall(text)
+
+
 class Retriever(ABC):
     """Scores of every document for each query; higher is better."""
 

@@ -4,11 +4,14 @@ produced, and an FAQ assistant's cited answers."""
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from lmforge.cli.output import RichProgress, err, out, print_json
+
+if TYPE_CHECKING:
+    from lmforge.assistant.explanation import Explanation
 
 
 def generate(
@@ -113,6 +116,14 @@ def app_assistant(
         ),
     ] = False,
     decoder: Annotated[str, typer.Option(help="Decoder for --generate.")] = "smollm2-135m-instruct",
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Show which entry won by how much over the runner-up and the threshold, and "
+            "the question's words it shares.",
+        ),
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Answer questions from an FAQ with the cited entry, or refuse (questions from the
@@ -134,7 +145,7 @@ def app_assistant(
         progress=RichProgress(),
     )
     if json_output:
-        print_json([a.to_json() for a in answers])
+        print_json([a.to_json(explain=explain) for a in answers])
         return
     for a in answers:
         out.print(f"[bold]Q:[/bold] {a.question}", highlight=False)
@@ -151,4 +162,27 @@ def app_assistant(
                 f"the threshold {a.threshold:.3f})",
                 highlight=False,
             )
+        if explain and a.explanation is not None:
+            for line in explanation_lines(a.explanation):
+                out.print(f"   {line}", highlight=False, markup=False)
         out.print()
+
+
+def explanation_lines(why: Explanation) -> list[str]:
+    """An answer's explanation as a few lines of text."""
+    if why.winner is None:
+        return ["why: no entry could be scored"]
+    win = why.winner
+    lines = [f'why: "{win.question}" ({win.citation}) scored {win.score:.3f}']
+    if why.runner_up is not None and why.margin is not None:
+        up = why.runner_up
+        lines.append(
+            f'     {why.margin:.3f} ahead of the runner-up "{up.question}" ({up.citation}, '
+            f"{up.score:.3f})"
+        )
+    over = why.over_threshold or 0.0
+    side = "over" if over >= 0 else "under"
+    lines.append(f"     {abs(over):.3f} {side} the threshold {why.threshold:.3f}")
+    words = ", ".join(why.shared_words) if why.shared_words else "none"
+    lines.append(f"     shared words: {words} ({why.matching})")
+    return lines

@@ -2,7 +2,10 @@
 
 The engine decodes on its own thread and calls back with each piece of text; :func:`submit`
 puts those pieces on an asyncio queue, :func:`drain` and :func:`collect` read them back, and
-the engine's refusals become the HTTP errors every route answers with (``ApiError``).
+the engine's refusals become the HTTP errors every route answers with (``ApiError``). With
+log-probabilities asked for, each piece of text carries the entries of the tokens it completes
+(a token that ends in half a character, or could begin a stop string, sends its entry with the
+text that follows it).
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ from lmforge.runtime.generation import (
     GenerationRequest,
     SamplingParams,
 )
+from lmforge.runtime.logprobs import TokenLogprob
 from lmforge.serve.limits import ApiError
 from lmforge.serve.metrics import ServeMetrics
 from lmforge.serve.models import ServedDecoder
 
 __all__ = ["Events", "collect", "drain", "public_reason", "reply", "submit"]
 
-Events = asyncio.Queue[tuple[str, FinishReason | None]]
+Events = asyncio.Queue[tuple[str, FinishReason | None, list[TokenLogprob]]]
 
 
 def submit(
@@ -40,12 +44,19 @@ def submit(
     """Queue a generation on the served decoder; its text arrives on the returned queue."""
     loop = asyncio.get_running_loop()
     queue: Events = asyncio.Queue()
+    # Both callbacks run on the engine thread, entries first: the text takes those waiting.
+    pending: list[TokenLogprob] = []
 
     def on_text(delta: str, reason: FinishReason | None) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, (delta, reason))
+        entries = pending[:]
+        pending.clear()
+        loop.call_soon_threadsafe(queue.put_nowait, (delta, reason, entries))
 
+    on_logprobs = pending.append if params.logprobs is not None else None
     try:
-        seq = served.engine.submit(prompt, params, on_text, truncate=truncate)
+        seq = served.engine.submit(
+            prompt, params, on_text, truncate=truncate, on_logprobs=on_logprobs
+        )
     except GenerationError as exc:
         raise ApiError(422, exc.message, "invalid_generation_request") from None
     except EngineFull as exc:
@@ -64,15 +75,16 @@ def submit(
     return seq, queue
 
 
-async def drain(queue: Events) -> tuple[str, FinishReason | None]:
-    """The next text, joined with whatever else is already waiting: when the event loop falls
-    behind the decoder (many streams on few cores), one event carries several tokens instead
-    of the loop writing one event per token."""
-    delta, reason = await queue.get()
+async def drain(queue: Events) -> tuple[str, FinishReason | None, list[TokenLogprob]]:
+    """The next text (and its tokens' entries), joined with whatever else is already waiting:
+    when the event loop falls behind the decoder (many streams on few cores), one event carries
+    several tokens instead of the loop writing one event per token."""
+    delta, reason, entries = await queue.get()
     while reason is None and not queue.empty():
-        more, reason = queue.get_nowait()
+        more, reason, also = queue.get_nowait()
         delta += more
-    return delta, reason
+        entries = [*entries, *also]
+    return delta, reason, entries
 
 
 async def collect(
@@ -84,7 +96,7 @@ async def collect(
     try:
         while True:
             try:
-                delta, reason = await asyncio.wait_for(queue.get(), 1.0)
+                delta, reason, _ = await asyncio.wait_for(queue.get(), 1.0)
             except TimeoutError:
                 if request is not None and await request.is_disconnected():
                     raise ApiError(499, "client went away", "client_closed") from None

@@ -32,6 +32,11 @@ class AskRequest(RequestBody):
         description="server-sent events: the retrieved answer at once (type 'answer'), then the "
         "written answer as it is generated (type 'delta'), then type 'done'",
     )
+    explain: bool = Field(
+        False,
+        description="add 'explanation': the winning entry, its margin over the runner-up and "
+        "the threshold, and the question's words it shares",
+    )
 
 
 class AskSource(BaseModel):
@@ -42,6 +47,28 @@ class AskSource(BaseModel):
         description="the entry's score: the mean cosine similarity of the question with the "
         "entry's best passage and with the entry's question; the sources are ordered by it"
     )
+
+
+class AskContender(BaseModel):
+    question: str
+    citation: str
+    score: float
+
+
+class AskExplanation(BaseModel):
+    winner: AskContender | None = Field(description="the best entry (null: none was scored)")
+    runner_up: AskContender | None = Field(description="the second best entry, if any")
+    margin: float | None = Field(description="the winner's score minus the runner-up's")
+    threshold: float = Field(description="the threshold of the question's language")
+    over_threshold: float | None = Field(
+        description="the winner's score minus the threshold (below 0: refused)"
+    )
+    answered: bool
+    shared_words: list[str] = Field(
+        description="the question's words the winning entry has, in the question's order (the "
+        "scores are dense: an entry can win with none)"
+    )
+    word_matching: str = Field(description="how the words were matched, for this language")
 
 
 class AskResponse(BaseModel):
@@ -65,6 +92,9 @@ class AskResponse(BaseModel):
         None,
         description="with assistant.generate: an answer written by the decoder from the top "
         "entries (answered questions in a language the decoder covers), else null",
+    )
+    explanation: AskExplanation | None = Field(
+        None, description="with explain: true, why this entry won (else absent)"
     )
 
 
@@ -99,7 +129,7 @@ async def ask(body: AskRequest, request: Request, _: PredictKey) -> Response:
             )
             writing = (decoder, *submit(decoder, prompt, params, state.metrics, truncate=True))
         return StreamingResponse(
-            ask_events(answer.to_json(), writing, state.metrics),
+            ask_events(answer.to_json(explain=body.explain), writing, state.metrics),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -111,7 +141,7 @@ async def ask(body: AskRequest, request: Request, _: PredictKey) -> Response:
             decoder, prompt, params, state.metrics, state.config.generation.timeout_s
         )
         answer = dataclasses.replace(answer, generated=generated.strip())
-    return JSONResponse(answer.to_json())
+    return JSONResponse(answer.to_json(explain=body.explain))
 
 
 async def ask_events(
@@ -132,7 +162,7 @@ async def ask_events(
         served, seq, queue = writing
         try:
             while reason is None:
-                delta, reason = await drain(queue)
+                delta, reason, _ = await drain(queue)
                 if reason == "error":
                     failure = error_body(
                         "generation failed on the server — retry", "generation_failed"

@@ -4,7 +4,8 @@ The bodies and answers follow the OpenAI API (the official client works unchange
 extensions a small local model needs: ``top_k`` and ``repetition_penalty``, and
 ``truncate_prompt`` to keep the end of a prompt too long for the context instead of refusing
 it. ``stream: true`` answers with server-sent events; a client that goes away mid-stream frees
-its sequence slot before the next decoding step.
+its sequence slot before the next decoding step. ``logprobs`` (and chat's ``top_logprobs``)
+add the generated tokens' log-probabilities in OpenAI's shapes (:mod:`lmforge.serve.logprobs`).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time.
@@ -25,10 +26,12 @@ from lmforge.runtime.generation import (
     GenerationRequest,
     SamplingParams,
 )
+from lmforge.runtime.logprobs import MAX_TOP_LOGPROBS, TokenLogprob
 from lmforge.serve.access_log import note_access
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.deps import PredictKey, serve_state
 from lmforge.serve.limits import ApiError, error_body
+from lmforge.serve.logprobs import LegacyLogprobs, chat_logprobs, pieces_of
 from lmforge.serve.metrics import ServeMetrics
 from lmforge.serve.models import ServedDecoder
 from lmforge.serve.schemas import RequestBody
@@ -92,6 +95,17 @@ class _Sampling(RequestBody):
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="alias of max_tokens")
+    logprobs: bool = Field(
+        False,
+        description="return each generated token's log-probability under the model "
+        "(log-softmax of the raw logits, before temperature and penalties)",
+    )
+    top_logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        description="with logprobs: also the likeliest tokens at each position, 0 to 20",
+    )
 
 
 class CompletionRequest(_Sampling):
@@ -99,9 +113,17 @@ class CompletionRequest(_Sampling):
         min_length=1,
         description="a text, or a list of texts (one choice each, at most limits.max_inputs)",
     )
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=5,
+        description="return each generated token's log-probability and those of the this many "
+        "likeliest tokens (0 to 5)",
+    )
 
 
-Chunk = Callable[[int, str, str | None], dict[str, Any]]  # (choice index, text, finish reason)
+# (choice index, text, finish reason, the entries of the text's tokens)
+Chunk = Callable[[int, str, str | None, list[TokenLogprob]], dict[str, Any]]
 
 
 @router.post("/v1/chat/completions")
@@ -110,7 +132,17 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, _: Pre
     state = serve_state(request)
     served = state.pool.decoder(body.model)
     note_access(model=served.name)
-    params = _sampling(state.config, body, body.max_completion_tokens or body.max_tokens)
+    if body.top_logprobs is not None and not body.logprobs:
+        raise ApiError(
+            422,
+            "top_logprobs is only allowed when logprobs is true — set logprobs: true, or drop "
+            "top_logprobs",
+            "invalid_field",
+            param="top_logprobs",
+        )
+    wanted = (body.top_logprobs or 0) if body.logprobs else None
+    params = _sampling(state.config, body, body.max_completion_tokens or body.max_tokens, wanted)
+    pieces = pieces_of(served.engine)
     messages = [
         {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
         for m in body.messages
@@ -125,18 +157,21 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, _: Pre
     if body.stream:
         first = True
 
-        def chunk(_index: int, delta: str, reason: str | None) -> dict[str, Any]:
+        def chunk(
+            _index: int, delta: str, reason: str | None, entries: list[TokenLogprob]
+        ) -> dict[str, Any]:
             nonlocal first
             content: dict[str, Any] = {"content": delta} if delta else {}
             if first:
                 content, first = {"role": "assistant", **content}, False
+            logprobs = chat_logprobs(pieces, entries) if body.logprobs else None
             return {
                 "id": ident,
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": served.name,
                 "choices": [
-                    {"index": 0, "delta": content, "logprobs": None, "finish_reason": reason}
+                    {"index": 0, "delta": content, "logprobs": logprobs, "finish_reason": reason}
                 ],
             }
 
@@ -154,7 +189,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, _: Pre
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": text},
-                    "logprobs": None,
+                    "logprobs": chat_logprobs(pieces, seq.logprobs) if body.logprobs else None,
                     "finish_reason": public_reason(reason),
                 }
             ],
@@ -170,7 +205,7 @@ async def completions(body: CompletionRequest, request: Request, _: PredictKey) 
     state = serve_state(request)
     served = state.pool.decoder(body.model)
     note_access(model=served.name)
-    params = _sampling(state.config, body, body.max_tokens)
+    params = _sampling(state.config, body, body.max_tokens, body.logprobs)
     texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     # a list waits for slots like that many requests, so it is held to the waiting line too
     limit, key = min(
@@ -198,14 +233,21 @@ async def completions(body: CompletionRequest, request: Request, _: PredictKey) 
             seq.cancel()
         raise
     ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    pieces = pieces_of(served.engine)
+    offsets = [LegacyLogprobs(pieces, len(text)) for text in texts]  # one per choice
 
-    def chunk(index: int, delta: str, reason: str | None) -> dict[str, Any]:
+    def chunk(
+        index: int, delta: str, reason: str | None, entries: list[TokenLogprob]
+    ) -> dict[str, Any]:
+        logprobs = offsets[index].chunk(entries) if body.logprobs is not None else None
         return {
             "id": ident,
             "object": "text_completion",
             "created": created,
             "model": served.name,
-            "choices": [{"index": index, "text": delta, "logprobs": None, "finish_reason": reason}],
+            "choices": [
+                {"index": index, "text": delta, "logprobs": logprobs, "finish_reason": reason}
+            ],
         }
 
     if body.stream:
@@ -222,15 +264,24 @@ async def completions(body: CompletionRequest, request: Request, _: PredictKey) 
     for seq, _queue in runs:
         _finished(served, seq, state.metrics)
     choices = [
-        {"index": i, "text": text, "logprobs": None, "finish_reason": public_reason(reason)}
-        for i, (text, reason) in enumerate(answers)
+        {
+            "index": i,
+            "text": text,
+            "logprobs": offsets[i].chunk(seq.logprobs) if body.logprobs is not None else None,
+            "finish_reason": public_reason(reason),
+        }
+        for i, ((text, reason), (seq, _)) in enumerate(zip(answers, runs, strict=True))
     ]
     return JSONResponse(
-        {**chunk(0, "", None), "choices": choices, "usage": _usage([seq for seq, _ in runs])}
+        {**chunk(0, "", None, []), "choices": choices, "usage": _usage([seq for seq, _ in runs])}
     )
 
 
-def _sampling(config: ServeConfig, body: _Sampling, max_tokens: int | None) -> SamplingParams:
+def _sampling(
+    config: ServeConfig, body: _Sampling, max_tokens: int | None, logprobs: int | None
+) -> SamplingParams:
+    """The engine's sampling for a body; `logprobs`: None, or how many likeliest tokens to
+    report beside each chosen one."""
     generation = config.generation
     wanted = max_tokens or generation.default_max_tokens
     if wanted > generation.max_tokens:
@@ -257,6 +308,7 @@ def _sampling(config: ServeConfig, body: _Sampling, max_tokens: int | None) -> S
         repetition_penalty=body.repetition_penalty,
         stop=tuple(stop),
         seed=body.seed,
+        logprobs=logprobs,
     )
 
 
@@ -300,12 +352,13 @@ def _stream(
     """Server-sent events of the runs' text as it comes, each chunk naming its choice's index."""
 
     async def events() -> AsyncIterator[str]:
-        merged: asyncio.Queue[tuple[int, str, FinishReason | None]] = asyncio.Queue()
+        merged: asyncio.Queue[tuple[int, str, FinishReason | None, list[TokenLogprob]]]
+        merged = asyncio.Queue()
 
         async def forward(index: int, queue: Events) -> None:
             while True:
-                delta, reason = await drain(queue)
-                await merged.put((index, delta, reason))
+                delta, reason, entries = await drain(queue)
+                await merged.put((index, delta, reason, entries))
                 if reason is not None:
                     return
 
@@ -313,7 +366,7 @@ def _stream(
         try:
             open_runs = len(runs)
             while open_runs:
-                index, delta, reason = await merged.get()
+                index, delta, reason, entries = await merged.get()
                 if reason == "error":  # the openai client raises on an "error" event
                     failure = error_body(
                         "generation failed on the server — retry", "generation_failed"
@@ -321,7 +374,7 @@ def _stream(
                     yield f"data: {json.dumps(failure)}\n\n"
                     return
                 if delta or reason is not None:
-                    body = chunk(index, delta, public_reason(reason))
+                    body = chunk(index, delta, public_reason(reason), entries)
                     yield f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
                 if reason is not None:
                     open_runs -= 1
@@ -329,7 +382,7 @@ def _stream(
                 _finished(served, seq, metrics)
             if include_usage:
                 seqs = [seq for seq, _ in runs]
-                tail = {**chunk(0, "", None), "choices": [], "usage": _usage(seqs)}
+                tail = {**chunk(0, "", None, []), "choices": [], "usage": _usage(seqs)}
                 yield f"data: {json.dumps(tail)}\n\n"
             yield "data: [DONE]\n\n"
         finally:

@@ -30,12 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from lmforge.data import prepare_data
 from lmforge.data.text import clean_text
 from lmforge.errors import LmforgeError
 from lmforge.models.meta import ClassificationMeta, read_model_meta, require_classifier
 from lmforge.monitor.drift import Window
-from lmforge.recipe import load_recipe
 from lmforge.registry import ModelVersion, Registry
 from lmforge.runtime import Predictor
 from lmforge.runtime.embedder import Embedder
@@ -133,6 +131,10 @@ def reference_key(version: ModelVersion) -> str:
 
 
 def _build(version: ModelVersion, key: str, registry: Registry) -> ReferenceData:
+    # Imported here: pandas and scikit-learn are seconds the server need not pay at start.
+    from lmforge.data import prepare_data
+    from lmforge.recipe import load_recipe
+
     recipe_file = version.path / "recipe.yaml"
     if not recipe_file.is_file():
         raise LmforgeError(

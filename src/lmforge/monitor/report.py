@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
-from sklearn.metrics import f1_score
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
@@ -361,6 +360,8 @@ def _live_accuracy(
     ci = stats.binomtest(right, n).proportion_ci(confidence_level=_Z, method="wilson")
     macro_f1 = None
     if labelled:
+        from sklearn.metrics import f1_score  # here: the server need not import it at start
+
         predicted, truth = [p for p, _ in labelled], [t for _, t in labelled]
         classes = sorted(set(predicted) | set(truth))
         macro_f1 = float(

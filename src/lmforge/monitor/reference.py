@@ -34,6 +34,7 @@ from lmforge.data.text import clean_text
 from lmforge.errors import LmforgeError
 from lmforge.models.meta import ClassificationMeta, read_model_meta, require_classifier
 from lmforge.monitor.drift import Window
+from lmforge.monitor.textstats import Encode
 from lmforge.registry import ModelVersion, Registry
 from lmforge.runtime import Predictor
 from lmforge.runtime.embedder import Embedder
@@ -185,6 +186,30 @@ def encoder_version(version: ModelVersion, registry: Registry) -> ModelVersion |
 
 def classifier_meta(version: ModelVersion) -> ClassificationMeta:
     return require_classifier(read_model_meta(version.path), version.path)
+
+
+def unknown_token_counter(folder: Path) -> tuple[Encode, int] | None:
+    """The version's tokenizer (text -> ids) and its unknown-token id, for the unknown-token
+    detector; None when the tokenizer has no unknown token (byte-level BPE never needs one)."""
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        model = json.loads(tokenizer.to_str()).get("model", {})
+    except Exception:  # no tokenizer.json, or one this library cannot read: no such detector
+        return None
+    unknown_id = model.get("unk_id")  # Unigram (SentencePiece) names the id ...
+    if not isinstance(unknown_id, int):  # ... WordPiece and BPE the token
+        token = model.get("unk_token")
+        unknown_id = tokenizer.token_to_id(token) if isinstance(token, str) else None
+    if unknown_id is None:
+        return None
+    tokenizer.no_truncation()
+
+    def encode(text: str) -> list[int]:
+        return list(tokenizer.encode(text).ids)
+
+    return encode, int(unknown_id)
 
 
 class VersionEmbedder:

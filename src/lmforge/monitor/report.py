@@ -31,6 +31,7 @@ from lmforge.monitor.reference import (
     classifier_meta,
     encoder_version,
     load_reference,
+    unknown_token_counter,
     version_embedder,
 )
 from lmforge.monitor.tables import FeedbackRow, PredictionLogRow, create_tables
@@ -418,23 +419,31 @@ def _both_reports(
     """Prediction drift on every row and input drift on the retained texts, as one report whose
     false-alarm rate is ALPHA: each detector of both is tested at ALPHA / (all detectors)."""
     embeddings = None
+    registry = references.registry or Registry(references.settings)
+    found = registry.get(reference.ref)
     if reference.embeddings is not None:
-        registry = references.registry or Registry(references.settings)
-        found = registry.get(reference.ref)
         encoder = encoder_version(found, registry)
         if encoder is not None:
             meta = classifier_meta(found)
             embeddings = version_embedder(encoder.path, meta).embed(texts)
+    unknown = unknown_token_counter(found.path)
     text_window = Window(texts=list(texts), embeddings=embeddings)
     ref_text = Window(
         texts=reference.texts, embeddings=reference.embeddings if embeddings is not None else None
     )
-    n_text = 2 + (embeddings is not None)  # length, script (+ embeddings)
+    n_text = 2 + (embeddings is not None) + (unknown is not None)  # length, script (+ ...)
     total = 2 + n_text  # labels, confidence
     predictions = drift_report(
         reference.prediction_window(), current, alpha=ALPHA * 2 / total, seed=0
     )
-    inputs = drift_report(ref_text, text_window, alpha=ALPHA * n_text / total, seed=0)
+    inputs = drift_report(
+        ref_text,
+        text_window,
+        alpha=ALPHA * n_text / total,
+        seed=0,
+        encode=unknown[0] if unknown else None,
+        unknown_id=unknown[1] if unknown else None,
+    )
     detectors = [*predictions.detectors, *inputs.detectors]
     return DriftReport(
         drifted=any(d.drifted for d in detectors),

@@ -283,3 +283,32 @@ def test_postgresql_logs_text_with_nul_and_drops_only_a_refused_row(
     asyncio.run(run())
     assert [r.text for r in read_predictions(settings)] == ["nulhere", "after"]
     assert lost.rows == {"refused": 1}
+
+
+def test_an_older_table_gets_the_newer_columns_and_keeps_its_rows(settings: Settings) -> None:
+    from sqlalchemy import inspect, text
+
+    from lmforge.monitor.tables import create_tables
+    from lmforge.registry.db import make_engine
+
+    engine = make_engine(settings.resolved_database_url)
+    with engine.begin() as conn:  # the table as the first servers created it
+        conn.execute(
+            text(
+                "CREATE TABLE prediction_log (id INTEGER PRIMARY KEY, created_at DATETIME, "
+                "model VARCHAR(64), version INTEGER, label VARCHAR(128), score FLOAT, "
+                "latency_ms FLOAT, key_name VARCHAR(64), text TEXT)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO prediction_log (created_at, model, version, label, score, "
+                "latency_ms) VALUES ('2026-11-02 09:00:00', 'old', 1, 'positive', 0.9, 2.0)"
+            )
+        )
+    create_tables(engine)
+    columns = {c["name"] for c in inspect(engine).get_columns("prediction_log")}
+    assert {"prediction_id", "scores", "kind"} <= columns
+    engine.dispose()
+    (old,) = read_predictions(settings)
+    assert (old.model, old.prediction_id, old.scores, old.kind) == ("old", None, None, None)

@@ -30,6 +30,8 @@ from lmforge.registry.db import as_utc
 from lmforge.settings import Settings
 
 INTERACTIONS = ("click", "rating")
+#: The prediction log's ``kind`` of an assistant's answer: feedback on it is only ``correct``.
+ASSISTANT = "assistant"
 MAX_COMMENT = 2000  # characters
 MAX_TEXT = 20_000  # characters of an example's text (the server's limits.max_chars is lower)
 
@@ -172,7 +174,10 @@ class FeedbackStore:
         if kind in ("label", "correct"):
             prediction = conn.execute(
                 select(
-                    PredictionLogRow.model, PredictionLogRow.version, PredictionLogRow.label
+                    PredictionLogRow.model,
+                    PredictionLogRow.version,
+                    PredictionLogRow.label,
+                    PredictionLogRow.kind,
                 ).where(PredictionLogRow.prediction_id == event.prediction_id)
             ).first()
             if prediction is None:
@@ -181,7 +186,12 @@ class FeedbackStore:
                     "send a prediction_id a /v1/predict answer gave (kept for "
                     "prediction_log.retention_days)",
                 )
-            model, version, predicted = prediction
+            model, version, predicted, answered_by = prediction
+            if answered_by == ASSISTANT and kind != "correct":
+                raise FeedbackError(
+                    "feedback on an assistant answer takes only 'correct' (it has no labels)",
+                    "send {prediction_id, correct: true|false}",
+                )
             if event.model is not None and parse_ref(event.model)[0] != model:
                 raise _shape(f"the prediction was answered by '{model}', not '{event.model}'")
             label = event.label
@@ -191,7 +201,7 @@ class FeedbackStore:
                 label = predicted
             elif event.correct is False and label is not None and label == predicted:
                 raise _shape("correct: false with the predicted label")
-            if label is not None:
+            if label is not None and answered_by != ASSISTANT:
                 self.check_label(f"{model}:v{version}", label)
             correct = event.correct if event.correct is not None else label == predicted
             values.update(

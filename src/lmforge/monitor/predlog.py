@@ -75,6 +75,7 @@ class LoggedPrediction:
     text: str | None
     prediction_id: str | None = None  # a new one is drawn when None
     scores: dict[str, float] | None = None
+    kind: str | None = None  # None: a classifier; "assistant": an FAQ answer (label: its entry)
 
 
 def new_prediction_id() -> str:
@@ -149,6 +150,7 @@ class PredictionLog:
                 "latency_ms": row.latency_ms,
                 "key_name": _storable(row.key_name),
                 "text": _storable(row.text) if keep_text else None,
+                "kind": row.kind,
             }
         )
         return prediction_id

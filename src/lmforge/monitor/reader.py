@@ -84,4 +84,5 @@ def _record(row: PredictionLogRow) -> PredictionRecord:
         text=row.text,
         prediction_id=row.prediction_id,
         scores=row.scores,
+        kind=row.kind,
     )

@@ -3,7 +3,8 @@ compact record of every answered prediction) and the feedback on them.
 
 Their own declarative base, so that reading or writing them needs neither the server's tables
 (API keys) nor the HTTP layer. The prediction log's ``prediction_id`` and ``scores`` columns
-came later: :func:`create_tables` adds them to a table an older server created.
+and ``kind``
+columns came later: :func:`create_tables` adds them to a table an older server created.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class PredictionLogRow(MonitorBase):
         String(32), nullable=True, unique=True, index=True
     )
     scores: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # what answered: None for a classifier, "assistant" for an FAQ answer (its label is the
+    # cited entry, so feedback on it is only right or wrong)
+    kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class FeedbackRow(MonitorBase):
@@ -73,6 +77,7 @@ class FeedbackRow(MonitorBase):
 _ADDED_COLUMNS = {  # prediction_log columns newer than the table: name -> DDL type
     "prediction_id": "VARCHAR(32)",
     "scores": "JSON",
+    "kind": "VARCHAR(16)",
 }
 
 

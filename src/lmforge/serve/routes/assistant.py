@@ -6,6 +6,7 @@ entries (retrieval-augmented), streamed with ``stream: true``."""
 import asyncio
 import dataclasses
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,9 +14,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from lmforge.assistant.assistant import grounded_request
+from lmforge.assistant.assistant import Answer, grounded_request
+from lmforge.monitor import LoggedPrediction
+from lmforge.monitor.feedback import ASSISTANT
 from lmforge.runtime.generation import FinishReason, GenerationRequest
-from lmforge.serve.deps import PredictKey, check_inputs, run_batch, serve_state
+from lmforge.serve.deps import PredictKey, ServeState, check_inputs, run_batch, serve_state
+from lmforge.serve.keys import ApiKey
 from lmforge.serve.limits import ApiError, error_body
 from lmforge.serve.metrics import ServeMetrics
 from lmforge.serve.models import ServedDecoder
@@ -72,6 +76,10 @@ class AskExplanation(BaseModel):
 
 
 class AskResponse(BaseModel):
+    prediction_id: str = Field(
+        description="names this answer in POST /v1/feedback, which takes only "
+        "{prediction_id, correct: true|false} for it"
+    )
     question: str
     answered: bool = Field(description="false: nothing in the FAQ is close enough; a refusal")
     answer: str = Field(
@@ -103,7 +111,7 @@ class AskResponse(BaseModel):
     response_model=AskResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-async def ask(body: AskRequest, request: Request, _: PredictKey) -> Response:
+async def ask(body: AskRequest, request: Request, key: PredictKey) -> Response:
     """Answer from the FAQ with the entry and its citation, or refuse politely (`stream:
     true` sends the retrieved answer at once and the written one as it is generated)."""
     state = serve_state(request)
@@ -116,7 +124,10 @@ async def ask(body: AskRequest, request: Request, _: PredictKey) -> Response:
             "assistant_disabled",
         )
     check_inputs(state, [body.question])
+    start = time.perf_counter()
     (answer,) = await run_batch(state, served.batcher, [body.question])
+    latency_ms = (time.perf_counter() - start) * 1000
+    prediction_id = log_answer(state, served.name, served.version, answer, latency_ms, key)
     assistant = state.config.assistant
     assert assistant is not None
     writes = assistant.generate and answer.answered  # no text is made up for a refusal
@@ -129,7 +140,11 @@ async def ask(body: AskRequest, request: Request, _: PredictKey) -> Response:
             )
             writing = (decoder, *submit(decoder, prompt, params, state.metrics, truncate=True))
         return StreamingResponse(
-            ask_events(answer.to_json(explain=body.explain), writing, state.metrics),
+            ask_events(
+                {"prediction_id": prediction_id, **answer.to_json(explain=body.explain)},
+                writing,
+                state.metrics,
+            ),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -141,7 +156,41 @@ async def ask(body: AskRequest, request: Request, _: PredictKey) -> Response:
             decoder, prompt, params, state.metrics, state.config.generation.timeout_s
         )
         answer = dataclasses.replace(answer, generated=generated.strip())
-    return JSONResponse(answer.to_json(explain=body.explain))
+    return JSONResponse(
+        {"prediction_id": prediction_id, **answer.to_json(explain=body.explain)}
+    )
+
+
+#: The logged label of a refusal (an answered question's label is its entry's citation).
+REFUSED = "(refused)"
+
+
+def log_answer(
+    state: ServeState,
+    name: str,
+    version: int | None,
+    answer: Answer,
+    latency_ms: float,
+    key: ApiKey | None,
+) -> str:
+    """Record the answer in the prediction log (the cited entry as its label, the best score as
+    its score) so that feedback can name it; its prediction id."""
+    best = answer.hits[0] if answer.hits else None
+    label = best.entry.citation if answer.answered and best is not None else REFUSED
+    key_name = key.name if key else None
+    row = LoggedPrediction(
+        name,
+        version or 0,
+        label[:128],  # the log's label column holds 128 characters
+        best.score if best is not None else 0.0,
+        latency_ms,
+        key_name,
+        answer.question,
+        kind=ASSISTANT,
+    )
+    prediction_id = state.log.add(row)
+    state.metrics.predictions_logged.inc()
+    return prediction_id
 
 
 async def ask_events(

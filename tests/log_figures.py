@@ -1,21 +1,18 @@
-"""Alert tests' figures: rows written to the real prediction log, and a figures provider that
-reads them back (volume, latency, mean confidence, label shares) — a small stand-in for the
-monitor report's ``summarize_window(...).figures()``, computed from the same table."""
+"""Alert tests' figures: rows written to the real prediction log, and the monitor report's
+figures provider (``summarize_window(...).figures()``) reading them back."""
 
 from __future__ import annotations
 
 import functools
-import statistics
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
-import numpy as np
-from sqlalchemy import insert, select
+from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
 from lmforge.monitor import FiguresProvider, PredictionLogRow
 from lmforge.monitor.predlog import new_prediction_id
+from lmforge.monitor.report import figures_provider
 from lmforge.monitor.tables import create_tables
 from lmforge.registry.db import make_engine
 from lmforge.settings import Settings
@@ -53,27 +50,6 @@ def log_rows(
         conn.execute(insert(PredictionLogRow), rows)
 
 
-def log_figures(
-    settings: Settings, labels: Sequence[str] = ("negative", "positive")
-) -> FiguresProvider:
-    """A figures provider over the prediction log: a model's rows in [start, end)."""
-    table = PredictionLogRow
-
-    def figures(model: str, start: datetime, end: datetime) -> Mapping[str, float]:
-        query = select(table.label, table.score, table.latency_ms).where(
-            table.model == model, table.created_at >= start, table.created_at < end
-        )
-        with _engine(settings.resolved_database_url).connect() as conn:
-            rows = list(conn.execute(query))
-        out = {"volume": float(len(rows))}
-        if rows:
-            latencies = [r.latency_ms for r in rows]
-            out["latency_p50_ms"] = float(np.percentile(latencies, 50))
-            out["latency_p99_ms"] = float(np.percentile(latencies, 99))
-            out["mean_confidence"] = statistics.fmean(r.score for r in rows)
-            counts = Counter(r.label for r in rows)
-            for label in labels:
-                out[f"label_share.{label}"] = counts[label] / len(rows)
-        return out
-
-    return figures
+def log_figures(settings: Settings) -> FiguresProvider:
+    """The monitor report's figures provider over that log, without drift (no model needed)."""
+    return figures_provider(settings, with_drift=False)

@@ -255,7 +255,8 @@ def test_a_flat_stream_does_not_fire(settings: Settings, test: str) -> None:
 def test_a_baseline_rule_needs_enough_baseline_windows_and_volume(settings: Settings) -> None:
     log_rows(settings, "news", NOW - timedelta(minutes=20), ["negative"] * 50)
     for start, _ in baseline_windows(surge_rule(), NOW)[:2]:  # two hours of history only
-        log_rows(settings, "news", start + timedelta(minutes=1), ["positive"] * 50)
+        # "news" is not registered, so the report knows only the labels it saw: one negative
+        log_rows(settings, "news", start + timedelta(minutes=1), ["positive"] * 49 + ["negative"])
     (ev,) = evaluate_rules([surge_rule()], log_figures(settings), ["news"], NOW)
     assert (
         ev.state == "no_data" and "2 baseline windows with data, 3 needed" in ev.details["reason"]

@@ -124,7 +124,8 @@ def test_windows_over_a_constructed_log(settings: Settings) -> None:
     assert one.low_confidence_share == 2 / 8  # 0.5 and 0.55 are below 0.6
     assert empty.volume == 0 and empty.latency_p50_ms is None and empty.label_shares == {}
     assert empty.version is None and empty.mean_confidence is None
-    assert last.label_shares == {"negative": 1.0}
+    # every label of the registered version has a share, 0 where no prediction had it
+    assert last.label_shares == {"negative": 1.0, "positive": 0.0}
     figures = one.figures()
     assert figures["volume"] == 8 and figures["label_share.positive"] == 0.75
     assert "live_accuracy" not in figures and "drift.any" not in figures  # None: left out

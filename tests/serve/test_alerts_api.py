@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from conftest import LiveServer, free_port, register_copy, serve_config
-from lmforge.errors import LmforgeError, RecipeError
+from lmforge.errors import RecipeError
 from lmforge.monitor import Alert, AlertStore
 from lmforge.registry import Registry
-from lmforge.serve import KeyStore, create_app, load_serve_config
+from lmforge.serve import KeyStore, load_serve_config
 from lmforge.serve.metrics import ServeMetrics
 from lmforge.settings import Settings
 from log_figures import log_figures
@@ -84,7 +84,7 @@ def test_traffic_fires_an_alert_shown_counted_listed_and_posted(settings: Settin
     secrets = keys(settings)
     with Receiver() as receiver:
         config = monitored(settings, receiver.url)
-        with LiveServer(config, settings, log_figures(settings)) as server:
+        with LiveServer(config, settings) as server:  # the monitor report's figures
             headers = {"Authorization": f"Bearer {secrets['predict']}"}
             r = httpx.post(
                 server.url + "/v1/predict",
@@ -238,12 +238,6 @@ def test_a_bad_monitor_section_is_one_line(
     with pytest.raises(RecipeError) as caught:
         load_serve_config(path)
     assert needle in caught.value.message and "\n" not in caught.value.message
-
-
-def test_a_monitor_section_needs_a_figures_provider(settings: Settings) -> None:
-    config = serve_config(monitor={"rules": [BUSY]})
-    with pytest.raises(LmforgeError, match="no figures provider"):
-        create_app(config, settings)
 
 
 def test_gauges_follow_the_latest_figures() -> None:

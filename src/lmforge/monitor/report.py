@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from scipy import stats
 from sqlalchemy import select
 
 from lmforge.errors import LmforgeError
+from lmforge.monitor.alerts import FiguresProvider
 from lmforge.monitor.drift import DriftReport
 from lmforge.monitor.reference import ReferenceData
 from lmforge.monitor.tables import PredictionLogRow
@@ -176,7 +178,21 @@ def summarize_window(
     _check_period(start, end)
     rows = read_rows(settings, model, start, end, version, with_text=with_drift)
     references = References(model, settings, reference) if with_drift else None
-    return _summarize(model, start, end, version, rows, references, low_confidence)
+    labels = _registered_labels(settings, model)
+    return _summarize(model, start, end, version, rows, references, low_confidence, labels)
+
+
+def figures_provider(
+    settings: Settings | None = None, *, with_drift: bool = True
+) -> FiguresProvider:
+    """The alert engine's figures: ``summarize_window(...).figures()`` for a model and window."""
+
+    def figures(model: str, start: datetime, end: datetime) -> Mapping[str, float]:
+        return summarize_window(
+            model, start=start, end=end, settings=settings, with_drift=with_drift
+        ).figures()
+
+    return figures
 
 
 def _summarize(
@@ -187,6 +203,7 @@ def _summarize(
     rows: LoggedRows,
     references: References | None,
     low_confidence: float,
+    labels: Mapping[int, list[str]],
 ) -> WindowSummary:
     volume = len(rows.labels)
     versions = dict(Counter(int(v) for v in rows.versions))
@@ -194,6 +211,10 @@ def _summarize(
         version if version is not None else (next(iter(versions)) if len(versions) == 1 else None)
     )
     counts = Counter(rows.labels)
+    # A label no prediction had is a share of 0, not a missing figure: an alert on
+    # label_share.negative must see the window where it fell to nothing.
+    for v in versions:
+        counts.update(dict.fromkeys(labels.get(v, []), 0))
     accuracy, interval, macro_f1, labelled = _live_accuracy(rows)
     drift, skipped, drift_version = None, None, None
     if references is not None:
@@ -279,13 +300,21 @@ def monitor_model(
     _check_model(settings, model, version)
     rows = read_rows(settings, model, since, until, version, with_text=with_drift)
     references = References(model, settings) if with_drift else None
+    labels = _registered_labels(settings, model)
     windows = []
     for i in range(count):
         start = since + i * window
         end = min(start + window, until)
         windows.append(
             _summarize(
-                model, start, end, version, rows.between(start, end), references, low_confidence
+                model,
+                start,
+                end,
+                version,
+                rows.between(start, end),
+                references,
+                low_confidence,
+                labels,
             )
         )
     described = []
@@ -307,6 +336,11 @@ def monitor_model(
         reference_skipped="; ".join(reasons) or None,
         generated_at=datetime.now(UTC),
     )
+
+
+def _registered_labels(settings: Settings, model: str) -> dict[int, list[str]]:
+    """Each registered version's labels (none for names the registry lacks, e.g. the assistant)."""
+    return {v.version: v.labels for v in Registry(settings).list(model)}
 
 
 def _check_model(settings: Settings, model: str, version: int | None) -> None:

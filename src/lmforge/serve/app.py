@@ -46,7 +46,8 @@ def create_app(
     figures: FiguresProvider | None = None,
 ) -> FastAPI:
     """The server as an ASGI app: models load when it starts (its lifespan) and drain at stop.
-    ``figures`` computes a model's monitoring figures for the ``monitor:`` section."""
+    ``figures`` computes a model's monitoring figures for the ``monitor:`` section (default: the
+    monitor report's, :func:`lmforge.monitor.report.figures_provider`)."""
     config = config or ServeConfig()
     settings = settings or get_settings()
     registry = Registry(settings)
@@ -69,7 +70,9 @@ def create_app(
         key_cache={},
         alerts=AlertStore(registry.engine),
     )
-    state.monitor = build_monitor(config.monitor, figures, state.alerts, state.pool, metrics)
+    state.monitor = build_monitor(
+        config.monitor, figures, state.alerts, state.pool, metrics, settings
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

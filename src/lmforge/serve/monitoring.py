@@ -5,19 +5,22 @@ Every ``monitor.interval``, for each model the server serves (its names, as ``/v
 takes them), the figures over the last ``monitor.window`` become the
 ``lmforge_monitor_figure{model, figure}`` gauges, the rules are evaluated, and firing or
 resolved alerts are counted and POSTed to ``monitor.webhook_url``. The figures come from a
-:data:`~lmforge.monitor.alerts.FiguresProvider` handed to :func:`~lmforge.serve.create_app`.
+:data:`~lmforge.monitor.alerts.FiguresProvider` handed to :func:`~lmforge.serve.create_app`,
+by default the monitor report's (``summarize_window(...).figures()``, with drift only when a rule
+reads a ``drift.`` figure).
 """
 
 from __future__ import annotations
 
-from lmforge.errors import LmforgeError
 from lmforge.monitor.alert_loop import MonitorLoop
 from lmforge.monitor.alert_store import Alert, AlertStore
 from lmforge.monitor.alerts import FiguresProvider
+from lmforge.monitor.report import figures_provider
 from lmforge.monitor.webhook import WebhookSender
 from lmforge.serve.config import MonitorConfig
 from lmforge.serve.metrics import ServeMetrics
 from lmforge.serve.models import ModelPool
+from lmforge.settings import Settings
 
 
 def build_monitor(
@@ -26,15 +29,15 @@ def build_monitor(
     store: AlertStore,
     pool: ModelPool,
     metrics: ServeMetrics,
+    settings: Settings,
 ) -> MonitorLoop | None:
     """The monitor the config asks for (None without a ``monitor:`` section)."""
     if config is None:
         return None
     if figures is None:
-        raise LmforgeError(
-            "the server config has a monitor section but the server was given no figures provider",
-            "pass figures= to create_app, or remove the monitor section",
-        )
+        # Drift needs the version's reference (built once, then cached): only when a rule reads it.
+        drift = any(rule.metric.startswith("drift.") for rule in config.rules)
+        figures = figures_provider(settings, with_drift=drift)
     webhook = None
     if config.webhook_url is not None:
         webhook = WebhookSender(

@@ -14,21 +14,27 @@ import shutil
 import threading
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import numpy as np
 import pytest
 
 from conftest import lmforge, register_copy, toy_recipe
+from lmforge.compress.stage import compress_version
 from lmforge.data.prepare import leakage_key
 from lmforge.errors import DataError, LmforgeError, RecipeError
+from lmforge.models.meta import ClassificationMeta, read_model_meta
 from lmforge.monitor import FeedbackEvent, record_feedback
 from lmforge.recipe import Recipe, dump_recipe, load_recipe, parse_recipe
-from lmforge.recipe.schema import FeedbackConfig, GateConfig
+from lmforge.recipe.schema import CompressConfig, FeedbackConfig, GateConfig
 from lmforge.registry import Registry
 from lmforge.settings import Settings
+from lmforge.tasks import loop as loop_module
 from lmforge.tasks import run_recipe
+from lmforge.tasks.gate import judge, mcnemar_p
 from lmforge.tasks.loop import RoundResult, parse_interval, run_loop, run_round
-from lmforge.tasks.retrain import judge, mcnemar_p, retrain
+from lmforge.tasks.retrain import RetrainResult, retrain
 from lmforge.tasks.retrain_data import placement
 
 GATE = {"min_eval_rows": 10}
@@ -259,9 +265,19 @@ def test_a_round_retrains_on_enough_new_feedback_and_then_waits_for_more(
     assert again.new_feedback == 0 and again.retrain is None  # nothing arrived since
 
 
-def test_a_round_retrains_when_drift_fired(settings: Settings) -> None:
-    send(settings, domain(60))
+def test_a_round_retrains_when_drift_fired(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trigger alone (retraining itself is the test above): drift fires, feedback is short."""
+    send(settings, domain(3))
     calls: list[tuple[str, datetime, datetime]] = []
+    retrained: list[str] = []
+
+    def fake_retrain(model: str, **_: object) -> RetrainResult:
+        retrained.append(model)
+        return cast(RetrainResult, SimpleNamespace(promoted=True))
+
+    monkeypatch.setattr(loop_module, "retrain", fake_retrain)
 
     def drifted(model: str, start: datetime, end: datetime) -> bool:
         calls.append((model, start, end))
@@ -275,8 +291,8 @@ def test_a_round_retrains_when_drift_fired(settings: Settings) -> None:
         settings=settings,
         progress=False,
     )
-    assert result.triggers == ["drift"] and result.drifted is True
-    assert result.retrain is not None
+    assert result.triggers == ["drift"] and result.drifted is True and result.new_feedback == 6
+    assert retrained == ["toy"] and result.promoted
     ((model, start, end),) = calls
     assert model == "toy" and start == Registry(settings).get("toy:v1").created_at
     assert start < end
@@ -338,3 +354,31 @@ def test_cli_errors_are_one_line(settings: Settings) -> None:
     quiet = lmforge("loop", "toy", "--once", "--json", home=settings.home)
     assert quiet.returncode == 0, quiet.stderr
     assert json.loads(quiet.stdout)["retrain"] is None
+
+
+def test_a_compressed_production_version_is_judged_against_a_challenger_compressed_alike(
+    settings: Settings,
+) -> None:
+    fast = CompressConfig(
+        structures=["original"], formats=["torch-int8"], bench_seconds=0.1, latency_runs=3
+    )
+    compressed = compress_version(
+        "toy:v1",
+        fast.model_copy(update={"stage": "production"}),
+        settings=settings,
+        progress=False,
+        variant_name="original/torch-int8",
+    )
+    assert compressed.version is not None and compressed.version.ref == "toy:v2"
+    send(settings, domain(60))
+    result = retrain("toy", recipe=fast_recipe(settings), settings=settings, progress=False)
+    assert result.champion.ref == "toy:v2" and result.trained.ref == "toy:v3"
+    assert result.challenger.ref == "toy:v4" and result.challenger.parent == "toy:v3"
+    meta = read_model_meta(result.challenger.path)
+    assert isinstance(meta, ClassificationMeta) and meta.compression is not None
+    assert meta.compression.variant == "original/torch-int8" and meta.backend == "torch-int8"
+    for ref in ("toy:v3", "toy:v4"):
+        record = Registry(settings).get(ref).metrics["retrain"]
+        assert record["champion"] == "toy:v2" and record["gate"] == result.decision.to_json()
+    assert result.promoted, result.decision.reason
+    assert Registry(settings).get("toy").ref == "toy:v4"

@@ -4,13 +4,13 @@
 recipe it was trained from, plus its feedback (:mod:`lmforge.tasks.retrain_data`); a
 fine-tune through the one training loop, warm-started from the production weights (or from the
 base); then champion and challenger scored through the runtime that serves them, on the
-original test split and on the held-out feedback slice. The gate (:func:`judge`, the recipe's
-``feedback.gate``) promotes the challenger through :func:`promote_version` only when it gains
-enough on the feedback slice and loses little enough on the test split; otherwise it stays a
-candidate with the gate's reason. Either way the decision, both models' scores on both slices
-and the feedback counts are stored with the challenger in the registry (``metrics["retrain"]``,
-shown by ``lmforge models show``). A compressed production version has its challenger
-compressed with the same variant before the two are compared.
+original test split and on the held-out feedback slice. The gate (:mod:`lmforge.tasks.gate`,
+the recipe's ``feedback.gate``) promotes the challenger through :func:`promote_version` only
+when it gains enough, significantly, on the feedback slice and loses little enough on the test
+split; otherwise it stays a candidate with the gate's reason. Either way the decision, both
+models' scores on both slices and the feedback counts are stored with the challenger in the
+registry (``metrics["retrain"]``, shown by ``lmforge models show``). A compressed production
+version has its challenger compressed with the same variant before the two are compared.
 
 Everything a user can get wrong — no feedback, only unknown labels, not a classifier, an
 original data reference that no longer rebuilds — fails before anything is written.

@@ -341,8 +341,6 @@ def test_intervals() -> None:
 def test_cli_errors_are_one_line(settings: Settings) -> None:
     cases = [
         (("retrain", "nosuch"), "no registered model named 'nosuch'"),
-        (("retrain", "toy"), "no labelled feedback for 'toy'"),
-        (("loop", "toy"), "give one of --once or --every"),
         (("loop", "toy", "--once", "--every", "1h"), "give one of --once or --every"),
         (("loop", "toy", "--every", "5x"), "'5x' is not an interval"),
         (("retrain", "toy", "--max-test-drop", "-1"), "feedback.gate.max_test_drop"),

@@ -128,10 +128,10 @@ def loop(
     json_output: Annotated[bool, typer.Option("--json", help="One JSON line per round.")] = False,
 ) -> None:
     """Retrain → gate → promote when enough new feedback arrived: once, or every interval."""
+    if once == (every is not None):  # checked before the tasks (and torch) are imported
+        raise LmforgeError("give one of --once or --every INTERVAL", "e.g. --every 1h")
     from lmforge.tasks.loop import parse_interval, run_loop, run_round
 
-    if once == (every is not None):
-        raise LmforgeError("give one of --once or --every INTERVAL", "e.g. --every 1h")
     options: dict[str, Any] = {
         "min_new_feedback": min_new_feedback,
         "recipe": recipe,

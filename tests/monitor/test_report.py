@@ -35,6 +35,7 @@ from lmforge.registry import Registry
 from lmforge.registry.db import make_engine
 from lmforge.runtime import Predictor
 from lmforge.settings import Settings
+from lmforge.tasks.loop import report_drift
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
@@ -226,6 +227,11 @@ def test_drift_fires_on_a_shifted_window_and_not_on_an_unshifted_one(settings: S
     assert calm.drift.alpha_per_detector == pytest.approx(0.05 / 6)
     (ref,) = report.references
     assert ref["rows"] == 80 and ref["embeddings"] and ref["encoder"] == "tiny:v1"
+    # the loop's drift trigger is this test, window for window; no traffic is no drift
+    drifted = report_drift(settings)
+    assert drifted("tiny", T0 + timedelta(hours=1), T0 + timedelta(hours=2))
+    assert not drifted("tiny", T0, T0 + timedelta(hours=1))
+    assert not drifted("tiny", T0 + timedelta(hours=5), T0 + timedelta(hours=6))
 
 
 def test_without_texts_only_prediction_drift_runs_and_says_so(settings: Settings) -> None:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lmforge.cli import bench, feedback, generate, keys, models, run, serve
+from lmforge.cli import bench, feedback, generate, keys, models, retrain, run, serve
 from lmforge.cli import monitor as monitor_cli
 from lmforge.cli.output import err
 from lmforge.errors import LmforgeError
@@ -51,6 +51,8 @@ recipe_app.command("init")(run.recipe_init)
 app.command()(bench.bench)
 app.command()(serve.serve)
 app.command()(monitor_cli.monitor)
+app.command()(retrain.retrain)
+app.command()(retrain.loop)
 models_app.command("list")(models.models_list)
 models_app.command("show")(models.models_show)
 models_app.command("promote")(models.models_promote)

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from lmforge.cli.output import metrics_table, out, print_json
+from lmforge.cli.retrain import print_record
 from lmforge.registry.card import percent
 
 
@@ -54,6 +55,8 @@ def models_show(
     out.print(f"path {v.path}")
     out.print(f"labels {', '.join(v.labels)}")
     out.print(metrics_table(v.metrics, v.baselines, "test split"))
+    if isinstance(v.metrics.get("retrain"), dict):  # a version retrained on feedback
+        print_record(v.metrics["retrain"], v.ref)
 
 
 def models_promote(model: Annotated[str, typer.Argument(help="NAME:VERSION")]) -> None:

@@ -77,9 +77,14 @@ def compress_version(
     settings: Settings | None = None,
     register: bool = True,
     progress: ProgressReporter | None = None,
+    variant_name: str | None = None,
 ) -> CompressResult:
     """Compress the registered version ``ref`` (``name[:version]``) as ``config`` says; the
     config defaults to the ``compress`` section of the version's own recipe.
+
+    ``variant_name`` (``structure/format``, e.g. ``original/onnx-int8-dynamic``) takes that
+    variant instead of the fastest within budget (retraining repeats production's choice), and
+    only it is built beside the reference; a variant that cannot be built is an error.
 
     With ``register`` (the CLI's way) the chosen variant becomes a new version and the variant
     model files are deleted afterwards (the trade-off table and chart stay in the run folder);
@@ -95,6 +100,9 @@ def compress_version(
         )
     recipe = load_recipe(source.path / "recipe.yaml")
     config = config or recipe.compress
+    if variant_name is not None:
+        structure, _, fmt = variant_name.partition("/")
+        config = config.model_copy(update={"structures": [structure], "formats": [fmt]})
     formats = check_compress_config(config, source.path)
 
     data = prepare_data(recipe.data)
@@ -154,6 +162,13 @@ def compress_version(
             "check the version folder with `lmforge evaluate`",
         )
     chosen = choose_variant(variants, reference, config.max_accuracy_drop)
+    if variant_name is not None:
+        chosen = next((v for v in variants if v.name == variant_name and v.error is None), None)
+        if chosen is None:
+            raise LmforgeError(
+                f"variant {variant_name} of {source.ref} could not be built",
+                f"see the trade-off table in {run_dir}",
+            )
     write_tradeoff(run_dir, variants, chosen, config.max_accuracy_drop, source.ref)
     if chosen is None:
         notes.append(

@@ -316,11 +316,62 @@ class AssistantSection(Section):
     )
 
 
+class GateConfig(Section):
+    """The promotion gate of `lmforge retrain`: the challenger replaces the production version
+    only when it is better on the held-out feedback slice and no worse on the original test
+    split, both by these margins (percentage points of the metric)."""
+
+    metric: Literal["accuracy", "macro_f1"] = Field(
+        default="accuracy", description="The score both slices are compared on."
+    )
+    min_gain: Annotated[float, Field(ge=-100, le=100)] = Field(
+        default=1.0,
+        description="Points the challenger must gain over production on the feedback slice.",
+    )
+    max_test_drop: Annotated[float, Field(ge=0, le=100)] = Field(
+        default=1.0,
+        description="Points the challenger may lose against production on the original test split.",
+    )
+    min_eval_rows: Annotated[int, Field(ge=1)] = Field(
+        default=30,
+        description="Fewest held-out feedback rows the gate decides on (fewer: no promotion).",
+    )
+    max_p_value: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.05,
+        description="The gain on the feedback slice must also be significant: a one-sided exact "
+        "McNemar test (rows only one model gets right) at this level; 1 turns it off.",
+    )
+
+
+class FeedbackConfig(Section):
+    """classification: retraining on feedback (`lmforge retrain`, `lmforge loop`). Feedback rows
+    are split by a seeded hash of their normalised text, so a row keeps its place (held out,
+    validation or training) in every round."""
+
+    holdout_share: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.2, description="Share of feedback rows held out to evaluate the gate on."
+    )
+    validation_share: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.1,
+        description="Share of feedback rows added to the validation split (early stopping).",
+    )
+    seed: int = Field(default=0, description="Seed of the hash that places each feedback row.")
+    warm_start: Literal["production", "base"] = Field(
+        default="production",
+        description="Start from the production version's weights, or from the recipe's base.",
+    )
+    min_new_feedback: Annotated[int, Field(ge=1)] = Field(
+        default=100,
+        description="`lmforge loop`: labelled rows since the last round that start a new one.",
+    )
+    gate: GateConfig = GateConfig()
+
+
 # Sections a task does not read: changing one is a mistake worth a message.
 UNUSED_SECTIONS = {
-    "assistant": ("adaptation", "training", "evaluation", "compress"),
-    "similarity": ("assistant", "compress"),
-    "generation": ("assistant", "compress"),
+    "assistant": ("adaptation", "training", "evaluation", "compress", "feedback"),
+    "similarity": ("assistant", "compress", "feedback"),
+    "generation": ("assistant", "compress", "feedback"),
     "classification": ("assistant",),
 }
 # Keys inside sections a task reads that it does not read itself; refused when changed too.
@@ -351,6 +402,7 @@ class Recipe(Section):
     registry: RegistryConfig = RegistryConfig()
     compress: CompressConfig = CompressConfig()
     assistant: AssistantSection = AssistantSection()
+    feedback: FeedbackConfig = FeedbackConfig()
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:

@@ -274,6 +274,26 @@ class Registry:
             result = ModelVersion._from_row(row)
         return result
 
+    def annotate(self, ref: str, key: str, value: Any) -> ModelVersion:
+        """Set ``metrics[key]`` of a version to ``value`` (a JSON record about it, such as the
+        retraining gate's decision, kept beside its test metrics), in one transaction."""
+        target = self.get(ref)
+        with Session(self.engine) as session, session.begin():
+            row = session.scalar(
+                select(ModelVersionRow)
+                .where(ModelVersionRow.name == target.name)
+                .where(ModelVersionRow.version == target.version)
+                .with_for_update()
+            )
+            if row is None:
+                raise ModelNotFoundError(
+                    f"{target.ref} no longer exists", "see `lmforge models list`"
+                )
+            row.metrics = {**row.metrics, key: value}  # a new dict: JSON columns track assignment
+            session.flush()
+            result = ModelVersion._from_row(row)
+        return result
+
     @staticmethod
     def _archive_production(session: Session, name: str) -> None:
         session.execute(

@@ -19,6 +19,7 @@ from lmforge.data import PreparedData, prepare_data
 from lmforge.evaluate import evaluate_classifier, score_baselines
 from lmforge.evaluate.baselines import check_baselines
 from lmforge.evaluate.plots import plot_confusion_matrix, plot_training_curve
+from lmforge.models.catalogue import ResolvedBase
 from lmforge.models.classifier import quiet_transformers
 from lmforge.models.meta import ClassificationMeta
 from lmforge.recipe import Recipe
@@ -75,6 +76,13 @@ class ClassificationTask:
             check_compress_config(recipe.compress, base.path)
         if ctx.resume is not None:
             read_checkpoint_state(ctx.resume / "checkpoints", recipe)
+        return self.fit(ctx, data, base)
+
+    def fit(self, ctx: RunContext, data: PreparedData, base: ResolvedBase) -> ClassificationOutput:
+        """Train on prepared ``data`` from ``base`` (a base encoder, or a classifier folder to
+        warm-start from), evaluate and save: what :meth:`run` does once the data is checked
+        (retraining calls it with the data and weights of its own)."""
+        recipe, progress = ctx.recipe, ctx.progress
         progress.note(
             f"data: {len(data.train)} train / {len(data.validation)} validation / "
             f"{len(data.test)} test rows, labels {', '.join(data.labels)}"

@@ -156,9 +156,7 @@ async def ask(body: AskRequest, request: Request, key: PredictKey) -> Response:
             decoder, prompt, params, state.metrics, state.config.generation.timeout_s
         )
         answer = dataclasses.replace(answer, generated=generated.strip())
-    return JSONResponse(
-        {"prediction_id": prediction_id, **answer.to_json(explain=body.explain)}
-    )
+    return JSONResponse({"prediction_id": prediction_id, **answer.to_json(explain=body.explain)})
 
 
 #: The logged label of a refusal (an answered question's label is its entry's citation).

@@ -72,7 +72,7 @@ def prepare_corpus(
     # train keys first, so a held-out text trained on in any source is dropped as leakage
     for part in parts:
         seen |= {leakage_key(t) for t in part["train"]}
-    for i, ((src, weight), part) in enumerate(zip(sources, parts, strict=True)):
+    for i, ((_, weight), part) in enumerate(zip(sources, parts, strict=True)):
         kept_train = [t for t in part["train"] if leakage_key(t) not in excluded]
         removed_downstream += len(part["train"]) - len(kept_train)
         held: dict[str, list[str]] = {}

@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
@@ -52,7 +52,8 @@ from lmforge.train.pretrain import (
 )
 from lmforge.train.sft import fine_tune_decoder, response_loss
 
-_KIND = {"mlm": "encoder", "clm": "decoder"}
+_KIND: dict[str, Literal["encoder", "decoder"]] = {"mlm": "encoder", "clm": "decoder"}
+_EXAMPLES = {"encoder": "minilm-l6, multilingual-e5-small", "decoder": "smollm2-135m-instruct"}
 
 
 @dataclass(kw_only=True)
@@ -284,8 +285,7 @@ def _objective_error(objective: str, what: str) -> RecipeError:
     wanted = _KIND[objective]
     return RecipeError(
         f"model.base {what}, and pretrain.objective {objective} needs {_a(wanted)}",
-        f"set pretrain.objective: {other}, or use {_a(wanted)} base "
-        f"({'minilm-l6, multilingual-e5-small' if wanted == 'encoder' else 'smollm2-135m-instruct'})",
+        f"set pretrain.objective: {other}, or use {_a(wanted)} base ({_EXAMPLES[wanted]})",
     )
 
 

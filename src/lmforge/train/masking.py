@@ -6,7 +6,7 @@ sub-word piece of a chosen word is hidden at once, since predicting ``##ably`` f
 teaches little. A token holding Chinese characters is a unit of its own: a single character with
 BERT-style tokenizers (which cut CJK text into characters), the smallest piece a sentencepiece
 tokenizer has; a whole unspaced Chinese sentence is never one "word". Special tokens ([CLS],
-[SEP], padding) belong to no unit and are never masked.
+[SEP], [UNK], padding) belong to no unit and are never masked.
 
 Each unit is chosen with the recipe's probability; of the chosen tokens 80% become the mask
 token, 10% a random (non-special) token and 10% stay as they are, and all of them are predicted
@@ -65,6 +65,8 @@ def encode_mlm(
         return_special_tokens_mask=True,
         return_offsets_mapping=True,
     )
+    # [UNK] is special too: predicting "unknown" teaches nothing
+    specials = set(tokenizer.all_special_ids)
     rows = []
     for i, text in enumerate(texts):
         ids = encoded["input_ids"][i]
@@ -74,7 +76,7 @@ def encode_mlm(
         units: list[int] = []
         unit, previous = -1, None
         for j in range(len(ids)):
-            if special[j]:
+            if special[j] or ids[j] in specials:
                 units.append(-1)
                 previous = None
                 continue

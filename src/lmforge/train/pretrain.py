@@ -110,13 +110,13 @@ def pseudo_perplexity(
     total = 0.0
     for start in range(0, len(copies), batch_size):
         chunk = copies[start : start + batch_size]
-        width = max(len(ids) for ids, _ in chunk)
-        ids = torch.full((len(chunk), width), rule.pad_id, dtype=torch.long)
-        attention = torch.zeros_like(ids)
+        width = max(len(row_ids) for row_ids, _ in chunk)
+        batch = torch.full((len(chunk), width), rule.pad_id, dtype=torch.long)
+        attention = torch.zeros_like(batch)
         for i, (row_ids, _) in enumerate(chunk):
-            ids[i, : len(row_ids)] = torch.tensor(row_ids)
+            batch[i, : len(row_ids)] = torch.tensor(row_ids)
             attention[i, : len(row_ids)] = 1
-        logits = model(input_ids=ids, attention_mask=attention).logits
+        logits = model(input_ids=batch, attention_mask=attention).logits
         at = torch.tensor([j for _, j in chunk])
         picked = logits[torch.arange(len(chunk)), at].float()
         target = torch.tensor(truth[start : start + batch_size])

@@ -65,11 +65,25 @@ def load_mlm(folder: Path) -> tuple[Any, bool]:
     return model, fresh
 
 
+def _logits_at(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: torch.Tensor
+) -> torch.Tensor:
+    """The masked-LM logits of the positions in ``keep`` only: the head (for MiniLM a
+    30k-row output layer) runs on the chosen ~15 % of tokens, not on every position."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    prefix = inner.base_model_prefix
+    encoder = getattr(inner, prefix)
+    (head,) = [m for name, m in inner.named_children() if name != prefix]  # cls / lm_head
+    hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    logits: torch.Tensor = head(hidden[keep])
+    return logits.float()
+
+
 def masked_lm_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean cross-entropy over the chosen tokens of one masked batch."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     keep = batch["labels"] != IGNORE
-    return torch.nn.functional.cross_entropy(logits[keep].float(), batch["labels"][keep])
+    logits = _logits_at(model, batch["input_ids"], batch["attention_mask"], keep)
+    return torch.nn.functional.cross_entropy(logits, batch["labels"][keep])
 
 
 @torch.no_grad()
@@ -83,9 +97,9 @@ def masked_scores(
     correct, total, loss = 0, 0, 0.0
     for start in range(0, len(rows), batch_size):
         batch = mask_batch(rows[start : start + batch_size], rule, generator, replace_all=True)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         keep = batch["labels"] != IGNORE
-        chosen, target = logits[keep].float(), batch["labels"][keep]
+        chosen = _logits_at(model, batch["input_ids"], batch["attention_mask"], keep)
+        target = batch["labels"][keep]
         loss += float(torch.nn.functional.cross_entropy(chosen, target, reduction="sum"))
         correct += int((chosen.argmax(-1) == target).sum())
         total += int(keep.sum())
@@ -116,9 +130,9 @@ def pseudo_perplexity(
         for i, (row_ids, _) in enumerate(chunk):
             batch[i, : len(row_ids)] = torch.tensor(row_ids)
             attention[i, : len(row_ids)] = 1
-        logits = model(input_ids=batch, attention_mask=attention).logits
-        at = torch.tensor([j for _, j in chunk])
-        picked = logits[torch.arange(len(chunk)), at].float()
+        keep = torch.zeros_like(batch, dtype=torch.bool)
+        keep[torch.arange(len(chunk)), torch.tensor([j for _, j in chunk])] = True
+        picked = _logits_at(model, batch, attention, keep)  # one row per copy, in order
         target = torch.tensor(truth[start : start + batch_size])
         total += float(torch.nn.functional.cross_entropy(picked, target, reduction="sum"))
     return math.exp(min(total / max(len(copies), 1), 50.0))

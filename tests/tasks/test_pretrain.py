@@ -13,6 +13,7 @@ import yaml
 
 import lmforge
 from conftest import NEGATIVE, POSITIVE, toy_recipe
+from conftest import lmforge as cli
 from lmforge.errors import LmforgeError, RecipeError
 from lmforge.models.meta import PretrainMeta, read_model_meta
 from lmforge.recipe import load_recipe
@@ -148,3 +149,75 @@ def test_the_pretrain_examples_load_and_pass_their_check(name: str) -> None:
     recipe = load_recipe(EXAMPLES / name)
     assert recipe.task == "pretrain"
     TASKS["pretrain"].check(recipe)
+
+
+def test_mlm_pretraining_with_lora_merges_into_a_plain_masked_lm_folder(
+    home: Settings, tmp_path: Path, tiny_base: Path, one_thread: None
+) -> None:
+    path = pretrain_recipe(
+        tmp_path,
+        tiny_base,
+        adaptation={"method": "lora", "lora": {"r": 4, "alpha": 8}},
+        pretrain={"objective": "mlm", "head_steps": 5, "eval_texts": 4, "whole_word": False},
+        training={"epochs": 2, "batch_size": 16, "learning_rate": 3e-3, "max_length": 32},
+    )
+    result = lmforge.run_recipe(load_recipe(path), progress=False)
+    training = result.summary()["training"]
+    assert training["trainable_parameters"] < training["total_parameters"]
+    assert result.version is not None
+    assert not (result.version.path / "adapter_config.json").exists()  # merged
+    assert json.loads((result.version.path / "config.json").read_text())["architectures"] == [
+        "BertForMaskedLM"
+    ]
+
+
+def test_mlm_pretraining_validates_on_loss_and_resumes(
+    home: Settings, tmp_path: Path, tiny_base: Path, one_thread: None
+) -> None:
+    path = pretrain_recipe(
+        tmp_path,
+        tiny_base,
+        pretrain={"objective": "mlm", "head_steps": 3, "eval_texts": 4},
+        training={
+            "epochs": 2,
+            "batch_size": 32,
+            "learning_rate": 3e-3,
+            "max_length": 32,
+            "eval_every_steps": 2,
+            "early_stopping": {"metric": "loss", "patience": 3},
+        },
+    )
+    recipe = load_recipe(path)
+    first = lmforge.run_recipe(recipe, register=False, progress=False)
+    outcome = first.output.outcome  # type: ignore[attr-defined]
+    assert outcome.history and "val_loss" in outcome.best
+    assert (first.run_dir / "checkpoints").is_dir()
+    again = lmforge.run_recipe(recipe, register=False, resume=first.run_dir, progress=False)
+    assert again.run_dir == first.run_dir
+    assert again.output.outcome.steps == outcome.steps  # type: ignore[attr-defined]
+    assert again.metrics == first.metrics
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        (
+            {"data": {"source": {"builtin": "rotten_tomatoes", "label_column": "label"}}},
+            "data.source.label_column: task pretrain learns from unlabelled text only",
+        ),
+        ({"pretrain": {"objective": "span"}}, "pretrain.objective"),
+        ({"model": {"base": "smollm2-135m-instruct"}}, "pretrain.objective mlm needs an encoder"),
+        (
+            {"model": {"base": "minilm-l6"}, "pretrain": {"objective": "clm"}},
+            "pretrain.objective clm needs a decoder",
+        ),
+    ],
+)
+def test_the_cli_answers_recipe_mistakes_in_one_line(
+    home: Settings, tmp_path: Path, tiny_base: Path, changes: dict[str, Any], needle: str
+) -> None:
+    result = cli("run", str(pretrain_recipe(tmp_path, tiny_base, **changes)))
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+    assert "Traceback" not in result.stderr

@@ -67,9 +67,12 @@ class ResolvedBase:
     name: str  # catalogue name, or the folder path as given
     path: Path
     entry: CatalogueEntry | None
+    prefix: str | None = None  # a registered base's own (its lmforge.json); None: the entry's
 
     @property
     def text_prefix(self) -> str:
+        if self.prefix is not None:
+            return self.prefix
         return self.entry.text_prefix if self.entry else ""
 
 

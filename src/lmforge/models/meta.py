@@ -133,12 +133,30 @@ class AssistantMeta(_Meta):
     task: Literal["assistant"]
 
 
+class PretrainMeta(_Meta):
+    """A self-supervised pretrained model: an encoder with its masked-LM head (objective mlm)
+    or a decoder (clm). Not served itself: it is a base for later recipes (``model.base``)."""
+
+    served_by: ClassVar[str] = "no runtime: use it as model.base of a classification, "
+    "similarity or generation recipe"
+
+    task: Literal["pretrain"]
+    objective: Literal["mlm", "clm"]
+    text_prefix: str = ""
+    max_length: MaxLength
+
+    @property
+    def kind(self) -> Literal["encoder", "decoder"]:
+        """What the folder is as a base model."""
+        return "encoder" if self.objective == "mlm" else "decoder"
+
+
 ModelMeta = Annotated[
-    ClassificationMeta | SimilarityMeta | GenerationMeta | AssistantMeta,
+    ClassificationMeta | SimilarityMeta | GenerationMeta | AssistantMeta | PretrainMeta,
     Field(discriminator="task"),
 ]
 _ADAPTER: TypeAdapter[ModelMeta] = TypeAdapter(ModelMeta)
-TASKS = ("classification", "similarity", "generation", "assistant")
+TASKS = ("classification", "similarity", "generation", "assistant", "pretrain")
 
 
 def parse_model_meta(data: Any, where: str = META_FILE) -> ModelMeta:

@@ -27,7 +27,28 @@ def load_recipe(path: str | Path) -> Recipe:
         source = src.model_copy(update={"path": resolved})
         data = recipe.data.model_copy(update={"source": source})
         recipe = recipe.model_copy(update={"data": data})
-    return recipe
+    return _resolve_pretrain_paths(recipe, path.parent)
+
+
+def _resolve_pretrain_paths(recipe: Recipe, folder: Path) -> Recipe:
+    """A pretrain recipe's mixed-in files and downstream recipe files, relative to its folder."""
+    p = recipe.pretrain
+    mix = [
+        s.model_copy(update={"path": (folder / s.path).resolve()})
+        if s.path is not None and not s.path.is_absolute()
+        else s
+        for s in p.mix
+    ]
+    exclude = [
+        str((folder / e).resolve())
+        if e.endswith((".yaml", ".yml")) and not Path(e).is_absolute()
+        else e
+        for e in p.exclude_test_of
+    ]
+    if mix == p.mix and exclude == p.exclude_test_of:
+        return recipe
+    section = p.model_copy(update={"mix": mix, "exclude_test_of": exclude})
+    return recipe.model_copy(update={"pretrain": section})
 
 
 def read_yaml(path: Path, kind: str) -> Any:

@@ -62,6 +62,13 @@ STARTERS: dict[str, dict[str, Any]] = {
         "adaptation": {"lora": {"target_modules": list(DECODER_LORA_TARGETS)}},
         "training": {"early_stopping": {"enabled": False, "metric": "loss"}},
     },
+    "pretrain": {
+        "name": "my-pretrained",
+        "task": "pretrain",
+        "data": {"source": {"builtin": "guardian_headlines", "limit": 2000}},
+        "pretrain": {"exclude_test_of": ["rotten_tomatoes"]},
+        "training": {"epochs": 1, "early_stopping": {"enabled": False, "metric": "loss"}},
+    },
     "assistant": {
         "name": "my-assistant",
         "task": "assistant",

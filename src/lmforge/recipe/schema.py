@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-TaskName = Literal["classification", "similarity", "generation", "assistant"]
+TaskName = Literal["classification", "similarity", "generation", "assistant", "pretrain"]
 Precision = Literal["auto", "fp32", "bf16"]
 Stage = Literal["candidate", "production", "archived"]
 BaselineName = Literal["majority", "tfidf_lr", "snownlp"]
@@ -367,12 +367,72 @@ class FeedbackConfig(Section):
     gate: GateConfig = GateConfig()
 
 
+class MixedSource(SourceConfig):
+    """One more text source mixed into a pretraining corpus, with its weight."""
+
+    weight: Annotated[float, Field(gt=0, le=100)] = Field(
+        default=1.0,
+        description="How many times each of its training rows is used per epoch: 2 repeats "
+        "every row twice, 0.5 keeps a seeded half (data.source has weight 1).",
+    )
+
+
+class PretrainSection(Section):
+    """task: pretrain — self-supervised training on unlabelled text: masked-LM (encoders) or
+    next-token prediction on packed sequences (decoders). The text is data.source's text
+    column, plus any sources in mix."""
+
+    objective: Literal["mlm", "clm"] = Field(
+        default="mlm",
+        description="mlm: masked-language modelling (an encoder base); clm: next-token "
+        "prediction on packed sequences (a decoder base).",
+    )
+    mask_probability: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.15,
+        description="mlm: share of words (English) or characters (Chinese) chosen for "
+        "prediction; of their tokens 80% become [MASK], 10% a random token, 10% stay.",
+    )
+    whole_word: bool = Field(
+        default=True,
+        description="mlm: mask every token of a chosen word together (a Chinese character is "
+        "its own unit either way); false: each token on its own.",
+    )
+    mix: list[MixedSource] = Field(
+        default_factory=list,
+        description="More text sources (builtin or path, text_column, limit, weight) mixed "
+        "into the corpus; cleaning and split as data's.",
+    )
+    language: Literal["en", "zh"] | None = Field(
+        default=None,
+        description="Keep only texts of this language, by script (zh: texts with Chinese "
+        "characters; en: texts without); e.g. the Debian FAQ ships both.",
+    )
+    exclude_test_of: list[str] = Field(
+        default_factory=list,
+        description="Where a model trained from this one will be tested: built-in source "
+        "names (their default split) or recipe files (.yaml, relative to this one; their own "
+        "split, and a pair task's partner texts too). Their held-out (validation and test) "
+        "texts are removed from the corpus: pretraining never sees a downstream test text.",
+    )
+    head_steps: Annotated[int, Field(ge=0)] = Field(
+        default=200,
+        description="mlm, for a base without a masked-LM head (e.g. minilm-l6): optimiser "
+        "steps training a new head on the frozen encoder; that model is the 'before' of the "
+        "comparison and the start of pretraining.",
+    )
+    eval_texts: Annotated[int, Field(ge=1)] = Field(
+        default=200,
+        description="Held-out texts scored for pseudo-perplexity (one pass per token: costly).",
+    )
+
+
 # Sections a task does not read: changing one is a mistake worth a message.
 UNUSED_SECTIONS = {
-    "assistant": ("adaptation", "training", "evaluation", "compress", "feedback"),
-    "similarity": ("assistant", "compress", "feedback"),
-    "generation": ("assistant", "compress", "feedback"),
-    "classification": ("assistant",),
+    "assistant": ("adaptation", "training", "evaluation", "compress", "feedback", "pretrain"),
+    "similarity": ("assistant", "compress", "feedback", "pretrain"),
+    "generation": ("assistant", "compress", "feedback", "pretrain"),
+    "classification": ("assistant", "pretrain"),
+    "pretrain": ("assistant", "compress", "evaluation", "feedback"),
 }
 # Keys inside sections a task reads that it does not read itself; refused when changed too.
 UNUSED_KEYS = {
@@ -385,6 +445,11 @@ UNUSED_KEYS = {
     "similarity": ("registry.allow_below_baseline",),
     "generation": ("registry.allow_below_baseline",),
     "classification": (),
+    "pretrain": (
+        "data.source.label_column",
+        "data.source.pair_column",
+        "registry.allow_below_baseline",
+    ),
 }
 
 
@@ -403,6 +468,7 @@ class Recipe(Section):
     compress: CompressConfig = CompressConfig()
     assistant: AssistantSection = AssistantSection()
     feedback: FeedbackConfig = FeedbackConfig()
+    pretrain: PretrainSection = PretrainSection()
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
@@ -427,6 +493,8 @@ class Recipe(Section):
             )
         if self.task == "assistant":
             self._check_faq()
+        elif self.task == "pretrain":
+            self._check_unlabelled()
         elif self.task != "classification" and self.data.source.pair_column is None:
             raise ValueError(
                 f"task {self.task} needs data.source.pair_column (the column of each text's "
@@ -435,6 +503,17 @@ class Recipe(Section):
         if self.registry.name is not None and not MODEL_NAME.match(self.registry.name):
             raise ValueError(f"registry.name {self.registry.name!r} is not a valid model name")
         return self
+
+    def _check_unlabelled(self) -> None:
+        sources = [self.data.source, *self.pretrain.mix]
+        for i, source in enumerate(sources):
+            where = "data.source" if i == 0 else f"pretrain.mix[{i - 1}]"
+            for key in ("label_column", "pair_column"):
+                if key in source.model_fields_set:
+                    raise ValueError(
+                        f"{where}.{key}: task pretrain learns from unlabelled text only; "
+                        "remove it (train a classifier from the pretrained version afterwards)"
+                    )
 
     def _check_faq(self) -> None:
         source = self.data.source

@@ -25,6 +25,7 @@ from lmforge.models.meta import (
     META_FILE,
     ClassificationMeta,
     ModelMeta,
+    PretrainMeta,
     SimilarityMeta,
     read_model_meta,
 )
@@ -132,13 +133,41 @@ def _expand(ref: str) -> Path:
 
 
 def resolve_base(
-    ref: str, wanted: Kind, cache_dir: Path, progress: ProgressReporter | None = None
+    ref: str,
+    wanted: Kind,
+    cache_dir: Path,
+    progress: ProgressReporter | None = None,
+    settings: Settings | None = None,
 ) -> ResolvedBase:
-    """A recipe's ``model.base`` — a catalogue model or a local Hugging Face folder of the
-    ``wanted`` kind (a registered version is not a base) — located for training: a catalogue
-    model is converted once into ``cache_dir``."""
-    found = resolve_model(ref, wanted, registered=False)
+    """A recipe's ``model.base`` — a catalogue model, a local Hugging Face folder or a
+    registered ``pretrain`` version (``NAME[:vN]``) of the ``wanted`` kind — located for
+    training: a catalogue model is converted once into ``cache_dir``. Versions of other tasks
+    are not bases: a classifier's head or a tuned chat model is not where a recipe starts."""
+    try:
+        found = resolve_model(ref, wanted, registered=False)
+    except ModelNotFoundError:
+        version = _registered_pretrain(ref, settings)
+        if version is None:
+            raise
+        found = _registered(version, (wanted,))
+        return ResolvedBase(found.ref, found.locate(cache_dir, progress), None, found.text_prefix)
     return ResolvedBase(found.ref, found.locate(cache_dir, progress), found.entry)
+
+
+def _registered_pretrain(ref: str, settings: Settings | None) -> ModelVersion | None:
+    """The registered version ``ref`` names when it is a pretrain version; None when the
+    registry has no such version; a one-line error for a version of another task."""
+    try:
+        parse_ref(ref)
+        version = Registry(settings).get(ref)
+    except ModelNotFoundError:
+        return None
+    if version.task != "pretrain":
+        raise ModelNotFoundError(
+            f"{version.ref} (task {version.task}) is not a base model",
+            "use a catalogue model, a Hugging Face folder or a registered pretrain version",
+        )
+    return version
 
 
 def _catalogue(entry: CatalogueEntry, kinds: tuple[Kind, ...]) -> ResolvedModel:
@@ -166,6 +195,8 @@ def _folder(ref: str, folder: Path, kinds: tuple[Kind, ...]) -> ResolvedModel:
     meta = _read_meta(folder)
     task = meta.task if meta is not None else None
     made = _KIND_OF_TASK.get(task) if task is not None else None
+    if isinstance(meta, PretrainMeta):
+        made = meta.kind
     if made is not None and made not in kinds:
         raise ModelNotFoundError(f"{ref} (task {task}) is not {_nouns(kinds)}", _fix(kinds))
     # resolve_model looks in folders only when a kind a folder can be is wanted
@@ -176,6 +207,9 @@ def _folder(ref: str, folder: Path, kinds: tuple[Kind, ...]) -> ResolvedModel:
 
 def _registered(version: ModelVersion, kinds: tuple[Kind, ...]) -> ResolvedModel:
     kind = _KIND_OF_TASK.get(version.task)
+    if version.task == "pretrain":  # an encoder (mlm) or a decoder (clm): its file says which
+        meta = _read_meta(version.path)
+        kind = meta.kind if isinstance(meta, PretrainMeta) else None
     if kind is None or kind not in kinds:  # the row's task is the authority, not the folder's
         raise ModelNotFoundError(
             f"{version.ref} (task {version.task}) is not {_nouns(kinds)}", _fix(kinds)
@@ -205,7 +239,7 @@ def _prefixes(meta: ModelMeta | None) -> tuple[str, str]:
     """The query and passage prefixes a model folder's lmforge.json records ("" when none)."""
     if isinstance(meta, SimilarityMeta):
         return meta.text_prefix, meta.passage
-    query = meta.text_prefix if isinstance(meta, ClassificationMeta) else ""
+    query = meta.text_prefix if isinstance(meta, ClassificationMeta | PretrainMeta) else ""
     return query, query
 
 

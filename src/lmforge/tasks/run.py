@@ -31,12 +31,19 @@ from lmforge.tasks.base import (
 )
 from lmforge.tasks.classification import ClassificationTask
 from lmforge.tasks.generation import GenerationTask
+from lmforge.tasks.pretrain import PretrainTask
 from lmforge.tasks.similarity import SimilarityTask
 
 #: Every task a recipe can name, by its ``task`` value.
 TASKS: dict[str, Task] = {
     task.name: task
-    for task in (ClassificationTask(), SimilarityTask(), GenerationTask(), AssistantTask())
+    for task in (
+        ClassificationTask(),
+        SimilarityTask(),
+        GenerationTask(),
+        AssistantTask(),
+        PretrainTask(),
+    )
 }
 
 

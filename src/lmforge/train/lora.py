@@ -15,7 +15,7 @@ from lmforge.errors import RecipeError
 from lmforge.models.loading import MODEL_BUILD_LOCK
 from lmforge.recipe.schema import DECODER_LORA_TARGETS, ENCODER_LORA_TARGETS, LoraConfig
 
-Head = Literal["classifier", "causal_lm"]
+Head = Literal["classifier", "causal_lm", "masked_lm"]
 
 
 def adapt(
@@ -34,7 +34,7 @@ def adapt(
         return model
     # peft pulls in much of transformers: only LoRA runs pay for it.
     from peft import LoraConfig as PeftLoraConfig
-    from peft import TaskType, get_peft_model
+    from peft import get_peft_model
 
     lora = lora or LoraConfig()
     names = {name.split(".")[-1] for name, _ in model.named_modules()}
@@ -50,7 +50,7 @@ def adapt(
     # A classifier's pooler is pretrained but never tuned for the task; train it with the head.
     extra = ["pooler"] if head == "classifier" and "pooler" in names else []
     config = PeftLoraConfig(
-        task_type=TaskType.SEQ_CLS if head == "classifier" else TaskType.CAUSAL_LM,
+        task_type=_TASK_TYPES[head],
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
@@ -61,10 +61,15 @@ def adapt(
         return get_peft_model(model, config)
 
 
+# peft's task type of each head (a masked-LM head has none: peft's plain wrapper passes the
+# batch through unchanged)
+_TASK_TYPES = {"classifier": "SEQ_CLS", "causal_lm": "CAUSAL_LM", "masked_lm": None}
+
+
 def _targets(lora: LoraConfig, names: set[str], head: Head) -> list[str]:
     """The recipe's defaults are an encoder's layer names; a decoder not told otherwise gets
     its own projections (those it has)."""
-    if head == "classifier" or "target_modules" in lora.model_fields_set:
+    if head != "causal_lm" or "target_modules" in lora.model_fields_set:
         return list(lora.target_modules)
     return [t for t in DECODER_LORA_TARGETS if t in names]
 

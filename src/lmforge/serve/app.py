@@ -8,6 +8,7 @@ problem and the fix; a 5xx means a bug or a model that cannot be used.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ from lmforge.serve.limits import ApiError, BodyLimitMiddleware, RateLimiter, err
 from lmforge.serve.metrics import MetricsMiddleware, ServeMetrics
 from lmforge.serve.models import ModelPool, background_priority
 from lmforge.serve.routes import ROUTERS
+from lmforge.serve.routes.explain import ExplainService
 from lmforge.serve.schemas import ERROR_RESPONSES
 from lmforge.settings import Settings, get_settings
 
@@ -47,6 +49,7 @@ def create_app(config: ServeConfig | None = None, settings: Settings | None = No
     executor = ThreadPoolExecutor(
         max_workers=1, thread_name_prefix="lmforge-inference", initializer=background_priority
     )
+    explainer = ExplainService(config.explain)  # worker processes start on first use
     state = ServeState(
         config=config,
         registry=registry,
@@ -78,6 +81,7 @@ def create_app(config: ServeConfig | None = None, settings: Settings | None = No
             await state.pool.close()  # queued requests finish first
             await state.log.close()
             executor.shutdown(wait=True)
+            await asyncio.to_thread(explainer.close)
 
     app = FastAPI(
         title="lmforge",
@@ -89,6 +93,7 @@ def create_app(config: ServeConfig | None = None, settings: Settings | None = No
         redoc_url=None,
     )
     app.state.lmforge = state
+    app.state.explain = explainer
     _document_auth(app)
     add_docs(app)
     _add_error_handlers(app, metrics)

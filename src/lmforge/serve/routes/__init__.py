@@ -10,11 +10,20 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from lmforge.serve.routes import assistant, feedback, generation, inference, models, operations
+from lmforge.serve.routes import (
+    assistant,
+    explain,
+    feedback,
+    generation,
+    inference,
+    models,
+    operations,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     generation.router,
     inference.router,
+    explain.router,
     assistant.router,
     feedback.router,
     models.router,

@@ -155,6 +155,14 @@ class Explainer:
             attention={"tokens": enc.tokens, "layers": maps, "rollout": rollout},
         )
 
+    def token_map(self, cleaned: str) -> tuple[np.ndarray, list[int | None]]:
+        """A cleaned text's token ids, shape (1, tokens), and each token's word (None for
+        special and prefix tokens), as :meth:`explain` builds them."""
+        full = self.prefix + cleaned
+        enc = self._tok.encode(full)
+        _, token_word = group_tokens(full, enc.offsets, enc.special_tokens_mask, len(self.prefix))
+        return np.asarray([enc.ids], dtype=np.int64), token_word
+
     # --- the methods --------------------------------------------------------------------------
 
     def occlusion(self, cleaned: str, words: list[Word], target: int) -> np.ndarray:

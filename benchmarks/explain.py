@@ -121,11 +121,13 @@ def main() -> None:
     # 3. completeness error by steps
     completeness: dict[int, dict[str, float]] = {}
     for steps in (16, 32, 64):
-        absolute, relative = [], []
+        absolute: list[float] = []
+        relative: list[float] = []
         for text in texts[: args.completeness]:
             e = explainer.explain(text, "ig", steps=steps)
-            absolute.append(e.completeness_error)
-            relative.append(e.completeness_error / max(abs(e.logit_difference), 1e-6))
+            error, difference = e.completeness_error or 0.0, e.logit_difference or 0.0
+            absolute.append(error)
+            relative.append(error / max(abs(difference), 1e-6))
         print(f"completeness at {steps} steps done", file=sys.stderr, flush=True)
         completeness[steps] = {
             "median_abs": float(np.median(absolute)),
@@ -176,8 +178,8 @@ def main() -> None:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+        with open(args.out, "w", encoding="utf-8") as out:
+            out.write(text + "\n")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ high comprehensiveness and a low sufficiency; a random ranking is the floor to c
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +50,7 @@ class Faithfulness:
 def faithfulness(
     predictor: Predictor,
     words: Sequence[str],
-    rankings: dict[str, Sequence[int]],
+    rankings: Mapping[str, Sequence[int]],
     target: int,
     fractions: Sequence[float] = FRACTIONS,
 ) -> dict[str, Faithfulness]:

@@ -104,7 +104,7 @@ def group_tokens(
 
 
 def word_scores(
-    token_scores: Sequence[float], token_word: Sequence[int | None], n: int
+    token_scores: Sequence[float] | np.ndarray, token_word: Sequence[int | None], n: int
 ) -> np.ndarray:
     """Each word's score: the sum of its tokens' scores."""
     out = np.zeros(n, dtype=np.float64)

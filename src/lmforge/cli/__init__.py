@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lmforge.cli import bench, feedback, generate, keys, models, retrain, run, serve
+from lmforge.cli import bench, explain, feedback, generate, keys, models, retrain, run, serve
 from lmforge.cli import monitor as monitor_cli
 from lmforge.cli.output import err
 from lmforge.errors import LmforgeError
@@ -44,6 +44,7 @@ app.command()(run.run)
 app.command()(run.train)
 app.command()(run.evaluate)
 app.command()(run.predict)
+app.command()(explain.explain)
 app.command()(generate.generate)
 app.command()(bench.compress)
 app.command()(run.schema)

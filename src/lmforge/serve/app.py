@@ -8,6 +8,7 @@ problem and the fix; a 5xx means a bug or a model that cannot be used.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ from lmforge.serve.metrics import MetricsMiddleware, ServeMetrics
 from lmforge.serve.models import ModelPool, background_priority
 from lmforge.serve.monitoring import build_monitor
 from lmforge.serve.routes import ROUTERS
+from lmforge.serve.routes.explain import ExplainService
 from lmforge.serve.schemas import ERROR_RESPONSES
 from lmforge.settings import Settings, get_settings
 
@@ -56,6 +58,7 @@ def create_app(
     executor = ThreadPoolExecutor(
         max_workers=1, thread_name_prefix="lmforge-inference", initializer=background_priority
     )
+    explainer = ExplainService(config.explain)  # worker processes start on first use
     state = ServeState(
         config=config,
         registry=registry,
@@ -95,6 +98,7 @@ def create_app(
             await state.pool.close()  # queued requests finish first
             await state.log.close()
             executor.shutdown(wait=True)
+            await asyncio.to_thread(explainer.close)
 
     app = FastAPI(
         title="lmforge",
@@ -106,6 +110,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.lmforge = state
+    app.state.explain = explainer
     _document_auth(app)
     add_docs(app)
     _add_error_handlers(app, metrics)

@@ -230,6 +230,25 @@ class MonitorConfig(_Section):
         return self
 
 
+class ExplainConfig(_Section):
+    """POST /v1/explain, bounded so that explanations slow predictions only a little: they run
+    in their own worker processes, at a lower CPU priority, on their own threads."""
+
+    enabled: bool = Field(True, description="serve POST /v1/explain")
+    max_tokens: int = Field(128, ge=2, description="tokens in an explained text; more get 422")
+    max_steps: int = Field(
+        64, ge=1, le=1024, description="integrated-gradients steps; more get 422"
+    )
+    concurrency: int = Field(
+        1, ge=1, description="explanations computed at once (worker processes)"
+    )
+    threads: int = Field(1, ge=1, description="CPU threads each explanation worker may use")
+    max_queue: int = Field(
+        4, ge=0, description="explanations waiting beyond those running; beyond it, 429"
+    )
+    timeout_s: float = Field(60.0, gt=0, description="per-request deadline; past it, 504")
+
+
 class ServeConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -252,6 +271,7 @@ class ServeConfig(_Section):
     prediction_log: LogConfig = LogConfig()
     access_log: AccessLogConfig = AccessLogConfig()
     generation: GenerationConfig = GenerationConfig()
+    explain: ExplainConfig = ExplainConfig()
     assistant: AssistantConfig | None = Field(
         None, description="serve POST /v1/assistant/ask over this FAQ (off when absent)"
     )

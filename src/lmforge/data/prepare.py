@@ -7,8 +7,6 @@ user can see what the model was (and was not) trained on.
 from __future__ import annotations
 
 import math
-import re
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,13 +15,12 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from lmforge.data.files import read_table
-from lmforge.data.sources import load_builtin
-from lmforge.data.text import clean_text
+from lmforge.data.sources import BUILTIN_SOURCES, load_builtin
+from lmforge.data.text import clean_text, leakage_key
 from lmforge.errors import DataError, first_line
 from lmforge.recipe.schema import DataConfig, SourceConfig
 
 MIN_ROWS_PER_LABEL = 5  # the floor; small held-out shares raise it (see _min_rows_per_label)
-_NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
 
 @dataclass
@@ -52,11 +49,6 @@ def load_source(source: SourceConfig) -> pd.DataFrame:
     return read_table(source.path, source.format)
 
 
-def leakage_key(text: str) -> str:
-    """A looser identity than exact text: case, punctuation and spacing do not make a new row."""
-    return _NOT_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
-
-
 def prepare_data(cfg: DataConfig, *, require_labels: bool = True) -> PreparedData:
     src = cfg.source
     raw = load_source(src)
@@ -73,6 +65,9 @@ def prepare_data(cfg: DataConfig, *, require_labels: bool = True) -> PreparedDat
     removed: dict[str, int] = {}
     df = pd.DataFrame({"text": raw[src.text_column]})
     df["label"] = _label_column(raw[src.label_column]) if src.label_column in raw.columns else ""
+    fixed = _fixed_split_column(src)
+    if fixed is not None:
+        df["split"] = raw[fixed].astype(str)
     rows_raw = len(df)
 
     before = len(df)
@@ -108,7 +103,10 @@ def prepare_data(cfg: DataConfig, *, require_labels: bool = True) -> PreparedDat
             "check the text column and the cleaning.min_chars/max_chars limits",
         )
     if src.limit is not None and len(df) > src.limit:
-        df = _stratified_sample(df, src.limit, cfg.split.seed)
+        if fixed is None:
+            df = _stratified_sample(df, src.limit, cfg.split.seed)
+        else:  # the held-out parts are fixed by the source: only the train part is cut
+            df = _limit_train(df, src.limit, cfg.split.seed)
 
     counts = df["label"].value_counts()
     if require_labels and len(counts) < 2:
@@ -123,7 +121,13 @@ def prepare_data(cfg: DataConfig, *, require_labels: bool = True) -> PreparedDat
             f"label {rare.index[0]!r} has only {int(rare.iloc[0])} rows",
             f"give each label at least {least} rows for this split, or merge/drop it",
         )
-    train, validation, test = _split(df, cfg, stratify=require_labels)
+    if fixed is None:
+        train, validation, test = _split(df, cfg, stratify=require_labels)
+    else:
+        train, validation, test = (
+            df[df["split"] == part].drop(columns="split").reset_index(drop=True)
+            for part in ("train", "validation", "test")
+        )
     train, validation, test, leaks = _remove_leakage(train, validation, test)
     removed.update(leaks)
     labels = sorted(df["label"].unique().tolist()) if require_labels else []
@@ -135,7 +139,7 @@ def prepare_data(cfg: DataConfig, *, require_labels: bool = True) -> PreparedDat
         "rows_used": len(train) + len(validation) + len(test),
         "removed": removed,
         "cleaning": cfg.cleaning.model_dump(),
-        "split": cfg.split.model_dump(),
+        "split": (cfg.split.model_dump() if fixed is None else {"fixed_by_source_column": fixed}),
         "labels": labels,
         "splits": _splits_card(train, validation, test),
     }
@@ -243,6 +247,21 @@ def _label_column(labels: pd.Series) -> pd.Series:
 def _min_rows_per_label(cfg: DataConfig) -> int:
     """Enough rows that a stratified cut leaves two of each label in the held-out share."""
     return max(MIN_ROWS_PER_LABEL, math.ceil(2 / (cfg.split.validation + cfg.split.test)))
+
+
+def _fixed_split_column(src: SourceConfig) -> str | None:
+    """The column a built-in source fixes its train/validation/test cut by, if any."""
+    info = BUILTIN_SOURCES.get(src.builtin) if src.builtin is not None else None
+    return info.split_column if info is not None else None
+
+
+def _limit_train(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """At most ``n`` train rows (a seeded stratified sample); the held-out rows all stay."""
+    train = df[df["split"] == "train"]
+    if len(train) <= n:
+        return df
+    kept = _stratified_sample(train, n, seed)
+    return pd.concat([kept, df[df["split"] != "train"]], ignore_index=True)
 
 
 def _stratified_sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:

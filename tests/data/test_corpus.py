@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from lmforge.data.corpus import prepare_corpus
-from lmforge.data.prepare import leakage_key, prepare_data
+from lmforge.data.prepare import prepare_data
+from lmforge.data.text import leakage_key
 from lmforge.errors import DataError
 from lmforge.recipe.schema import DataConfig, MixedSource, SourceConfig
 

@@ -11,7 +11,8 @@ import pytest
 
 from lmforge.data import PreparedData, data_card_markdown, load_source, prepare_data
 from lmforge.data.files import read_table
-from lmforge.data.prepare import MIN_ROWS_PER_LABEL, clean_text, leakage_key
+from lmforge.data.prepare import MIN_ROWS_PER_LABEL, clean_text
+from lmforge.data.text import leakage_key
 from lmforge.errors import DataError
 from lmforge.recipe.schema import CleaningConfig, DataConfig, SourceConfig, SplitConfig
 

@@ -22,7 +22,7 @@ import pytest
 
 from conftest import lmforge, register_copy, toy_recipe
 from lmforge.compress.stage import compress_version
-from lmforge.data.prepare import leakage_key
+from lmforge.data.text import leakage_key
 from lmforge.errors import DataError, LmforgeError, RecipeError
 from lmforge.models.meta import ClassificationMeta, read_model_meta
 from lmforge.monitor import FeedbackEvent, record_feedback

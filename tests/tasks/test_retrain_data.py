@@ -15,7 +15,7 @@ import pytest
 
 from conftest import register_copy
 from lmforge.data import PreparedData
-from lmforge.data.prepare import leakage_key
+from lmforge.data.text import leakage_key
 from lmforge.errors import DataError
 from lmforge.monitor import FeedbackEvent, LoggedPrediction, PredictionLog, list_feedback
 from lmforge.monitor import record_feedback as record

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lmforge.data.prepare import _split, leakage_key, load_source, prepare_data, prepare_pairs
+from lmforge.data.prepare import _split, load_source, prepare_data, prepare_pairs
 from lmforge.data.sources import BUILTIN_SOURCES
-from lmforge.data.text import clean_text
+from lmforge.data.text import clean_text, leakage_key
 from lmforge.errors import DataError
 from lmforge.recipe.loader import load_recipe
 from lmforge.recipe.schema import DataConfig, SourceConfig

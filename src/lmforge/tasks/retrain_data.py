@@ -24,8 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lmforge.data import PreparedData
-from lmforge.data.prepare import leakage_key
-from lmforge.data.text import clean_text
+from lmforge.data.text import clean_text, leakage_key
 from lmforge.errors import DataError
 from lmforge.monitor import Feedback, PredictionLogRow
 from lmforge.monitor.tables import create_tables

@@ -137,11 +137,14 @@ def main() -> None:
     from lmforge.recipe import load_recipe
     from lmforge.registry import Registry
     from lmforge.tasks.loop import report_drift, run_round
+    from lmforge.tasks.promote import promote_version
 
     if not Registry().list(MODEL):
         if not args.train:
             raise SystemExit(f"{MODEL} is not registered in {home}: pass --train")
         run_recipe(load_recipe(SERVED_RECIPE))
+    if not any(v.stage == "production" for v in Registry().list(MODEL)):
+        promote_version(f"{MODEL}:v1")  # what the operator does before serving it
     champion = Registry().get(MODEL)
     english_data = prepare_data(load_recipe(SERVED_RECIPE).data)
     held, held_labels, pool, pool_labels = held_out_and_stream()
@@ -161,7 +164,7 @@ def main() -> None:
         "zh_trained_accuracy": ZH_TRAINED_ACCURACY,
         "rounds": [],
     }
-    for k in sorted(args.k):
+    for k in sorted(args.k, reverse=True):  # the goal's k first
         copy = home.parent / f"{home.name}-k{k}"
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(home, copy)
@@ -192,8 +195,8 @@ def main() -> None:
         gap = ZH_TRAINED_ACCURACY - before_zh
         row["gap_closed"] = (row["zh_accuracy_after"] - before_zh) / gap if gap > 0 else None
         results["rounds"].append(row)
-        print(json.dumps(row), file=sys.stderr)
-    args.out.write_text(json.dumps(results, indent=2, default=str))
+        print(json.dumps(row, default=str), file=sys.stderr)
+        args.out.write_text(json.dumps(results, indent=2, default=str))  # kept round by round
     print(json.dumps(results, indent=2, default=str))
 
 

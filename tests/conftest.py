@@ -375,7 +375,9 @@ class LiveServer:
         import time
 
         self.thread.start()
-        deadline = time.monotonic() + 60
+        # a bound on a hung server, not a measurement: loading models on a loaded 2-core
+        # machine took over a minute (three errors in one CI run beside two training jobs)
+        deadline = time.monotonic() + 240
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the test server did not start")

@@ -176,15 +176,22 @@ def tiny_model_dir(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """A model folder laid out like a registered version: a tiny random two-label classifier,
     its tokenizer, lmforge.json, and ONNX fp32 + dynamic int8 files (every backend available).
     Session-scoped: treat it as read-only."""
-    import json
-
-    from lmforge.compress import export_onnx, quantize_dynamic_int8
     from lmforge.models.classifier import build_classifier
 
     folder = tmp_path_factory.mktemp("tiny-model")
     torch.manual_seed(0)
     build_classifier(tiny_base, ["negative", "positive"]).save_pretrained(str(folder))
     AutoTokenizer.from_pretrained(str(tiny_base)).save_pretrained(str(folder))
+    return as_registered_classifier(folder)
+
+
+def as_registered_classifier(folder: Path) -> Path:
+    """Lay a saved two-label tiny classifier (weights and tokenizer) out as a registered version:
+    its lmforge.json, and ONNX fp32 + dynamic int8 files (every backend available)."""
+    import json
+
+    from lmforge.compress import export_onnx, quantize_dynamic_int8
+
     meta = {
         "task": "classification",
         "labels": ["negative", "positive"],

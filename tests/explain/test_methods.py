@@ -4,7 +4,6 @@ difference, and compressed versions say what ran."""
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from conftest import as_registered_classifier
 from lmforge.errors import LmforgeError
 from lmforge.explain import Explainer, attention_rollout
 from lmforge.runtime import Predictor
@@ -65,7 +65,6 @@ def sentences(n: int, seed: int) -> list[tuple[str, int]]:
 def zebra_model(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registered-version-like folder (torch weights, ONNX fp32 and int8) of the tiny BERT
     fine-tuned until it separates the two classes."""
-    from lmforge.compress import export_onnx, quantize_dynamic_int8
     from lmforge.models.classifier import build_classifier, collate
 
     folder = tmp_path_factory.mktemp("zebra-model")
@@ -98,18 +97,7 @@ def zebra_model(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     model.eval()
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
-    meta = {
-        "task": "classification",
-        "labels": ["negative", "positive"],
-        "base_model": "tiny",
-        "text_prefix": "",
-        "max_length": 32,
-        "cleaning": {},
-    }
-    (folder / "lmforge.json").write_text(json.dumps(meta))
-    export_onnx(folder, folder / "model.onnx")
-    quantize_dynamic_int8(folder / "model.onnx", folder / "model.int8.onnx")
-    return folder
+    return as_registered_classifier(folder)
 
 
 TEXTS = ["the quick zebra film", "a slow story with a zebra in the city", "zebra road ending"]

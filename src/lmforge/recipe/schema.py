@@ -369,6 +369,27 @@ class FeedbackConfig(Section):
         default=100,
         description="`lmforge loop`: labelled rows since the last round that start a new one.",
     )
+    # A few hundred feedback rows are a few percent of a whole original epoch, too little to
+    # move the model (docs/benchmarks.md, the closed loop): they are repeated, and trained on
+    # beside a sample of the original rows (rehearsal) rather than the whole set.
+    weight: Literal["auto"] | Annotated[float, Field(ge=1, le=100)] = Field(
+        default="auto",
+        description="Times each feedback training row is used per epoch (a fraction repeats a "
+        "seeded share of them once more); auto: the value of weight_grid whose challenger scores "
+        "best on the feedback validation rows without losing more than gate.max_test_drop on "
+        "the original validation split.",
+    )
+    weight_grid: Annotated[
+        list[Annotated[float, Field(ge=1, le=100)]], Field(min_length=1, max_length=5)
+    ] = Field(
+        default=[1.0, 4.0],
+        description="The weights weight: auto tries, one challenger trained for each.",
+    )
+    replay: Annotated[int, Field(ge=1)] | None = Field(
+        default=1000,
+        description="Original training rows (a seeded sample) trained on beside the feedback; "
+        "null: all of them.",
+    )
     gate: GateConfig = GateConfig()
 
 

@@ -10,11 +10,13 @@ significant: a one-sided exact McNemar test on the rows the two models disagree 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.stats import binomtest
 
 from lmforge.evaluate.metrics import classification_metrics
@@ -106,16 +108,24 @@ def judge(
 
 
 class Evaluation:
-    """A model folder scored through the backend that serves it on the original test split and
-    on the held-out feedback slice: accuracy, macro-F1 and which rows it got right."""
+    """A model folder scored through the backend that serves it on named slices (by default the
+    original test split and the held-out feedback slice): accuracy, macro-F1 and which rows it
+    got right. It reads only the slices it is given."""
 
-    def __init__(self, folder: Path, assembled: RetrainData) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        assembled: RetrainData,
+        slices: Mapping[str, pd.DataFrame] | None = None,
+    ) -> None:
+        if slices is None:
+            slices = {"test": assembled.data.test, "feedback": assembled.holdout}
         predictor = Predictor(folder)
         labels = assembled.data.labels
         ids = {label: i for i, label in enumerate(labels)}
         self.scores: Scores = {}
         self.right: dict[str, np.ndarray] = {}
-        for name, frame in (("test", assembled.data.test), ("feedback", assembled.holdout)):
+        for name, frame in slices.items():
             if frame.empty:
                 self.scores[name] = {"accuracy": 0.0, "macro_f1": 0.0, "rows": 0}
                 self.right[name] = np.zeros(0, dtype=bool)

@@ -19,6 +19,7 @@ original data reference that no longer rebuilds — fails before anything is wri
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -34,17 +35,24 @@ from lmforge.errors import DataError, LmforgeError, ModelNotFoundError, RecipeEr
 from lmforge.models.catalogue import CATALOGUE, ResolvedBase
 from lmforge.models.meta import ClassificationMeta, read_model_meta, write_model_meta
 from lmforge.monitor import FeedbackStore
-from lmforge.progress import ProgressArg, resolve_progress
+from lmforge.progress import ProgressArg, ProgressReporter, resolve_progress
 from lmforge.recipe import Recipe, load_recipe
 from lmforge.recipe.schema import CompressConfig, GateConfig
 from lmforge.registry import ModelVersion, Registry, parse_ref
 from lmforge.registry.refs import resolve_base
 from lmforge.settings import Settings, get_settings
 from lmforge.tasks.base import RunContext
-from lmforge.tasks.classification import ClassificationTask
+from lmforge.tasks.classification import ClassificationOutput, ClassificationTask
 from lmforge.tasks.gate import Evaluation, GateDecision, Scores
 from lmforge.tasks.promote import promote_version
-from lmforge.tasks.retrain_data import assemble, check_usable, feedback_examples
+from lmforge.tasks.retrain_data import (
+    RetrainData,
+    assemble,
+    check_usable,
+    feedback_examples,
+    weighted,
+)
+from lmforge.tasks.retrain_weight import FEEDBACK, Candidate, Choice, choose, validation_slices
 from lmforge.tasks.run import _register_folder
 
 WarmStart = Literal["production", "base"]
@@ -65,6 +73,7 @@ class RetrainResult:
     promoted: bool
     scores: dict[str, Scores]  # "champion" / "challenger" -> slice -> metric -> value
     counts: dict[str, Any]
+    weighting: dict[str, Any]  # the feedback weight used and how it was chosen
     warm_start: str
     run_dir: Path
     started_at: datetime
@@ -80,6 +89,7 @@ class RetrainResult:
             "gate": self.decision.to_json(),
             "scores": self.scores,
             "feedback": self.counts,
+            "weight": self.weighting,
             "run_dir": str(self.run_dir),
             "started_at": self.started_at.isoformat(),
             "wall_seconds": round(self.wall_seconds, 1),
@@ -143,11 +153,7 @@ def retrain(
     )
 
     # Nothing is written before this point.
-    ctx = RunContext(recipe, settings, progress)
-    output = ClassificationTask().fit(ctx, assembled.data, base)
-    write_model_meta(output.model_dir, output.meta)
-    if output.model_card is not None:
-        (output.model_dir / "README.md").write_text(output.model_card, encoding="utf-8")
+    ctx, output, weighting = _train(recipe, settings, progress, assembled, base, champion)
 
     progress.note("scoring production and challenger on the test split and the feedback slice")
     champion_eval = Evaluation(champion.path, assembled)
@@ -167,6 +173,7 @@ def retrain(
         promoted=False,
         scores=scores,
         counts=assembled.counts,
+        weighting=weighting,
         warm_start=warm,
         run_dir=ctx.run_dir,
         started_at=started,
@@ -211,6 +218,63 @@ def retrain(
     result.challenger = registry.get(result.challenger.ref)
     result.trained = registry.get(result.trained.ref)
     return result
+
+
+def _train(
+    recipe: Recipe,
+    settings: Settings,
+    progress: ProgressReporter,
+    assembled: RetrainData,
+    base: ResolvedBase,
+    champion: ModelVersion,
+) -> tuple[RunContext, ClassificationOutput, dict[str, Any]]:
+    """Train the challenger with the recipe's feedback weight; with ``weight: auto``, one per
+    value of the grid, keeping the one :func:`choose` takes on the validation slices (the other
+    runs' folders are removed) — see :mod:`lmforge.tasks.retrain_weight`."""
+    config = recipe.feedback
+    gate = config.gate
+    slices = validation_slices(assembled)
+    if config.weight != "auto":
+        weights, mode = [float(config.weight)], "fixed"
+    elif slices[FEEDBACK].empty:  # nothing to choose on: the smallest weight moves the model least
+        weights, mode = [min(config.weight_grid)], "auto (no feedback validation rows)"
+    else:
+        weights, mode = sorted(set(config.weight_grid)), "auto"
+    champion_scores = (
+        Evaluation(champion.path, assembled, slices).scores if len(weights) > 1 else None
+    )
+    runs: dict[float, tuple[RunContext, ClassificationOutput]] = {}
+    candidates: list[Candidate] = []
+    try:
+        for weight in weights:
+            progress.note(f"training the challenger with feedback weight {weight:g}")
+            ctx = RunContext(recipe, settings, progress)
+            data = weighted(assembled, weight, config.replay, config.seed)
+            output = ClassificationTask().fit(ctx, data, base)
+            runs[weight] = ctx, output
+            write_model_meta(output.model_dir, output.meta)
+            if output.model_card is not None:
+                (output.model_dir / "README.md").write_text(output.model_card, encoding="utf-8")
+            if champion_scores is not None:
+                scores = Evaluation(output.model_dir, assembled, slices).scores
+                candidates.append(Candidate(weight, scores))
+        if champion_scores is not None:
+            choice = choose(candidates, champion_scores, gate)
+        else:
+            choice = Choice(weights[0], mode, [], None)
+    except BaseException:
+        for ctx, _ in runs.values():  # an unfinished round leaves no run folders behind
+            shutil.rmtree(ctx.run_dir, ignore_errors=True)
+        raise
+    for weight, (ctx, _) in runs.items():
+        if weight != choice.weight:
+            shutil.rmtree(ctx.run_dir, ignore_errors=True)
+    if len(weights) > 1:
+        progress.note(f"feedback weight {choice.weight:g}: {choice.reason}")
+    ctx, output = runs[choice.weight]
+    record = choice.to_json(mode, config.replay)
+    record["train_rows"] = len(weighted(assembled, choice.weight, config.replay, config.seed).train)
+    return ctx, output, record
 
 
 def production_recipe(registry: Registry, model: str) -> tuple[ModelVersion, Recipe]:

@@ -9,6 +9,8 @@ overrides an earlier one and the original training row (a correction), every ori
 validation and test text stays out of training (the leakage check's key), and each feedback row
 is placed by a seeded hash of its normalised text — held out for the gate, validation, or
 training — so that it keeps its place in every round and a held-out row is never trained on.
+:func:`weighted` gives the training data of one feedback weight: the feedback training rows
+repeated, beside a sample of the original training rows (rehearsal).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -130,6 +133,9 @@ class RetrainData:
     data: PreparedData
     holdout: pd.DataFrame  # columns: text, label
     counts: dict[str, Any]
+    original_train: pd.DataFrame  # the original training rows no feedback text replaced
+    feedback_train: pd.DataFrame  # the feedback rows placed in training
+    feedback_validation: pd.DataFrame  # the feedback rows placed in validation
 
 
 def assemble(
@@ -185,7 +191,8 @@ def assemble(
             {"text": [e.text for e in examples], "label": [e.label for e in examples]}
         )
 
-    train = pd.concat([original.train[~replaced.to_numpy()], frame(parts["train"])])
+    kept = original.train[~replaced.to_numpy()].reset_index(drop=True)
+    train = pd.concat([kept, frame(parts["train"])])
     validation = pd.concat([original.validation, frame(parts["validation"])])
     counts.update({f"{place}_rows": len(part) for place, part in parts.items()})
     data = PreparedData(
@@ -195,7 +202,35 @@ def assemble(
         original.labels,
         original.card,
     )
-    return RetrainData(data, frame(parts["holdout"]), counts)
+    return RetrainData(
+        data,
+        frame(parts["holdout"]),
+        counts,
+        kept,
+        frame(parts["train"]),
+        frame(parts["validation"]),
+    )
+
+
+def weighted(assembled: RetrainData, weight: float, replay: int | None, seed: int) -> PreparedData:
+    """The round's data with the feedback training rows used ``weight`` times (the whole part
+    of it as repeats; the fraction as a seeded share of the rows once more) and, with
+    ``replay``, only a seeded sample of that many original training rows beside them
+    (rehearsal: enough to keep what the model knew, a fraction of the cost of the whole set).
+    Validation and test are unchanged."""
+    rng = np.random.default_rng(seed)
+    original = assembled.original_train
+    if replay is not None and replay < len(original):
+        original = original.iloc[np.sort(rng.choice(len(original), replay, replace=False))]
+    feedback = assembled.feedback_train
+    whole, fraction = int(weight), weight - int(weight)
+    extra = round(fraction * len(feedback))
+    parts = [original, *([feedback] * whole)]
+    if extra:
+        parts.append(feedback.iloc[np.sort(rng.choice(len(feedback), extra, replace=False))])
+    train = pd.concat(parts).reset_index(drop=True)
+    data = assembled.data
+    return PreparedData(train, data.validation, data.test, data.labels, data.card)
 
 
 def check_usable(name: str, feedback: FeedbackExamples, labels: Sequence[str]) -> None:

@@ -358,3 +358,43 @@ def test_the_cli(settings: Settings, tmp_path: Path) -> None:
         lmforge("monitor", "tiny", "--since", "1h", "--until", "2h", home=home), "not before"
     )
     assert_one_line_error(lmforge("monitor", "tiny", "--since", "yesterday", home=home), "--since")
+
+
+def test_registered_labels_are_read_through_the_cached_log_engine(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduled summary builds no Registry (a new engine and a tombstone settle) per call:
+    the labels come through the one cached engine of the database."""
+    from lmforge.monitor import windows
+    from lmforge.registry import store
+
+    log_rows(settings, [(T0 + timedelta(minutes=1), "positive", 0.9, 5.0, None)])
+
+    def no_registry(*args: object, **kwargs: object) -> None:
+        raise AssertionError("summarize_window built a Registry")
+
+    built: list[str] = []
+    make_engine_ = windows.make_engine
+    monkeypatch.setattr(store.Registry, "__init__", no_registry)
+    monkeypatch.setattr(windows, "make_engine", lambda url: built.append(url) or make_engine_(url))
+    for _ in range(3):
+        w = summarize_window(
+            "tiny", start=T0, end=T0 + timedelta(hours=1), settings=settings, with_drift=False
+        )
+        # the registered label no prediction had is a share of 0
+        assert w.label_shares == {"negative": 0.0, "positive": 1.0}
+    assert len(built) <= 1  # at most the first call opens the database
+
+
+def test_a_log_without_the_registry_table_has_no_registered_labels(tmp_path: Path) -> None:
+    import sqlite3
+
+    settings = Settings(home=tmp_path / "home", database_url=None)
+    log_rows(settings, [(T0 + timedelta(minutes=1), "positive", 0.9, 5.0, None)], model="bot")
+    database = settings.resolved_database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(database) as conn:
+        conn.execute("DROP TABLE model_versions")
+    w = summarize_window(
+        "bot", start=T0, end=T0 + timedelta(hours=1), settings=settings, with_drift=False
+    )
+    assert w.volume == 1 and w.label_shares == {"positive": 1.0}

@@ -28,8 +28,14 @@ from lmforge.monitor.alerts import FiguresProvider
 from lmforge.monitor.drift import DriftReport
 from lmforge.monitor.reference import ReferenceData
 from lmforge.monitor.tables import PredictionLogRow
-from lmforge.monitor.windows import LoggedRows, References, log_engine, read_rows, window_drift
-from lmforge.registry import Registry
+from lmforge.monitor.windows import (
+    LoggedRows,
+    References,
+    log_engine,
+    read_rows,
+    registered_labels,
+    window_drift,
+)
 from lmforge.registry.db import as_utc
 from lmforge.settings import Settings, get_settings
 
@@ -178,7 +184,7 @@ def summarize_window(
     _check_period(start, end)
     rows = read_rows(settings, model, start, end, version, with_text=with_drift)
     references = References(model, settings, reference) if with_drift else None
-    labels = _registered_labels(settings, model)
+    labels = registered_labels(settings, model)
     return _summarize(model, start, end, version, rows, references, low_confidence, labels)
 
 
@@ -300,7 +306,7 @@ def monitor_model(
     _check_model(settings, model, version)
     rows = read_rows(settings, model, since, until, version, with_text=with_drift)
     references = References(model, settings) if with_drift else None
-    labels = _registered_labels(settings, model)
+    labels = registered_labels(settings, model)
     windows = []
     for i in range(count):
         start = since + i * window
@@ -338,15 +344,10 @@ def monitor_model(
     )
 
 
-def _registered_labels(settings: Settings, model: str) -> dict[int, list[str]]:
-    """Each registered version's labels (none for names the registry lacks, e.g. the assistant)."""
-    return {v.version: v.labels for v in Registry(settings).list(model)}
-
-
 def _check_model(settings: Settings, model: str, version: int | None) -> None:
     """Refuse a name (or version) that is neither registered nor in the log: a typo would
     otherwise read as a model without traffic."""
-    registered = {v.version for v in Registry(settings).list(model)}
+    registered = set(registered_labels(settings, model))
     log = PredictionLogRow
     with log_engine(settings).connect() as conn:
         logged = {

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.engine import Engine
 
 from lmforge.errors import LmforgeError
@@ -26,7 +26,7 @@ from lmforge.monitor.reference import (
 )
 from lmforge.monitor.tables import FeedbackRow, PredictionLogRow, create_tables
 from lmforge.registry import Registry
-from lmforge.registry.db import as_utc, make_engine
+from lmforge.registry.db import ModelVersionRow, as_utc, make_engine
 from lmforge.settings import Settings
 
 #: Fewer predictions in a window than this and drift is not tested (``drift_skipped`` says so).
@@ -83,6 +83,18 @@ def log_engine(settings: Settings) -> Engine:
         create_tables(engine)
         engine = _ENGINES.setdefault(url, engine)
     return engine
+
+
+def registered_labels(settings: Settings, model: str) -> dict[int, list[str]]:
+    """Each registered version of ``model`` and its labels, read through :func:`log_engine` (a
+    scheduled summary builds no registry engine); none for a name the registry lacks (e.g. the
+    assistant) and none where the database is a log alone, without the registry's table."""
+    row = ModelVersionRow
+    with log_engine(settings).connect() as conn:
+        if not inspect(conn).has_table(row.__tablename__):
+            return {}
+        query = select(row.version, row.labels).where(row.name == model)
+        return {int(version): list(labels) for version, labels in conn.execute(query)}
 
 
 def read_rows(

@@ -52,7 +52,7 @@ from lmforge.tasks.retrain_data import (
     feedback_examples,
     weighted,
 )
-from lmforge.tasks.retrain_weight import FEEDBACK, Candidate, Choice, choose, validation_slices
+from lmforge.tasks.retrain_weight import Choice, choose_folder
 from lmforge.tasks.run import _register_folder
 
 WarmStart = Literal["production", "base"]
@@ -232,19 +232,13 @@ def _train(
     value of the grid, keeping the one :func:`choose` takes on the validation slices (the other
     runs' folders are removed) — see :mod:`lmforge.tasks.retrain_weight`."""
     config = recipe.feedback
-    gate = config.gate
-    slices = validation_slices(assembled)
     if config.weight != "auto":
         weights, mode = [float(config.weight)], "fixed"
-    elif slices[FEEDBACK].empty:  # nothing to choose on: the smallest weight moves the model least
+    elif assembled.feedback_validation.empty:  # nothing to choose on: the least change
         weights, mode = [min(config.weight_grid)], "auto (no feedback validation rows)"
     else:
         weights, mode = sorted(set(config.weight_grid)), "auto"
-    champion_scores = (
-        Evaluation(champion.path, assembled, slices).scores if len(weights) > 1 else None
-    )
     runs: dict[float, tuple[RunContext, ClassificationOutput]] = {}
-    candidates: list[Candidate] = []
     try:
         for weight in weights:
             progress.note(f"training the challenger with feedback weight {weight:g}")
@@ -255,11 +249,11 @@ def _train(
             write_model_meta(output.model_dir, output.meta)
             if output.model_card is not None:
                 (output.model_dir / "README.md").write_text(output.model_card, encoding="utf-8")
-            if champion_scores is not None:
-                scores = Evaluation(output.model_dir, assembled, slices).scores
-                candidates.append(Candidate(weight, scores))
-        if champion_scores is not None:
-            choice = choose(candidates, champion_scores, gate)
+        if len(weights) > 1:
+            progress.note("scoring each weight's challenger on the validation slices")
+            folders = {weight: output.model_dir for weight, (_, output) in runs.items()}
+            choice = choose_folder(champion.path, folders, assembled, config.gate)
+            progress.note(f"feedback weight {choice.weight:g}: {choice.reason}")
         else:
             choice = Choice(weights[0], mode, [], None)
     except BaseException:
@@ -269,8 +263,6 @@ def _train(
     for weight, (ctx, _) in runs.items():
         if weight != choice.weight:
             shutil.rmtree(ctx.run_dir, ignore_errors=True)
-    if len(weights) > 1:
-        progress.note(f"feedback weight {choice.weight:g}: {choice.reason}")
     ctx, output = runs[choice.weight]
     record = choice.to_json(mode, config.replay)
     record["train_rows"] = len(weighted(assembled, choice.weight, config.replay, config.seed).train)

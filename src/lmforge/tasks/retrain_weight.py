@@ -12,13 +12,15 @@ weight, which moves the model least.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from lmforge.recipe.schema import GateConfig
-from lmforge.tasks.gate import Scores
+from lmforge.tasks.gate import Evaluation, Scores
 from lmforge.tasks.retrain_data import RetrainData
 
 ORIGINAL, FEEDBACK = "validation", "feedback_validation"  # the slices' names in the scores
@@ -86,3 +88,17 @@ def choose(candidates: list[Candidate], champion: Scores, gate: GateConfig) -> C
             f"validation split; {best.weight:g} lost least ({drop(best):.2f})"
         )
     return Choice(best.weight, reason, candidates, champion)
+
+
+def choose_folder(
+    champion: Path, challengers: Mapping[float, Path], assembled: RetrainData, gate: GateConfig
+) -> Choice:
+    """Score production and each weight's challenger folder on the validation slices alone,
+    and :func:`choose` among them."""
+    slices = validation_slices(assembled)
+    scores = Evaluation(champion, assembled, slices).scores
+    candidates = [
+        Candidate(weight, Evaluation(folder, assembled, slices).scores)
+        for weight, folder in challengers.items()
+    ]
+    return choose(candidates, scores, gate)

@@ -27,7 +27,7 @@ import json
 import os
 import shutil
 import sys
-import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +78,12 @@ def accuracy(ref: str, texts: list[str], labels: list[str], settings: Settings) 
 
 
 def stream(
-    work: Path, english: list[str], chinese: list[str], rate: float
-) -> tuple[list[str], int | None]:
-    """Serve the model, send the English texts then the Chinese ones, one per request; the
-    Chinese prediction ids, and how many Chinese requests were sent when the drift alert fired."""
+    work: Path, english: list[str], chinese: list[str], batch: int
+) -> tuple[list[str], datetime, list[datetime]]:
+    """Serve the model and send the English texts, then the Chinese ones, ``batch`` texts a
+    request, every prediction logged with its text; the Chinese prediction ids, when the stream
+    began, and when each Chinese text had been answered."""
     config = work / "serve.yaml"
-    rule = {"name": "drift", "metric": "drift.any", "threshold": 0.5, "window": "1h"}
     config.write_text(
         json.dumps(
             {
@@ -91,7 +91,6 @@ def stream(
                 "auth": {"enabled": False},
                 "limits": {"rate_per_second": None},
                 "prediction_log": {"sample_rate": 1.0, "include_text": True, "flush_seconds": 0.2},
-                "monitor": {"interval": "2s", "window": "1h", "rules": [rule | {"min_volume": 30}]},
             }
         )
     )
@@ -99,25 +98,38 @@ def stream(
     log = (work / "server.log").open("wb")
     server = start_server(port, config, log)
     ids: list[str] = []
-    fired_at: int | None = None
+    answered: list[datetime] = []
     try:
         wait_ready(port, server, "/readyz", 300)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            for text in english:
-                client.post("/v1/predict", json={"inputs": [text]}).raise_for_status()
-            for i, text in enumerate(chinese, start=1):
-                tick = time.perf_counter()
-                r = client.post("/v1/predict", json={"inputs": [text]})
+        began = datetime.now(UTC)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
+            for i in range(0, len(english), batch):
+                r = client.post("/v1/predict", json={"inputs": english[i : i + batch]})
                 r.raise_for_status()
-                ids.append(r.json()["predictions"][0]["prediction_id"])
-                if fired_at is None and i % 10 == 0:
-                    alerts = client.get("/v1/alerts", params={"state": "firing"}).json()["data"]
-                    if any(a["rule"] == "drift" for a in alerts):
-                        fired_at = i
-                time.sleep(max(0.0, 1 / rate - (time.perf_counter() - tick)))
+            for i in range(0, len(chinese), batch):
+                r = client.post("/v1/predict", json={"inputs": chinese[i : i + batch]})
+                r.raise_for_status()
+                got = [p["prediction_id"] for p in r.json()["predictions"]]
+                ids += got
+                answered += [datetime.now(UTC)] * len(got)
     finally:
-        stop(server)
-    return ids, fired_at
+        stop(server)  # flushes the prediction log
+    return ids, began, answered
+
+
+def drift_alert_after(began: datetime, answered: list[datetime], step: int) -> int | None:
+    """How many Chinese requests in the drift alert fires: the server's rule (``drift.any`` of
+    the window since the stream began, at least 30 predictions) evaluated after every ``step``
+    of them — the figure the server's monitor round computes, without its timing."""
+    from lmforge.monitor.report import summarize_window
+
+    for n in range(step, len(answered) + 1, step):
+        window = summarize_window(MODEL, start=began, end=answered[n - 1] + timedelta(seconds=1))
+        figures = window.figures()
+        print(f"after {n} Chinese requests: drift.any {figures.get('drift.any')}", file=sys.stderr)
+        if window.volume >= 30 and figures.get("drift.any") == 1.0:
+            return n
+    return None
 
 
 def _forget_traffic(home: Path) -> None:
@@ -145,7 +157,10 @@ def main() -> None:
     parser.add_argument("--k", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--train", action="store_true", help="register the served model first")
     parser.add_argument("--english", type=int, default=200, help="English requests first")
-    parser.add_argument("--rate", type=float, default=10.0, help="Chinese requests per second")
+    parser.add_argument("--batch", type=int, default=10, help="texts per request")
+    parser.add_argument(
+        "--drift-scan", type=int, default=200, help="Chinese requests the drift rule is read over"
+    )
     parser.add_argument("--out", type=Path, default=Path("feedback_loop.json"))
     args = parser.parse_args()
     home = Path(os.environ.get("LMFORGE_HOME", "")).resolve()
@@ -174,7 +189,8 @@ def main() -> None:
     _forget_traffic(home)
     load_reference(champion, Settings())  # built once here, read back by the server
     english = english_data.test["text"].tolist()[: args.english]
-    ids, fired_at = stream(home, english, pool[:n], args.rate)
+    ids, began, answered = stream(home, english, pool[:n], args.batch)
+    fired_at = drift_alert_after(began, answered[: args.drift_scan], 10)
     print(f"drift alert after {fired_at} Chinese requests", file=sys.stderr)
     before_zh = accuracy(champion.ref, held, held_labels, Settings())
 

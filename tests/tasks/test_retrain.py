@@ -117,6 +117,14 @@ def test_a_challenger_that_learned_the_feedback_is_promoted(settings: Settings) 
         > (record["scores"]["champion"]["feedback"]["accuracy"])
     )
     assert record["feedback"]["usable"] == 120
+    # weight: auto trained one challenger per weight of the grid and kept one, chosen on the
+    # validation slices; the other's run folder is gone
+    weight = record["weight"]
+    assert weight["mode"] == "auto" and weight["chosen"] in (1.0, 4.0)
+    assert [c["weight"] for c in weight["candidates"]] == [1.0, 4.0]
+    assert weight["candidates"][0]["scores"]["feedback_validation"]["rows"] > 0
+    assert len(list(settings.runs_dir.iterdir())) == 1
+    assert record["run_dir"] == str(next(settings.runs_dir.iterdir()))
     assert record["feedback"]["holdout_rows"] == result.decision.holdout_rows >= 10
     assert record["wall_seconds"] > 0
     shown = lmforge("models", "show", "toy:v2", home=settings.home)
@@ -338,8 +346,13 @@ def test_intervals() -> None:
             parse_interval(bad)
 
 
-def test_cli_errors_are_one_line(settings: Settings) -> None:
+def test_cli_errors_are_one_line(settings: Settings, tmp_path: Path) -> None:
+    recipe = load_recipe(Registry(settings).get("toy").path / "recipe.yaml")
+    heavy = tmp_path / "heavy.yaml"
+    heavy.write_text(dump_recipe(recipe).replace("  weight: auto\n", "  weight: 0.5\n"))
+    assert "weight: 0.5" in heavy.read_text()
     cases = [
+        (("retrain", "toy", "--recipe", str(heavy)), "feedback.weight"),
         (("retrain", "nosuch"), "no registered model named 'nosuch'"),
         (("loop", "toy", "--once", "--every", "1h"), "give one of --once or --every"),
         (("loop", "toy", "--every", "5x"), "'5x' is not an interval"),

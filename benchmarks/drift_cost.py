@@ -34,6 +34,17 @@ from lmforge.monitor.windows import log_engine
 from lmforge.settings import get_settings
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="sentiment-multi")
@@ -56,29 +67,37 @@ def main() -> None:
         raise SystemExit(f"{args.model} has {len(times)} logged texts, fewer than {args.texts}")
     start, end = times[0], times[-1] + timedelta(microseconds=1)
 
-    def round_seconds(with_drift: bool) -> float:
-        tick = time.perf_counter()
+    def round_seconds(with_drift: bool) -> tuple[float, float]:
+        """Wall and CPU seconds of one round: on a shared machine the wall time grows with
+        the neighbours' load, the CPU time (this process, all its threads) much less."""
+        tick, cpu = time.perf_counter(), time.process_time()
         window = summarize_window(
             args.model, start=start, end=end, settings=settings, with_drift=with_drift
         )
-        seconds = time.perf_counter() - tick
+        seconds = time.perf_counter() - tick, time.process_time() - cpu
         assert window.volume == args.texts and (window.drift is not None) == with_drift
         return seconds
 
     round_seconds(True)  # builds (or reads) the reference and loads the model, as round 1 does
-    plain: list[float] = []
-    drift: list[float] = []
+    plain: list[tuple[float, float]] = []
+    drift: list[tuple[float, float]] = []
     for _ in range(args.repeats):
         plain.append(round_seconds(False))
         drift.append(round_seconds(True))
+
+    def median(rounds: list[tuple[float, float]], i: int) -> float:
+        return statistics.median(r[i] for r in rounds)
+
     result = {
         "model": args.model,
         "window_texts": args.texts,
         "repeats": args.repeats,
-        "without_drift_s": round(statistics.median(plain), 4),
-        "with_drift_s": round(statistics.median(drift), 3),
-        "ratio": round(statistics.median(drift) / statistics.median(plain), 1),
-        "cpu": platform.processor() or platform.machine(),
+        "without_drift_s": round(median(plain, 0), 4),
+        "with_drift_s": round(median(drift, 0), 3),
+        "ratio": round(median(drift, 0) / median(plain, 0), 1),
+        "without_drift_cpu_s": round(median(plain, 1), 4),
+        "with_drift_cpu_s": round(median(drift, 1), 3),
+        "cpu": _cpu_name(),
         "cores": os.cpu_count(),
         "load_average": [round(x, 1) for x in os.getloadavg()],
     }

@@ -4,7 +4,10 @@
 recipe it was trained from, plus its feedback (:mod:`lmforge.tasks.retrain_data`); a
 fine-tune through the one training loop, warm-started from the production weights (or from the
 base); then champion and challenger scored through the runtime that serves them, on the
-original test split and on the held-out feedback slice. The gate (:mod:`lmforge.tasks.gate`,
+original test split and on the held-out feedback slice. The feedback rows count ``feedback.weight``
+times beside a sample of the original training rows (``feedback.replay``); ``weight: auto``
+trains one challenger per weight of a small grid and keeps the one that does best on the
+validation slices (:mod:`lmforge.tasks.retrain_weight`). The gate (:mod:`lmforge.tasks.gate`,
 the recipe's ``feedback.gate``) promotes the challenger through :func:`promote_version` only
 when it gains enough, significantly, on the feedback slice and loses little enough on the test
 split; otherwise it stays a candidate with the gate's reason. Either way the decision, both
@@ -153,7 +156,9 @@ def retrain(
     )
 
     # Nothing is written before this point.
-    ctx, output, weighting = _train(recipe, settings, progress, assembled, base, champion)
+    ctx, output, weighting = _train(
+        recipe, gate_config, settings, progress, assembled, base, champion
+    )
 
     progress.note("scoring production and challenger on the test split and the feedback slice")
     champion_eval = Evaluation(champion.path, assembled)
@@ -222,6 +227,7 @@ def retrain(
 
 def _train(
     recipe: Recipe,
+    gate: GateConfig,
     settings: Settings,
     progress: ProgressReporter,
     assembled: RetrainData,
@@ -230,14 +236,17 @@ def _train(
 ) -> tuple[RunContext, ClassificationOutput, dict[str, Any]]:
     """Train the challenger with the recipe's feedback weight; with ``weight: auto``, one per
     value of the grid, keeping the one :func:`choose` takes on the validation slices (the other
-    runs' folders are removed) — see :mod:`lmforge.tasks.retrain_weight`."""
+    runs' folders are removed) — see :mod:`lmforge.tasks.retrain_weight`. ``gate`` is the
+    round's gate (the recipe's with the caller's changes): its guard on the original task is
+    read on validation for the choice."""
     config = recipe.feedback
     if config.weight != "auto":
-        weights, mode = [float(config.weight)], "fixed"
+        weights, mode, reason = [float(config.weight)], "fixed", "set by feedback.weight"
     elif assembled.feedback_validation.empty:  # nothing to choose on: the least change
         weights, mode = [min(config.weight_grid)], "auto (no feedback validation rows)"
+        reason = "no feedback validation row to choose on: the grid's smallest weight"
     else:
-        weights, mode = sorted(set(config.weight_grid)), "auto"
+        weights, mode, reason = sorted(set(config.weight_grid)), "auto", ""
     runs: dict[float, tuple[RunContext, ClassificationOutput]] = {}
     try:
         for weight in weights:
@@ -252,10 +261,10 @@ def _train(
         if len(weights) > 1:
             progress.note("scoring each weight's challenger on the validation slices")
             folders = {weight: output.model_dir for weight, (_, output) in runs.items()}
-            choice = choose_folder(champion.path, folders, assembled, config.gate)
+            choice = choose_folder(champion.path, folders, assembled, gate)
             progress.note(f"feedback weight {choice.weight:g}: {choice.reason}")
         else:
-            choice = Choice(weights[0], mode, [], None)
+            choice = Choice(weights[0], reason, [], None)
     except BaseException:
         for ctx, _ in runs.values():  # an unfinished round leaves no run folders behind
             shutil.rmtree(ctx.run_dir, ignore_errors=True)

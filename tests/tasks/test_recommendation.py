@@ -1,0 +1,92 @@
+"""task: recommendation on a tiny slice of MovieLens (eight users) with a tiny random encoder:
+every method fits, evaluates beside its baselines and registers a version that loads back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lmforge.models.meta import RecommendationMeta, read_model_meta
+from lmforge.recipe import parse_recipe
+from lmforge.runtime.recommender import Recommender
+from lmforge.settings import Settings
+from lmforge.tasks.run import RunResult, run_recipe
+
+
+def recipe(base: Path, method: str, **section: Any) -> Any:
+    return parse_recipe(
+        {
+            "name": f"ml-{method}",
+            "task": "recommendation",
+            "data": {"source": {"builtin": "movielens"}},
+            "model": {"base": str(base)},
+            "recommendation": {"method": method, "max_users": 8, "iterations": 3, **section},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, RunResult]:
+    settings = Settings(home=tmp_path_factory.mktemp("home"), database_url=None)
+    return {
+        m: run_recipe(recipe(tiny_base, m), settings=settings, progress=False)
+        for m in ("popularity", "itemknn", "als", "bpr", "text", "hybrid")
+    }
+
+
+@pytest.mark.parametrize("method", ["popularity", "itemknn", "als", "bpr", "text", "hybrid"])
+def test_each_method_registers_a_version_that_loads(
+    runs: dict[str, RunResult], method: str
+) -> None:
+    result = runs[method]
+    assert result.version is not None and result.version.task == "recommendation"
+    meta = read_model_meta(result.version.path)
+    assert isinstance(meta, RecommendationMeta) and meta.method == method
+    model = Recommender.load(result.version.path)
+    assert model.method == method and model.n_items == meta.items
+    for key in ("hr@10", "ndcg@10", "recall@20", "coverage@10"):
+        assert 0.0 <= result.metrics[key] <= 1.0
+        assert 0.0 <= result.metrics["light"][key] <= 1.0
+    assert result.metrics["users"] > 0
+    assert "popularity" in result.baselines and "genre_popularity" in result.baselines
+    # no pickle anywhere in the version: every array reads back without it
+    assert not list(result.version.path.rglob("*.pkl"))
+    with np.load(result.version.path / "recommender.npz", allow_pickle=False) as arrays:
+        assert "vectors" in arrays.files
+
+
+def test_cold_start_items_get_text_scores_and_collaborative_ones_none(
+    runs: dict[str, RunResult],
+) -> None:
+    text = runs["text"].output.recommender  # type: ignore[attr-defined]
+    als = runs["als"].output.recommender  # type: ignore[attr-defined]
+    hybrid = runs["hybrid"].output.recommender  # type: ignore[attr-defined]
+    cold = ~text.warm
+    assert cold.any()
+    _, _, liked = text.user_history(int(text.user_ids[0]))
+    assert np.isfinite(text.scores(liked)[cold]).all()
+    assert np.isfinite(hybrid.scores(liked)[cold]).all()
+    assert np.isneginf(als.scores(liked)[cold]).all()
+    assert runs["als"].metrics["cold"]["hr@10"] == 0.0  # blind by construction
+
+
+def test_hybrid_blend_is_chosen_on_validation(runs: dict[str, RunResult]) -> None:
+    model = runs["hybrid"].output.recommender  # type: ignore[attr-defined]
+    assert model.blend in [round(0.1 * i, 1) for i in range(11)]
+    assert runs["hybrid"].summary()["blend"] == model.blend
+
+
+def test_a_recommendation_recipe_refuses_another_source() -> None:
+    from lmforge.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="movielens"):
+        parse_recipe(
+            {
+                "name": "x",
+                "task": "recommendation",
+                "data": {"source": {"builtin": "rotten_tomatoes"}},
+            }
+        )

@@ -3,6 +3,8 @@ rating tables), and the built-in MovieLens source as it loads."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -106,3 +108,35 @@ def test_movielens_loads_at_run_time() -> None:
     assert data.items["item_id"].is_unique
     assert set(data.ratings["item_id"]) <= set(data.items["item_id"])
     assert (data.items["title"] != "").all()
+
+
+def test_feedback_joins_training_but_never_a_held_out_pair_or_a_cold_item() -> None:
+    from lmforge.data.movielens import RatingsData, with_feedback
+
+    ratings = pd.DataFrame(
+        {
+            "user_id": [1, 1, 1, 1, 2, 2, 2],
+            "item_id": [1, 2, 3, 4, 1, 2, 5],
+            "rating": 5.0,
+            "timestamp": [1, 2, 3, 4, 1, 2, 3],
+        }
+    )
+    items = pd.DataFrame(
+        {"item_id": [1, 2, 3, 4, 5, 6], "title": list("abcdef"), "year": 2000.0, "genres": "X"}
+    )
+    split = split_ratings(ratings, cold_fraction=0.0)
+    data = RatingsData("toy", ratings, items)
+    feedback = pd.DataFrame(
+        {
+            "user_id": [1, 1, 2, 3, 3],
+            "item_id": [4, 6, 6, 6, 99],  # 1×4 is user 1's test pair; 99 is no known item
+            "rating": [5.0, 4.0, 2.0, 5.0, 5.0],
+            "timestamp": 10,
+        }
+    )
+    updated, added = with_feedback(split, feedback, data)
+    assert added == 3
+    assert {(1, 6), (2, 6), (3, 6)} <= pairs(updated.train)
+    assert (1, 4) not in pairs(updated.train)
+    cold = dataclasses.replace(split, cold_items=frozenset({6}))
+    assert with_feedback(cold, feedback, data)[1] == 0

@@ -90,3 +90,39 @@ def test_a_recommendation_recipe_refuses_another_source() -> None:
                 "data": {"source": {"builtin": "rotten_tomatoes"}},
             }
         )
+
+
+def test_a_recommendation_version_is_checked_and_promoted_as_a_recommender(
+    runs: dict[str, RunResult],
+) -> None:
+    from lmforge.tasks.promote import check_version, promote_version
+
+    version = runs["text"].version
+    assert version is not None
+    settings = Settings(home=version.path.parents[2], database_url=None)
+    check_version(version, settings)  # before: opened as an assistant, and refused
+    assert promote_version(version.ref, settings).version.stage == "production"
+
+
+def test_a_refit_learns_from_the_interactions_posted_as_feedback(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    from lmforge.monitor.feedback import FeedbackEvent, record_feedback
+
+    settings = Settings(home=tmp_path / "home", database_url=None)
+    first = run_recipe(recipe(tiny_base, "text"), settings=settings, progress=False)
+    model = first.output.recommender  # type: ignore[attr-defined]
+    _, rated, _ = model.user_history(1)
+    unrated = next(
+        int(i) for n, i in enumerate(model.item_ids) if n not in set(rated) and model.warm[n]
+    )
+    for event in (
+        FeedbackEvent(model="ml-text", user_id="1", item_id=str(unrated), event="click"),
+        FeedbackEvent(model="ml-text", user_id="abc", item_id="1", event="click"),  # not a user
+    ):
+        record_feedback(event, settings)
+    second = run_recipe(recipe(tiny_base, "text"), settings=settings, progress=False)
+    assert second.output.card["feedback_ratings"] == 1
+    refit = second.output.recommender  # type: ignore[attr-defined]
+    _, rated, liked = refit.user_history(1)
+    assert refit.item_index(unrated) in set(liked)

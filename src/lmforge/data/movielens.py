@@ -15,6 +15,7 @@ out rating reaches training.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -156,10 +157,11 @@ def split_ratings(
     return split
 
 
-def check_split(split: RatingsSplit) -> None:
+def check_split(split: RatingsSplit, *, in_time: bool = True) -> None:
     """Refuse a split where a held-out rating reaches training: no (user, item) pair of
     validation or either test is in train, no cold item is rated in train or validation, and
-    (leave-last-out) no test rating is earlier than its user's training ratings."""
+    (leave-last-out, unless ``in_time`` is False) no test rating is earlier than its user's
+    training ratings."""
     seen = set(zip(split.train["user_id"], split.train["item_id"], strict=True))
     for part in ("validation", "test", "cold_test"):
         frame: pd.DataFrame = getattr(split, part)
@@ -172,11 +174,35 @@ def check_split(split: RatingsSplit) -> None:
     fitted = pd.concat([split.train["item_id"], split.validation["item_id"]])
     if fitted.isin(split.cold_items).any():
         raise DataError("a cold-start item is rated in training", "this is a bug in the split")
-    if split.protocol == "leave_last_out" and not split.test.empty:
+    if in_time and split.protocol == "leave_last_out" and not split.test.empty:
         last = split.train.groupby("user_id")["timestamp"].max()
         test_time = split.test.set_index("user_id")["timestamp"]
         if (test_time < last.reindex(test_time.index).fillna(-np.inf)).any():
             raise DataError("a test rating is older than its user's training", "a split bug")
+
+
+def with_feedback(
+    split: RatingsSplit, feedback: pd.DataFrame, data: RatingsData
+) -> tuple[RatingsSplit, int]:
+    """``split`` with the feedback ratings added to training — except on known items, pairs
+    already rated (the source's rating stands), pairs held out for validation or test, and
+    cold-start items (their evaluation stays blind) — and how many were added."""
+    if feedback.empty:
+        return split, 0
+    known = set(data.items["item_id"])
+    held = pd.concat([split.train, split.validation, split.test, split.cold_test])
+    taken = set(zip(held["user_id"], held["item_id"], strict=True))
+    keep = [
+        int(i) in known and int(i) not in split.cold_items and (int(u), int(i)) not in taken
+        for u, i in zip(feedback["user_id"], feedback["item_id"], strict=True)
+    ]
+    extra = feedback[keep].drop_duplicates(["user_id", "item_id"], keep="last")
+    train = pd.concat([split.train, extra], ignore_index=True)
+    updated = dataclasses.replace(split, train=train)
+    # Feedback is newer than every source rating, the test ones included: the refit trains on
+    # what users told the served model, and is still tested on the source's held-out ratings.
+    check_split(updated, in_time=False)
+    return updated, len(extra)
 
 
 def split_card(data: RatingsData, split: RatingsSplit) -> dict[str, Any]:

@@ -8,12 +8,16 @@ the popularity baseline — overall, on cold-start items (ranked among the cold 
 genre-popularity baseline) and on light users (each test user profiled from only their last
 five liked training items, so the figures describe a user with five ratings; MovieLens has no
 user with fewer than 20). The folder it registers serves ``POST /v1/recommend``.
+
+Over 400 lines because fitting, the three evaluation slices and the report of one task belong
+together (the protocol's shared pieces are in data/movielens.py and evaluate/ranking.py).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -35,14 +39,17 @@ from lmforge.data.movielens import (
     split_card,
     split_card_markdown,
     split_ratings,
+    with_feedback,
 )
 from lmforge.evaluate.ranking import ranking_metrics, top_k
 from lmforge.models.meta import RecommendationMeta
+from lmforge.monitor.feedback import INTERACTIONS, list_feedback
 from lmforge.recipe import Recipe
 from lmforge.recipe.recommendation import RecommendationSection
 from lmforge.registry import Registry
 from lmforge.runtime.embedder import Embedder
 from lmforge.runtime.recommender import Recommender
+from lmforge.settings import Settings
 from lmforge.tasks.base import Report, ReportLine, ReportTable, RunContext, TaskOutput
 
 #: A user's scores over every item, from (their row in the model or None, their liked rows).
@@ -89,12 +96,13 @@ class RecommendationTask:
             time_quantile=section.time_quantile,
             seed=section.seed,
         )
+        split, taken = with_feedback(split, feedback_ratings(recipe.model_name, ctx.settings), data)
         encoder = resolve_encoder(recipe.model.base, ctx.settings.cache_dir, Registry(ctx.settings))
         progress.note(
             f"{len(data.ratings)} ratings, {len(data.items)} items; {section.method} with "
             f"{len(split.cold_items)} cold-start items held out"
         )
-        card = split_card(data, split)
+        card = {**split_card(data, split), "feedback_ratings": taken}
         run_dir = ctx.open_run_dir(card, split_card_markdown)
         progress.note(f"embedding {len(data.items)} items with {encoder.ref}")
         vectors = embed_items(data.items, encoder, ctx.settings.cache_dir / "recommend-items")
@@ -133,6 +141,27 @@ class RecommendationTask:
             recommender=model,
             split=split,
         )
+
+
+# --- feedback --------------------------------------------------------------------------------
+
+
+def feedback_ratings(model_name: str, settings: Settings) -> pd.DataFrame:
+    """The interactions served users sent to POST /v1/feedback for ``model_name`` as ratings:
+    a rating with its value, a click as a positive (5). Ids that are not
+    numbers cannot name a MovieLens user or film and are left out."""
+    rows = []
+    for f in list_feedback(model_name, settings=settings):
+        if f.event not in INTERACTIONS or not (f.user_id or "").isdigit():
+            continue
+        if not (f.item_id or "").isdigit():
+            continue
+        # a click says the user wanted the item: a positive, whatever its value counts
+        value = f.value if f.event == "rating" and f.value is not None else 5.0
+        rows.append((int(f.user_id or 0), int(f.item_id or 0), float(value), f.updated_at))
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "when"])
+    seconds = [int(w.timestamp()) for w in frame["when"]]
+    return frame.drop(columns="when").assign(timestamp=np.array(seconds, dtype=np.int64))
 
 
 # --- embedding and fitting -------------------------------------------------------------------
@@ -237,7 +266,9 @@ def _factorise(
             random_state=section.seed,
         )
     # implicit parallelises itself; a BLAS thread pool under it only oversubscribes the cores
-    with _one_blas_thread().limit(limits=1, user_api="blas"):
+    with _one_blas_thread().limit(limits=1, user_api="blas"), warnings.catch_warnings():
+        # implicit warns of OpenBLAS' two threads before it sees the limit set here
+        warnings.filterwarnings("ignore", message="OpenBLAS is configured", category=RuntimeWarning)
         fitted.fit(interactions, show_progress=False)
     return np.asarray(fitted.item_factors), np.asarray(fitted.user_factors)
 

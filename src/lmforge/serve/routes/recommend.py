@@ -7,7 +7,7 @@ docs/recommend.md); interactions go to POST /v1/feedback as ``click``/``rating``
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time.
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
@@ -21,7 +21,10 @@ from lmforge.serve.schemas import RequestBody
 
 router = APIRouter(tags=["recommend"])
 
-ItemRef = int | str  # an item id, or its exact title such as "Toy Story (1995)"
+# an item id, or its exact title such as "Toy Story (1995)"
+ItemRef = (
+    Annotated[int, Field(ge=0, le=2**62)] | Annotated[str, Field(min_length=1, max_length=300)]
+)
 
 
 class RecommendRequest(RequestBody):
@@ -32,7 +35,7 @@ class RecommendRequest(RequestBody):
         description="a registered recommender, NAME[:vN|:production]; left out when exactly "
         "one recommender is registered",
     )
-    user_id: int | None = Field(None, ge=0, description="a user the model was trained on")
+    user_id: int | None = Field(None, ge=0, le=2**62, description="a user the model was trained on")
     liked_items: list[ItemRef] | None = Field(
         None, max_length=500, description="item ids or exact titles the user liked, oldest first"
     )
@@ -59,7 +62,7 @@ class RecommendResponse(BaseModel):
 
 class AddItemRequest(RequestBody):
     model: str | None = Field(None, min_length=1, max_length=140)
-    item_id: int = Field(ge=0, description="a new item's id")
+    item_id: int = Field(ge=0, le=2**62, description="a new item's id")
     title: str = Field(min_length=1, max_length=300)
     text: str | None = Field(
         None, min_length=1, max_length=2000, description="what the encoder reads; default: title"

@@ -126,3 +126,22 @@ def test_a_refit_learns_from_the_interactions_posted_as_feedback(
     refit = second.output.recommender  # type: ignore[attr-defined]
     _, rated, liked = refit.user_history(1)
     assert refit.item_index(unrated) in set(liked)
+
+
+def test_the_cli_prints_a_ranked_list_with_reasons_or_one_line_error(
+    runs: dict[str, RunResult],
+) -> None:
+    from conftest import lmforge
+
+    version = runs["text"].version
+    assert version is not None
+    home = version.path.parents[2]
+    done = lmforge("app", "recommend", version.ref, "--user", "1", "-k", "3", home=home)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 4 and lines[1].lstrip().startswith("1.")
+    assert "because you liked" in lines[1]
+    done = lmforge("app", "recommend", version.ref, "--user", "999999", home=home)
+    assert done.returncode == 2
+    assert "unknown user 999999" in done.stderr and "liked_items" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -120,7 +120,7 @@ class Recommender:
         if row >= len(self.user_ids) or int(self.user_ids[row]) != user_id:
             raise UnknownUserError(
                 f"unknown user {user_id}: this model was not trained on their ratings",
-                "send liked_items (item ids or titles) or a text query instead",
+                "send liked_items (item ids or titles; --like) or a text query (--text) instead",
             )
         span = slice(int(self.history[row]), int(self.history[row + 1]))
         rated, liked = self.history_items[span], self.history_items[span][self.history_liked[span]]

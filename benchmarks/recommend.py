@@ -148,12 +148,59 @@ def serve_latency(model: Any, settings: Settings, requests: int) -> dict[str, An
     return figures
 
 
+def ann_recall(model: Any, ef: int) -> dict[str, Any]:
+    """recall@10 of an hnswlib index (M 16, ef_construction 200, query ef ``ef``) against the
+    exact scan, for every known user: over the text vectors (cosine, with the user's text
+    profile) and over the ALS item factors (inner product, with the user's factors). Raw top
+    10, nothing excluded. hnswlib is optional: ``pip install hnswlib``."""
+    import hnswlib
+
+    out: dict[str, Any] = {}
+    spaces = {"text (cosine)": ("cosine", model.vectors), "als (inner product)": ("ip", None)}
+    for name, (space, items) in spaces.items():
+        items = model.item_factors if items is None else items
+        queries = []
+        for user in model.user_ids:
+            row, _, liked = model.user_history(int(user))
+            queries.append(
+                model.profile_vector(liked) if space == "cosine" else model.user_factors[row]
+            )
+        q = np.asarray(queries, dtype=np.float32)
+        data = np.asarray(items, dtype=np.float32)
+        start = time.perf_counter()
+        index = hnswlib.Index(space=space, dim=data.shape[1])
+        index.init_index(max_elements=len(data), M=16, ef_construction=200, random_seed=1)
+        index.add_items(data, np.arange(len(data)), num_threads=1)
+        build_s = time.perf_counter() - start
+        index.set_ef(ef)
+        start = time.perf_counter()
+        found, _ = index.knn_query(q, k=10, num_threads=1)
+        query_ms = (time.perf_counter() - start) * 1000 / len(q)
+        start = time.perf_counter()
+        exact = np.argsort(-(q @ data.T), axis=1, kind="stable")[:, :10]
+        exact_ms = (time.perf_counter() - start) * 1000 / len(q)
+        hits = [
+            len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(found, exact, strict=True)
+        ]
+        out[name] = {
+            "recall@10": round(float(np.mean(hits)), 4),
+            "build_s": round(build_s, 2),
+            "ann_query_ms": round(query_ms, 3),
+            "exact_query_ms": round(exact_ms, 3),
+            "ef": ef,
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--encoder", default="minilm-l6")
     parser.add_argument("--max-users", type=int, default=None)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--ann-only", action="store_true", help="only the ANN index's recall (needs hnswlib)"
+    )
     args = parser.parse_args(argv)
     settings = get_settings()
     section = RecommendationSection(max_users=args.max_users)
@@ -164,6 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     vectors = embed_items(data.items, encoder, settings.cache_dir / "recommend-items")
     embed_s = time.perf_counter() - start
     print(f"embedded {len(vectors)} items in {embed_s:.1f} s (0 when cached)", flush=True)
+    if args.ann_only:
+        hybrid = fit_recommender("hybrid", data, split, vectors, section, encoder)
+        ann = {f"ef={ef}": ann_recall(hybrid, ef) for ef in (10, 50)}
+        print(json.dumps(ann), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(ann, indent=1))
+        return 0
     rows: dict[str, Any] = {}
     models: dict[str, Any] = {}
     for method in METHODS:

@@ -17,6 +17,7 @@ import typer
 
 from lmforge.cli import bench, explain, feedback, generate, keys, models, retrain, run, serve
 from lmforge.cli import monitor as monitor_cli
+from lmforge.cli import recommend as recommend_cli
 from lmforge.cli.output import err
 from lmforge.errors import LmforgeError
 
@@ -67,6 +68,7 @@ feedback_app.command("import")(feedback.feedback_import)
 feedback_app.command("list")(feedback.feedback_list)
 feedback_app.command("export")(feedback.feedback_export)
 apps_app.command("assistant")(generate.app_assistant)
+apps_app.command("recommend")(recommend_cli.app_recommend)
 
 _state = {"debug": False}
 

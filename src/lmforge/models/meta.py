@@ -151,12 +151,28 @@ class PretrainMeta(_Meta):
         return "encoder" if self.objective == "mlm" else "decoder"
 
 
+class RecommendationMeta(_Meta):
+    """A fitted recommender (its arrays in recommender.npz, items in recommender.json)."""
+
+    served_by: ClassVar[str] = "`lmforge app recommend` and POST /v1/recommend"
+
+    task: Literal["recommendation"]
+    method: Literal["popularity", "itemknn", "als", "bpr", "text", "hybrid"]
+    items: Annotated[int, Field(ge=1)]
+    users: Annotated[int, Field(ge=0)]
+
+
 ModelMeta = Annotated[
-    ClassificationMeta | SimilarityMeta | GenerationMeta | AssistantMeta | PretrainMeta,
+    ClassificationMeta
+    | SimilarityMeta
+    | GenerationMeta
+    | AssistantMeta
+    | PretrainMeta
+    | RecommendationMeta,
     Field(discriminator="task"),
 ]
 _ADAPTER: TypeAdapter[ModelMeta] = TypeAdapter(ModelMeta)
-TASKS = ("classification", "similarity", "generation", "assistant", "pretrain")
+TASKS = ("classification", "similarity", "generation", "assistant", "pretrain", "recommendation")
 
 
 def parse_model_meta(data: Any, where: str = META_FILE) -> ModelMeta:

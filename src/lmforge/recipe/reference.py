@@ -69,6 +69,11 @@ STARTERS: dict[str, dict[str, Any]] = {
         "pretrain": {"exclude_test_of": ["rotten_tomatoes"]},
         "training": {"epochs": 1, "early_stopping": {"enabled": False, "metric": "loss"}},
     },
+    "recommendation": {
+        "name": "my-recommender",
+        "task": "recommendation",
+        "data": {"source": {"builtin": "movielens"}},
+    },
     "assistant": {
         "name": "my-assistant",
         "task": "assistant",

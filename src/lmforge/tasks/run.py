@@ -32,6 +32,7 @@ from lmforge.tasks.base import (
 from lmforge.tasks.classification import ClassificationTask
 from lmforge.tasks.generation import GenerationTask
 from lmforge.tasks.pretrain import PretrainTask
+from lmforge.tasks.recommendation import RecommendationTask
 from lmforge.tasks.similarity import SimilarityTask
 
 #: Every task a recipe can name, by its ``task`` value.
@@ -43,6 +44,7 @@ TASKS: dict[str, Task] = {
         GenerationTask(),
         AssistantTask(),
         PretrainTask(),
+        RecommendationTask(),
     )
 }
 

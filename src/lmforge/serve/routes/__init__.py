@@ -19,6 +19,7 @@ from lmforge.serve.routes import (
     inference,
     models,
     operations,
+    recommend,
 )
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -26,6 +27,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     inference.router,
     explain.router,
     assistant.router,
+    recommend.router,
     feedback.router,
     alerts.router,
     models.router,

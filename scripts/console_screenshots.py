@@ -59,7 +59,8 @@ def traffic(url: str, model: str, rounds: int) -> None:
             for k, p in enumerate(answer.json()["predictions"]):
                 if (i + k) % 3 == 0:
                     client.post(
-                        "/v1/feedback", json={"prediction_id": p["prediction_id"], "correct": k != 1}
+                        "/v1/feedback",
+                        json={"prediction_id": p["prediction_id"], "correct": k != 1},
                     ).raise_for_status()
             time.sleep(1.5)
 
@@ -110,12 +111,10 @@ def main() -> None:
             page.wait_for_selector(".feedback-status.ok")
             page.screenshot(path=str(args.out / "console-playground.png"))
             page.goto(f"{url}/ui#assistant")
-            for question in QUESTIONS:
+            for i, question in enumerate(QUESTIONS):
                 page.fill("#chat-input", question)
                 page.press("#chat-input", "Enter")
-                page.wait_for_selector(f"#chat-log .msg.bot >> nth={QUESTIONS.index(question)}")
-                page.wait_for_selector("#chat-input:enabled, #chat-log button:enabled")
-                page.wait_for_timeout(1500)
+                page.wait_for_selector(f"#chat-log .msg.bot >> nth={i} >> p", timeout=600_000)
             page.screenshot(path=str(args.out / "console-assistant.png"))
             page.set_viewport_size({"width": 390, "height": 844})
             page.goto(f"{url}/ui#playground")

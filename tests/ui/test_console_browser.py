@@ -22,11 +22,22 @@ from lmforge.settings import Settings
 
 XSS = "<img src=x onerror=\"document.title='pwned'\">"
 FAQ = [
-    {"question": "How do I reset my password?", "answer": "Open Settings > Account and choose "
-     "Reset password.", "citation": "https://help.example.com/password"},
-    {"question": "How can I cancel my subscription?", "answer": f"Press Cancel. {XSS}",
-     "citation": "Help §2"},
-    {"question": "如何重置密码？", "answer": "打开设置，选择重置密码。", "citation": "帮助 §1", "lang": "zh"},
+    {
+        "question": "How do I reset my password?",
+        "answer": "Open Settings > Account and choose Reset password.",
+        "citation": "https://help.example.com/password",
+    },
+    {
+        "question": "How can I cancel my subscription?",
+        "answer": f"Press Cancel. {XSS}",
+        "citation": "Help §2",
+    },
+    {
+        "question": "如何重置密码？",
+        "answer": "打开设置，选择重置密码。",
+        "citation": "帮助 §1",
+        "lang": "zh",
+    },
 ]
 
 

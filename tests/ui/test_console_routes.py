@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,10 +58,26 @@ def register(
 
 TRADEOFF = {
     "variants": [
-        {"structure": "full", "format": "torch-fp32", "name": "full/torch-fp32", "p50_ms": 9.0,
-         "accuracy": 0.84, "macro_f1": 0.81, "within_budget": True, "error": None},
-        {"structure": "full", "format": "onnx-int8", "name": "full/onnx-int8", "p50_ms": 3.0,
-         "accuracy": 0.83, "macro_f1": 0.80, "within_budget": True, "error": None},
+        {
+            "structure": "full",
+            "format": "torch-fp32",
+            "name": "full/torch-fp32",
+            "p50_ms": 9.0,
+            "accuracy": 0.84,
+            "macro_f1": 0.81,
+            "within_budget": True,
+            "error": None,
+        },
+        {
+            "structure": "full",
+            "format": "onnx-int8",
+            "name": "full/onnx-int8",
+            "p50_ms": 3.0,
+            "accuracy": 0.83,
+            "macro_f1": 0.80,
+            "within_budget": True,
+            "error": None,
+        },
     ]
 }
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import sync_playwright
 
 from lmforge.serve import ServeConfig, create_app
 
@@ -65,18 +65,11 @@ def traffic(url: str, model: str, rounds: int) -> None:
             time.sleep(1.5)
 
 
-def shoot(page: Page, url: str, view: str, out: Path, ready: str) -> None:
-    page.goto(f"{url}/ui#{view}")
-    page.wait_for_selector(ready, timeout=300_000)
-    page.wait_for_timeout(500)  # the last paint after the data arrived
-    page.screenshot(path=str(out / f"console-{view}.png"), full_page=False)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="sentiment-en", help="a registered classifier")
     parser.add_argument("--out", type=Path, default=Path("docs/img"))
-    parser.add_argument("--rounds", type=int, default=40, help="prediction requests sent")
+    parser.add_argument("--rounds", type=int, default=30, help="prediction requests sent")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     config = ServeConfig.model_validate(
@@ -86,6 +79,7 @@ def main() -> None:
             "limits": {"rate_per_second": None},
             "assistant": {"faq": "debian_faq"},
             "prediction_log": {"flush_seconds": 0.2},
+            "explain": {"timeout_s": 600},  # a loaded machine: the first one spawns a worker
         }
     )
     server, url = start(config)
@@ -102,7 +96,11 @@ def main() -> None:
             page.wait_for_selector("article.model .detail table")
             page.wait_for_timeout(300)
             page.screenshot(path=str(args.out / "console-models.png"))
-            shoot(page, url, "monitor", args.out, ".charts svg")
+            page.goto(f"{url}/ui#monitor")
+            page.wait_for_selector(".charts svg")
+            page.select_option("#monitor-period", "900:30")  # the traffic just sent, close up
+            page.wait_for_timeout(3000)
+            page.screenshot(path=str(args.out / "console-monitor.png"))
             page.goto(f"{url}/ui#playground")
             page.fill("#play-text", "Charming and clever, but the ending was a letdown.")
             page.click("#play-go")

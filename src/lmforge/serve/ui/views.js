@@ -171,15 +171,22 @@ export async function monitor(root, session) {
   const drift = el("div", { class: "drift" });
   const alerts = el("div", { class: "alerts" });
   const refresh = () => drawFigures(pick.value, period.value, board, alerts);
-  pick.addEventListener("change", () => { refresh(); drawDrift(pick.value, drift); });
+  // Drift only once asked for: its first check for a version runs the model over the version's
+  // validation split (cached afterwards), which a page left open must not start on its own.
+  let driftOn = false;
+  const checkDrift = () => {
+    if (!driftOn) timers.push(setInterval(() => drawDrift(pick.value, drift), 60000));
+    driftOn = true;
+    drawDrift(pick.value, drift);
+  };
+  pick.addEventListener("change", () => { refresh(); if (driftOn) drawDrift(pick.value, drift); });
   period.addEventListener("change", refresh);
+  clear(drift).append(el("p", { class: "muted" }, "Drift compares the last 15 minutes with the version's validation split; the first check runs the model over that split, later ones (every minute) read the cache."));
   root.append(el("div", { class: "toolbar" }, el("label", {}, "Model ", pick), el("label", {}, "Period ", period),
     el("span", { class: "muted" }, "refreshed every 5 s")), board, alerts,
-    el("h3", {}, "Drift"), el("button", { type: "button", onclick: () => drawDrift(pick.value, drift) }, "Check drift now"), drift);
+    el("h3", {}, "Drift"), el("button", { type: "button", id: "check-drift", onclick: checkDrift }, "Check drift"), drift);
   await refresh();
-  drawDrift(pick.value, drift);
   timers.push(setInterval(refresh, 5000));
-  timers.push(setInterval(() => drawDrift(pick.value, drift), 60000));
 }
 
 async function drawFigures(name, period, board, alertBox) {
@@ -200,6 +207,8 @@ async function drawFigures(name, period, board, alertBox) {
   const feedback = w.reduce((s, x) => s + x.feedback_count, 0);
   const labels = [...new Set(w.flatMap((x) => Object.keys(x.label_shares)))].sort();
   const threshold = (metric) => data.rules.find((r) => r.metric === metric && r.threshold !== null)?.threshold ?? null;
+  // a volume rule counts predictions over its own window: as a rate, it compares with requests/s
+  const volumeRule = data.rules.find((r) => r.metric === "volume" && r.threshold !== null);
   const tile = (name, value, hint) => el("div", { class: "tile", dataset: { figure: name } }, el("span", { class: "muted" }, name), el("strong", {}, value), hint ? el("small", {}, hint) : null);
   const acc = last.live_accuracy_interval ? `95 % ${fmt(last.live_accuracy_interval[0], 2)}–${fmt(last.live_accuracy_interval[1], 2)}` : `${feedback} feedback rows`;
   clear(board).append(
@@ -210,7 +219,7 @@ async function drawFigures(name, period, board, alertBox) {
       tile("mean confidence", fmt(last.mean_confidence, 3), last.low_confidence_share == null ? null : `${fmt(last.low_confidence_share * 100, 1)} % below ${last.low_confidence_threshold}`),
       tile("live accuracy", fmt(last.live_accuracy, 3), acc)),
     el("div", { class: "charts" },
-      lineChart("requests/s", [{ name: "requests/s", values: w.map((x) => x.requests_per_s) }], { threshold: threshold("volume") === null ? null : threshold("volume") / data.window_seconds }),
+      lineChart("requests/s", [{ name: "requests/s", values: w.map((x) => x.requests_per_s) }], { threshold: volumeRule ? volumeRule.threshold / volumeRule.window_s : null }),
       lineChart("latency (ms)", [{ name: "p50", values: w.map((x) => x.latency_p50_ms) }, { name: "p99", values: w.map((x) => x.latency_p99_ms) }], { threshold: threshold("latency_p99_ms") }),
       stackedBars("label shares", w.map((x) => x.label_shares), labels),
       lineChart("confidence, live accuracy", [{ name: "mean confidence", values: w.map((x) => x.mean_confidence) }, { name: "live accuracy", values: w.map((x) => x.live_accuracy) }], { max: 1, threshold: threshold("mean_confidence") ?? threshold("live_accuracy") })),

@@ -5,6 +5,9 @@ assistant, sends real traffic through the HTTP API — predictions of English an
 reviews, feedback on some, questions to the assistant — then opens each view in Debian's
 headless chromium and saves it to docs/img/console-VIEW.png (1280x800, and the playground at
 phone width). Nothing here is made up: every figure on the pages is what the server computed.
+The page's own texts are English: the machine that made docs/img has no CJK font, so Chinese
+would show as boxes in the images (it is shown correctly wherever such a font is installed, and
+the browser tests check the Chinese text itself).
 
     LMFORGE_HOME=/path/to/home python scripts/console_screenshots.py [--model sentiment-en]
 """
@@ -35,7 +38,7 @@ REVIEWS = [
     "Not bad, but the ending was a letdown.",
     "One of the best films I have seen this year.",
 ]
-QUESTIONS = ["How do I install Debian?", "如何安装 Debian？", "What is the weather on Mars?"]
+QUESTIONS = ["How do I upgrade Debian?", "What is the weather on Mars?"]
 
 
 def start(config: ServeConfig) -> tuple[uvicorn.Server, str]:
@@ -116,7 +119,7 @@ def main() -> None:
             page.screenshot(path=str(args.out / "console-assistant.png"))
             page.set_viewport_size({"width": 390, "height": 844})
             page.goto(f"{url}/ui#playground")
-            page.fill("#play-text", "这部电影太精彩了，演员的表演非常出色。")
+            page.fill("#play-text", "One of the best films I have seen this year.")
             page.click("#play-go")
             page.wait_for_selector("#play-heat .word", timeout=600_000)
             page.screenshot(path=str(args.out / "console-phone.png"))

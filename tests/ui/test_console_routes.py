@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import LiveServer, serve_config
+from conftest import LiveServer, lmforge, serve_config
 from lmforge.registry import Registry
 from lmforge.serve import KeyStore, create_app
 from lmforge.serve.config import with_command_line
@@ -137,6 +137,7 @@ def test_only_the_console_files_are_served(site: Any) -> None:
 
 
 def test_no_ui_turns_the_console_off(home: Settings) -> None:
+    assert "--no-ui" in lmforge("serve", "--help").stdout
     config = with_command_line(serve_config(models=[]), no_ui=True)
     assert config.ui is False
     off = TestClient(create_app(config, home))

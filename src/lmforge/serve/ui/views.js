@@ -382,7 +382,7 @@ export async function assistant(root, session) {
   }
   const mode = el("select", { id: "chat-mode" }, modes.map(([v, t]) => el("option", { value: v }, t)));
   const log = el("div", { class: "chat", id: "chat-log", "aria-live": "polite" });
-  const input = el("input", { id: "chat-input", type: "text", autocomplete: "off", placeholder: "Ask a question… 也可以用中文提问" });
+  const input = el("input", { id: "chat-input", type: "text", autocomplete: "off", placeholder: "Ask a question…" });
   const send = el("button", { type: "submit", disabled: !can(session, "predict") }, "Send");
   const history = [];
   root.append(el("div", { class: "toolbar" }, el("label", {}, "Answer with ", mode)), log,

@@ -202,6 +202,9 @@ def test_monitor_figures_follow_the_traffic(site: Any) -> None:
     assert busy[-1]["requests_per_s"] == pytest.approx(busy[-1]["volume"] / 60, abs=1e-4)
     assert sum(busy[-1]["label_shares"].values()) == pytest.approx(1.0, abs=1e-3)
     assert busy[-1]["latency_p99_ms"] >= busy[-1]["latency_p50_ms"] > 0
+    unknown = call(site, "/v1/console/monitor/nosuchmodel")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+    assert "nosuchmodel" in unknown.json()["error"]["message"]
     too_many = call(site, "/v1/console/monitor/tiny", period=86400, window=10)
     assert too_many.status_code == 422 and too_many.json()["error"]["param"] == "window"
     drift = call(site, "/v1/console/monitor/tiny/drift", window=600).json()

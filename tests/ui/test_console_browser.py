@@ -277,3 +277,33 @@ def test_no_key_in_the_registry_says_how_to_make_one(
         tab.wait_for_selector("#view-models h2", timeout=60_000)
         assert tab.is_hidden("#gate") and tab.inner_text("#who") == "auth off"
     tab.close()
+
+
+def test_chat_with_a_served_decoder(browser: Any, tmp_path: Path, tiny_decoder_dir: Path) -> None:
+    settings = Settings(home=tmp_path / "chat", database_url=None)
+    config = serve_config(
+        models=[],
+        auth={"enabled": False},
+        generation={
+            "models": [str(tiny_decoder_dir)],
+            "weights": "fp32",
+            "default_max_tokens": 16,  # the tiny decoder's context is 256 tokens
+        },
+    )
+    tab = browser.new_page()
+    errors: list[str] = []
+    tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    with LiveServer(config, settings) as server:
+        tab.goto(server.url + "/ui#assistant")
+        tab.wait_for_selector("#chat-mode", timeout=60_000)
+        modes = [o.get_attribute("value") for o in tab.query_selector_all("#chat-mode option")]
+        assert modes == [f"chat:{tiny_decoder_dir}"]  # no FAQ assistant on this server
+        tab.fill("#chat-input", "hello world, how are you?")
+        tab.press("#chat-input", "Enter")
+        # the random tiny decoder's text is noise: what matters is that it streamed in
+        reply = tab.wait_for_selector(
+            "#chat-log .msg.bot p:nth-child(2):not(:empty)", timeout=120_000
+        )
+        assert reply.inner_text().strip()
+    tab.close()
+    assert errors == []

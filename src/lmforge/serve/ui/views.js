@@ -437,7 +437,7 @@ async function chat(model, history, question, reply) {
   history.push({ role: "user", content: question });
   const text = el("p", {});
   reply.append(el("p", { class: "muted" }, model), text);
-  await stream("/v1/chat/completions", { model, messages: history, max_tokens: 256 }, (chunk) => {
+  await stream("/v1/chat/completions", { model, messages: history }, (chunk) => {
     const delta = chunk.choices?.[0]?.delta?.content;
     if (delta) text.textContent += delta;
   });

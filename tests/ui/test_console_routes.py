@@ -150,9 +150,11 @@ def test_the_session_says_who_the_key_is(site: Any) -> None:
     anonymous = call(site, "/v1/console/session", scope=None).json()
     assert anonymous["auth"] is True and anonymous["keys_exist"] is True
     assert anonymous["key"] is None and anonymous["scopes"] == []
-    assert anonymous["create_key"] == CREATE_KEY and anonymous["served"] == {"tiny": "tiny:v1"}
+    assert anonymous["create_key"] == CREATE_KEY
+    assert anonymous["served"] == {} and anonymous["decoders"] == []  # nothing without a key
     reader = call(site, "/v1/console/session").json()
     assert reader["key"] == {"name": "reader", "scopes": ["predict"]}
+    assert reader["served"] == {"tiny": "tiny:v1"} and reader["explain"] is True
     wrong = httpx.get(
         site.url + "/v1/console/session", headers={"Authorization": "Bearer lmf_nope"}
     )

@@ -38,7 +38,8 @@ VersionNumber = Annotated[int, Path(ge=1, le=1_000_000)]
 async def session(request: Request) -> dict[str, Any]:
     """Whether keys are needed, whether any exists (so the console can say how to make one),
     the caller's key name and scopes when a valid one is sent (401 for an invalid one), and
-    what this server offers: the assistant, decoders, explanations, feedback labels."""
+    what this server offers to that key: the assistant, decoders, explanations, the models it
+    serves (none of it without a key while auth is on)."""
     state = serve_state(request)
     auth = state.config.auth.enabled
     key_json = None
@@ -58,6 +59,8 @@ async def session(request: Request) -> dict[str, Any]:
     keys_exist = True
     if auth:
         keys_exist = any(k.active for k in await asyncio.to_thread(state.keys.all))
+    # what the server serves is told only to a caller with a key (or to all with auth off)
+    known = key_json is not None or not auth
     return {
         "auth": auth,
         "keys_exist": keys_exist,
@@ -65,10 +68,10 @@ async def session(request: Request) -> dict[str, Any]:
         "key": key_json,
         # with auth off every route is open, as if the caller held every scope
         "scopes": key_json["scopes"] if key_json else ([] if auth else ["admin"]),
-        "assistant": state.pool.assistant is not None,
-        "decoders": sorted(state.pool.decoders),
-        "explain": state.config.explain.enabled,
-        "served": dict(state.pool.aliases),
+        "assistant": known and state.pool.assistant is not None,
+        "decoders": sorted(state.pool.decoders) if known else [],
+        "explain": known and state.config.explain.enabled,
+        "served": dict(state.pool.aliases) if known else {},
     }
 
 

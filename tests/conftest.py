@@ -401,6 +401,20 @@ class LiveServer:
         self.stop()
 
 
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's headless chromium driven by Playwright, one per session (installed by
+    scripts/setup.sh: a missing browser is a failure, not a skip)."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium is not None, "no chromium: run 'make setup' (apt-get install chromium)"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
 def lmforge(
     *args: str, cwd: Path | None = None, home: Path | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:

@@ -35,6 +35,9 @@ def serve(
             "/v1/assistant/ask, in place of the config's FAQ.",
         ),
     ] = None,
+    no_ui: Annotated[
+        bool, typer.Option("--no-ui", help="Do not serve the web console at /ui.")
+    ] = False,
 ) -> None:
     """Serve registered models over HTTP until Ctrl-C / SIGTERM (then finish queued requests)."""
     import logging
@@ -48,12 +51,14 @@ def serve(
         no_auth=no_auth,
         decoders=decoder or (),
         assistant=assistant,
+        no_ui=no_ui,
     )
     check_bind(settings)  # before the banner: a refused start prints only its error
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    console = "; console at /ui" if settings.ui else ""
     err.print(
         f"lmforge serving on http://{settings.host}:{settings.port} "
-        f"(API docs at /docs; auth {'on' if settings.auth.enabled else 'OFF'})",
+        f"(API docs at /docs{console}; auth {'on' if settings.auth.enabled else 'OFF'})",
         highlight=False,
     )
     run_server(settings)

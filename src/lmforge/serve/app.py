@@ -34,7 +34,7 @@ from lmforge.serve.limits import ApiError, BodyLimitMiddleware, RateLimiter, err
 from lmforge.serve.metrics import MetricsMiddleware, ServeMetrics
 from lmforge.serve.models import ModelPool, background_priority
 from lmforge.serve.monitoring import build_monitor
-from lmforge.serve.routes import ROUTERS
+from lmforge.serve.routes import ROUTERS, ui
 from lmforge.serve.routes.explain import ExplainService
 from lmforge.serve.schemas import ERROR_RESPONSES
 from lmforge.settings import Settings, get_settings
@@ -116,6 +116,8 @@ def create_app(
     _add_error_handlers(app, metrics)
     for router in ROUTERS:
         app.include_router(router)
+    if config.ui:
+        app.include_router(ui.router)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=config.limits.max_body_bytes,

@@ -281,6 +281,7 @@ class ServeConfig(_Section):
     graceful_timeout_s: float = Field(
         30.0, gt=0, description="on SIGTERM, how long in-flight requests may take to finish"
     )
+    ui: bool = Field(True, description="serve the web console at /ui (off: --no-ui)")
 
     @model_validator(mode="after")
     def _queue_holds_a_batch(self) -> ServeConfig:
@@ -311,10 +312,14 @@ def with_command_line(
     no_auth: bool = False,
     decoders: Sequence[str] = (),
     assistant: str | None = None,
+    no_ui: bool = False,
 ) -> ServeConfig:
     """``settings`` with ``lmforge serve``'s switches on top: ``no_auth`` turns keys off,
     ``decoders`` add to ``generation.models``, and ``assistant`` (a registered assistant) takes
-    the config's assistant section's place — keeping its generation settings, dropping its FAQ."""
+    the config's assistant section's place — keeping its generation settings, dropping its FAQ;
+    ``no_ui`` turns the web console off."""
+    if no_ui:
+        settings = settings.model_copy(update={"ui": False})
     if no_auth:
         auth = settings.auth.model_copy(update={"enabled": False})
         settings = settings.model_copy(update={"auth": auth})

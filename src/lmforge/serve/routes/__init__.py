@@ -2,7 +2,8 @@
 (which is also the order of the OpenAPI document's paths).
 
 Adding a route is adding a function to its area's file; a new area is a new file here, listed
-in ``ROUTERS``. What routes share (the caller's key, limits, the model pool) is in
+in ``ROUTERS``. The web console's page (``ui``) is not listed: ``create_app`` adds it unless
+``ui: false``. What routes share (the caller's key, limits, the model pool) is in
 :mod:`lmforge.serve.deps`.
 """
 
@@ -13,6 +14,7 @@ from fastapi import APIRouter
 from lmforge.serve.routes import (
     alerts,
     assistant,
+    console,
     explain,
     feedback,
     generation,
@@ -31,6 +33,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     feedback.router,
     alerts.router,
     models.router,
+    console.router,
     operations.router,
 )
 

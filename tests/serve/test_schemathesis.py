@@ -33,11 +33,21 @@ def api(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     _, secret = KeyStore(Registry(app_settings).engine).create("fuzz", ["admin"])
     # few, short texts per request: /v1/embed runs a real encoder (minilm-l6, its default)
     limits = {"rate_per_second": None, "max_body_bytes": 20_000, "max_inputs": 8, "max_chars": 500}
-    with LiveServer(serve_config(limits=limits), app_settings) as server:
+    # explanations run in spawn-started workers at nice 15: on a loaded machine the first one
+    # took over the default 60 s deadline (a 504); 110 s stays below the client's 120 s bound
+    explain = {"timeout_s": 110}
+    with LiveServer(serve_config(limits=limits, explain=explain), app_settings) as server:
         server.secret = secret
         warm = httpx.post(  # the catalogue encoder loads once, before the timed-out cases
             server.url + "/v1/embed",
             json={"inputs": ["warm up"]},
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=300,
+        )
+        assert warm.status_code == 200, warm.text
+        warm = httpx.post(  # and the explanation worker starts once
+            server.url + "/v1/explain",
+            json={"input": "warm up", "method": "ig", "steps": 2},
             headers={"Authorization": f"Bearer {secret}"},
             timeout=300,
         )

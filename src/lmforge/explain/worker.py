@@ -55,7 +55,10 @@ def init_worker(threads: int) -> None:
     torch.set_num_interop_threads(1)
     if hasattr(os, "setpriority") and sys.platform == "linux":
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, 0, WORKER_NICE)
+            # Never above the server's own priority: a server started at nice 19 (or by root,
+            # who may raise priorities) must not get explanation workers at 15.
+            current = os.getpriority(os.PRIO_PROCESS, 0)
+            os.setpriority(os.PRIO_PROCESS, 0, max(current, WORKER_NICE))
 
 
 def run_job(job: ExplainJob) -> Explanation:

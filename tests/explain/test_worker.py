@@ -1,4 +1,5 @@
-"""The explanation worker's start: a lower CPU priority than the server's, never a higher one."""
+"""The explanation worker's start: the idle scheduling class and a lower CPU priority than the
+server's, never a higher one."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from lmforge.explain.worker import WORKER_NICE
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux nice levels")
 
 PROBE = "import os; from lmforge.explain.worker import init_worker; init_worker(1); " + (
-    "print(os.getpriority(os.PRIO_PROCESS, 0))"
+    "print(os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0))"
 )
 
 
-def worker_nice(start_nice: int) -> int:
-    """The nice level a worker ends at when its process starts at ``start_nice``."""
+def worker_priority(start_nice: int) -> tuple[int, int]:
+    """The nice level and scheduling policy a worker ends with when its process starts at
+    ``start_nice``."""
     result = subprocess.run(
         [sys.executable, "-c", PROBE],
         preexec_fn=lambda: os.nice(start_nice - os.nice(0)),
@@ -27,12 +29,13 @@ def worker_nice(start_nice: int) -> int:
         check=True,
         env={**os.environ},
     )
-    return int(result.stdout.strip())
+    nice, policy = result.stdout.split()
+    return int(nice), int(policy)
 
 
 def test_a_worker_runs_below_the_server() -> None:
-    assert worker_nice(os.nice(0)) == max(os.nice(0), WORKER_NICE)
+    assert worker_priority(os.nice(0)) == (max(os.nice(0), WORKER_NICE), os.SCHED_IDLE)
 
 
 def test_a_worker_never_raises_its_priority() -> None:
-    assert worker_nice(18) == 18
+    assert worker_priority(18) == (18, os.SCHED_IDLE)

@@ -183,3 +183,18 @@ def test_bad_requests_fail_in_one_line(explainer: Explainer) -> None:
         explainer.explain(TEXTS[0], "shap")  # type: ignore[arg-type]
     with pytest.raises(LmforgeError, match="over the limit of 3"):
         explainer.explain(TEXTS[0], "occlusion", max_tokens=3)
+
+
+def test_steps_apply_to_integrated_gradients_only(explainer: Explainer) -> None:
+    for method in ("occlusion", "attention"):
+        with pytest.raises(LmforgeError, match=f"integrated gradients only, not to {method}"):
+            explainer.explain(TEXTS[0], method, steps=64)  # type: ignore[arg-type]
+
+
+def test_the_token_limit_counts_the_text_before_truncation(explainer: Explainer) -> None:
+    """max_length is 32: a 52-token text is cut to 32, but it is still over a limit of 40."""
+    long = " ".join(["film"] * 50)
+    cut = explainer.explain(long, "occlusion", max_tokens=60)
+    assert cut.truncated and len(cut.words) == 30  # [CLS] and [SEP] take two of the 32
+    with pytest.raises(LmforgeError, match="has 52 tokens, over the limit of 40"):
+        explainer.explain(long, "occlusion", max_tokens=40)

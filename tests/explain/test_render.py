@@ -9,7 +9,7 @@ import pytest
 
 from lmforge.errors import LmforgeError
 from lmforge.explain import Explanation, WordScore
-from lmforge.explain.render import attention_png, explanation_html, write_html
+from lmforge.explain.render import TRUNCATED_NOTE, attention_png, explanation_html, write_html
 
 HOSTILE = 'Shares <script>alert("x")</script> & "rally"'
 
@@ -44,12 +44,16 @@ def test_the_page_escapes_every_text(tmp_path: Path) -> None:
     path = tmp_path / "page.html"
     write_html(path, [hostile_explanation()])
     assert path.read_text(encoding="utf-8") == page
-    assert "http" not in page  # self-contained: nothing fetched from elsewhere
+    assert "http:" not in page and "https:" not in page  # self-contained: nothing fetched
+    csp = "default-src 'none'; style-src 'unsafe-inline'"  # no script runs, nothing loads
+    assert f'<meta http-equiv="Content-Security-Policy" content="{csp}">' in page
 
 
 def test_the_page_renders_the_headline_as_text(tmp_path: Path) -> None:
     """In a real browser (Debian's chromium, installed by scripts/setup.sh: missing is a
-    failure, not a skip)."""
+    failure, not a skip). A second page, the same with a script written into it unescaped (as
+    if escaping had been missed somewhere), shows that the page's policy keeps it from
+    running."""
     import shutil
 
     from playwright import sync_api
@@ -58,6 +62,9 @@ def test_the_page_renders_the_headline_as_text(tmp_path: Path) -> None:
     assert chromium is not None, "no chromium: run 'make setup' (apt-get install chromium)"
     path = tmp_path / "page.html"
     write_html(path, [hostile_explanation()])
+    tampered = tmp_path / "tampered.html"
+    page_text = path.read_text(encoding="utf-8")
+    tampered.write_text(page_text.replace("<h1>", "<script>alert('ran')</script><h1>", 1))
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = browser.new_page()
@@ -65,9 +72,17 @@ def test_the_page_renders_the_headline_as_text(tmp_path: Path) -> None:
         page.on("dialog", lambda d: (alerts.append(d.message), d.dismiss()))
         page.goto(path.as_uri())
         body = page.inner_text("body")
+        page.goto(tampered.as_uri())
         browser.close()
     assert alerts == []
     assert '<script>alert("x")</script>' in body
+
+
+def test_a_truncated_text_says_its_end_is_not_explained() -> None:
+    e = hostile_explanation()
+    assert TRUNCATED_NOTE not in explanation_html([e])
+    e.truncated = True
+    assert TRUNCATED_NOTE in explanation_html([e])
 
 
 def test_attention_png(tmp_path: Path) -> None:

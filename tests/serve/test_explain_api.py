@@ -77,6 +77,12 @@ def test_bounds(site: Any) -> None:
     assert_error(
         post(site, {"input": "a b", "steps": 9}), 422, "too_many_steps", "explain.max_steps"
     )
+    assert_error(
+        post(site, {"input": "a b", "method": "occlusion", "steps": 4}),
+        422,
+        "invalid_field",
+        "integrated gradients only",
+    )
     long = " ".join(["film"] * 20)  # 20 words, 22 tokens: over explain.max_tokens
     assert_error(post(site, {"input": long}), 422, "invalid_request", "explain.max_tokens")
     assert_error(post(site, {"input": "a" * 201}), 422, "input_too_long", "limits.max_chars")

@@ -37,7 +37,7 @@ def explain(
 ) -> None:
     """Explain a registered classifier's predictions: a score per word."""
     from lmforge.explain import explain_version
-    from lmforge.explain.render import write_attention_png, write_html
+    from lmforge.explain.render import TRUNCATED_NOTE, write_attention_png, write_html
 
     if png is not None and (method != "attention" or len(texts) != 1):
         raise LmforgeError(
@@ -72,6 +72,8 @@ def explain(
         if e.completeness_error is not None:
             difference = abs(e.logit_difference or 0)
             summary += f"; completeness error {e.completeness_error:.4f} of {difference:.4f}"
+        if e.truncated:
+            summary += "; " + TRUNCATED_NOTE
         if not e.agrees:
             summary += "; these weights predict another label than the served model"
         out.print(Text(summary, style="dim"))

@@ -66,6 +66,7 @@ class Explainer:
         self._tok.no_padding()
         self._tok.enable_truncation(meta.max_length)
         self._model: Any = None
+        self._full_tok: Tokenizer | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -91,18 +92,29 @@ class Explainer:
                 f"unknown target label '{target}' for {self.ref}",
                 f"choose one of its labels: {', '.join(self.labels)}",
             )
+        if steps is not None and method != "ig":
+            # Silently ignored, a user would believe more steps made the answer more exact.
+            raise LmforgeError(
+                f"steps apply to integrated gradients only, not to {method}",
+                "leave steps out, or use method ig",
+            )
         steps = DEFAULT_STEPS if steps is None else steps
         if steps < 1:
             raise LmforgeError(f"steps must be at least 1, not {steps}", "pass --steps 32")
         cleaned = clean_text(text, self.predictor.cleaning)
         full = self.prefix + cleaned
         enc = self._tok.encode(full)
-        if max_tokens is not None and len(enc.ids) > max_tokens:
-            raise LmforgeError(
-                f"the text has {len(enc.ids)} tokens, over the limit of {max_tokens} for "
-                "explanations (explain.max_tokens)",
-                "explain a shorter text",
-            )
+        if max_tokens is not None:
+            # Counted before truncation at the model's max_length, so that the limit means what
+            # it says whichever of the two is smaller.
+            full_ids = self._untruncated().encode(full).ids if enc.overflowing else enc.ids
+            count = len(full_ids)
+            if count > max_tokens:
+                raise LmforgeError(
+                    f"the text has {count} tokens, over the limit of {max_tokens} for "
+                    "explanations (explain.max_tokens)",
+                    "explain a shorter text",
+                )
         words, token_word = group_tokens(
             full, enc.offsets, enc.special_tokens_mask, len(self.prefix)
         )
@@ -254,6 +266,13 @@ class Explainer:
                 p.requires_grad_(False)
             self._model = model
         return self._model
+
+    def _untruncated(self) -> Tokenizer:
+        """The tokenizer without truncation (built on first need): a text's full length."""
+        if self._full_tok is None:
+            self._full_tok = Tokenizer.from_str(self._tok.to_str())
+            self._full_tok.no_truncation()
+        return self._full_tok
 
     @property
     def baseline_token(self) -> str:

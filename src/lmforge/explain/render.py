@@ -1,7 +1,8 @@
 """Explanations drawn: an HTML heat map (one self-contained page) and the attention as a PNG.
 
 Every piece of text on the page — the texts, the words, the labels, the model's name — goes
-through :func:`html.escape`, so a text holding ``<script>`` shows as text and never runs.
+through :func:`html.escape`, so a text holding ``<script>`` shows as text and never runs; the
+page's Content-Security-Policy forbids scripts and remote content besides.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ body { font-family: system-ui, sans-serif; margin: 2rem; max-width: 60rem; color
 """
 
 
+#: Said beside a text longer than the model's max_length: its end is shown but not explained.
+TRUNCATED_NOTE = "the text is longer than the model reads (max_length): its end is not explained"
+
+
 def word_colour(score: float, scale: float) -> str:
     """Green towards the target label, red against it, white at zero (CSS rgba)."""
     strength = 0.0 if scale <= 0 else min(1.0, abs(score) / scale)
@@ -41,6 +46,8 @@ def _meta_line(e: Explanation) -> str:
     ]
     if not e.agrees:
         parts.append("<b>these weights predict another label than the served model</b>")
+    if e.truncated:
+        parts.append(TRUNCATED_NOTE)
     if e.completeness_error is not None:
         parts.append(
             f"completeness error {e.completeness_error:.4f} of "
@@ -68,6 +75,10 @@ def explanation_html(explanations: Sequence[Explanation]) -> str:
     title = html.escape(f"lmforge explain: {explanations[0].model}" if explanations else "")
     return (
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        # No script, frame, font or remote anything: even a text that escaped escaping could
+        # not run or fetch (defence in depth; the page needs only its inline style).
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "style-src 'unsafe-inline'\">\n"
         f"<title>{title}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n<h1>{title}</h1>\n"
         '<p class="meta">green: pushes towards the explained label; red: against it</p>\n'
         + "\n".join(blocks)

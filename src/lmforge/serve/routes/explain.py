@@ -170,6 +170,14 @@ async def explain(body: ExplainRequest, request: Request, key: PredictKey) -> di
             "too_many_steps",
             param="steps",
         )
+    if body.steps is not None and body.method != "ig":
+        raise ApiError(
+            422,
+            f"steps apply to integrated gradients only, not to {body.method} — leave steps "
+            'out, or use method "ig"',
+            "invalid_field",
+            param="steps",
+        )
     ref = body.model or _only_model(state.pool.aliases)
     found = await asyncio.to_thread(explain_target, ref, registry=state.registry)
     job = ExplainJob(

@@ -195,6 +195,12 @@ class TrainingConfig(Section):
         default=None, description="Validate every N steps; default: once per epoch."
     )
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    class_weights: Literal["none", "balanced"] = Field(
+        default="none",
+        description="Classification only: 'balanced' weighs the loss of each class by "
+        "n_rows / (n_classes * rows_of_class) over the training labels, so a skewed set does "
+        "not teach the majority class.",
+    )
     num_threads: Annotated[int, Field(gt=0)] | None = Field(
         default=None, description="CPU threads; default: all cores."
     )
@@ -484,8 +490,8 @@ UNUSED_KEYS = {
         "data.split",
         "registry.allow_below_baseline",
     ),
-    "similarity": ("registry.allow_below_baseline",),
-    "generation": ("registry.allow_below_baseline",),
+    "similarity": ("registry.allow_below_baseline", "training.class_weights"),
+    "generation": ("registry.allow_below_baseline", "training.class_weights"),
     "classification": (),
     "recommendation": (
         "data.source.text_column",
@@ -500,6 +506,7 @@ UNUSED_KEYS = {
         "data.source.label_column",
         "data.source.pair_column",
         "registry.allow_below_baseline",
+        "training.class_weights",
     ),
 }
 
@@ -542,6 +549,11 @@ class Recipe(Section):
             raise ValueError(
                 "registry.allow_below_baseline applies to task classification only (its "
                 "majority-baseline gate): remove it"
+            )
+        if self.task != "classification" and self.training.class_weights != "none":
+            raise ValueError(
+                "training.class_weights applies to task classification only (it weighs a "
+                "classifier's loss by label): remove it"
             )
         if self.task == "assistant":
             self._check_faq()

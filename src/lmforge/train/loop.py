@@ -57,6 +57,7 @@ from lmforge.train.checkpoint import (
 )
 from lmforge.train.checkpoint import read_checkpoint_state as read_checkpoint_state
 from lmforge.train.checkpoint import recipe_fingerprint as recipe_fingerprint
+from lmforge.train.class_weights import classification_loss
 from lmforge.train.lora import adapt, trainable_counts
 
 Batches = Callable[[int], list[list[int]]]  # epoch → that epoch's batches of row indices
@@ -373,7 +374,7 @@ def fine_tune(
         model,
         lambda epoch: epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch),
         rows,
-        lambda m, batch: m(**batch).loss,  # transformers' cross-entropy on the labels
+        classification_loss(cfg.class_weights, train_y, len(data.labels)),
         Schedule(
             epochs=cfg.epochs,
             learning_rate=cfg.learning_rate,

@@ -23,7 +23,7 @@ from sqlalchemy import insert
 
 from conftest import NEGATIVE, POSITIVE, lmforge, toy_recipe
 from lmforge.data import prepare_data
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, ModelNotFoundError
 from lmforge.monitor import FeedbackEvent, record_feedback
 from lmforge.monitor import reference as reference_module
 from lmforge.monitor.reference import load_reference
@@ -321,9 +321,9 @@ def test_the_html_page_escapes_what_comes_from_data(settings: Settings) -> None:
 
 
 def test_bad_periods_and_unknown_models_are_refused(settings: Settings) -> None:
-    with pytest.raises(LmforgeError, match="no model 'nosuch'"):
+    with pytest.raises(ModelNotFoundError, match="no model 'nosuch'"):
         monitor_model("nosuch", since=T0, until=T0 + timedelta(hours=1), settings=settings)
-    with pytest.raises(LmforgeError, match="tiny has no version 7"):
+    with pytest.raises(ModelNotFoundError, match="tiny has no version 7"):
         monitor_model("tiny", version=7, since=T0, until=T0 + timedelta(hours=1), settings=settings)
     with pytest.raises(LmforgeError, match="not before its end"):
         monitor_model("tiny", since=T0, until=T0, settings=settings)

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import stats
 from sqlalchemy import select
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, ModelNotFoundError
 from lmforge.monitor.alerts import FiguresProvider
 from lmforge.monitor.drift import DriftReport
 from lmforge.monitor.reference import ReferenceData
@@ -360,10 +360,10 @@ def _check_model(settings: Settings, model: str, version: int | None) -> None:
     if version is not None and version in known:
         return
     if known:
-        raise LmforgeError(
+        raise ModelNotFoundError(
             f"{model} has no version {version}", f"see 'lmforge models show {model}'"
         )
-    raise LmforgeError(
+    raise ModelNotFoundError(
         f"no model '{model}' is registered or in the prediction log",
         "see 'lmforge models list' for the names",
     )

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 
-from lmforge.errors import LmforgeError, ModelNotFoundError
+from lmforge.errors import ModelNotFoundError
 from lmforge.monitor.report import monitor_model, summarize_window
 from lmforge.recipe.schema import MODEL_NAME
 from lmforge.registry import ModelVersion
@@ -114,18 +114,16 @@ async def monitor_figures(
         )
     state = serve_state(request)
     until = datetime.now(UTC)  # one instant for both ends: exactly period // window windows
-    try:
-        report = await asyncio.to_thread(
-            monitor_model,
-            name,
-            since=until - timedelta(seconds=period),
-            until=until,
-            window=timedelta(seconds=window),
-            settings=state.pool.settings,
-            with_drift=False,
-        )
-    except LmforgeError as exc:  # the period is checked above: what is left is an unknown name
-        raise ModelNotFoundError(exc.problem, exc.fix or "see GET /v1/models") from exc
+    # an unknown name or version is a ModelNotFoundError: 404
+    report = await asyncio.to_thread(
+        monitor_model,
+        name,
+        since=until - timedelta(seconds=period),
+        until=until,
+        window=timedelta(seconds=window),
+        settings=state.pool.settings,
+        with_drift=False,
+    )
     windows = []
     for w in report.windows:
         row = w.to_dict()

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -372,6 +373,18 @@ def test_prompt_over_the_context_is_refused_or_truncated(engine: GenerationEngin
     assert done.prompt_tokens == 256 - GREEDY.max_tokens
     with pytest.raises(GenerationError, match="empty"):
         engine.submit([], GREEDY, lambda *_: None)
+
+
+def test_a_defaulted_max_tokens_fits_the_room_the_prompt_leaves(engine: GenerationEngine) -> None:
+    # a request that set no max_tokens gets the server's default (256 here, the whole context)
+    # shrunk to what the prompt leaves, not a 422; an asked-for 256 is still refused
+    prompt = engine.encode("hello world")
+    fitted = SamplingParams(max_tokens=256, temperature=0, ignore_eos=True, fit_context=True)
+    done = engine.generate(prompt, fitted)
+    assert done.prompt_tokens == len(prompt)
+    assert len(done.tokens) == 256 - len(prompt)
+    with pytest.raises(GenerationError, match="no room"):
+        engine.submit(prompt, replace(fitted, fit_context=False), lambda *_: None)
 
 
 def test_cancel_frees_the_slot(tiny_decoder_dir: Path) -> None:

@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,6 +80,9 @@ class SamplingParams:
     ignore_eos: bool = False  # run to max_tokens regardless (benchmarks: a fixed length)
     # None: no log-probabilities (nothing computed); k: each token's and the k likeliest
     logprobs: int | None = None
+    # max_tokens was not asked for but defaulted: shrink it to the room the prompt leaves in
+    # the context rather than refuse (OpenAI's behaviour when a request sets no max_tokens)
+    fit_context: bool = False
 
     def check(self) -> None:
         """Raise GenerationError naming the first value out of range."""
@@ -320,6 +323,9 @@ class GenerationEngine:
         `params.logprobs`, `on_logprobs` gets each token's entry (see GenerationRequest).
         """
         params.check()
+        if params.fit_context and prompt:
+            fitted = min(params.max_tokens, self.context - min(len(prompt), self.context - 1))
+            params = replace(params, max_tokens=fitted, fit_context=False)
         room = self.context - params.max_tokens
         if room < 1:
             raise GenerationError(

@@ -194,7 +194,9 @@ class GenerationConfig(_Section):
         "reference, to compare)",
     )
     max_tokens: int = Field(1024, ge=1, description="the most tokens a request may ask for")
-    default_max_tokens: int = Field(256, ge=1, description="when a request sets none")
+    default_max_tokens: int = Field(
+        256, ge=1, description="when a request sets none; shrunk to the room its prompt leaves"
+    )
     timeout_s: float = Field(
         300.0, gt=0, description="deadline of a whole non-streamed completion; past it, 504"
     )

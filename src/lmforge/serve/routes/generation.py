@@ -308,6 +308,7 @@ def _sampling(
         repetition_penalty=body.repetition_penalty,
         stop=tuple(stop),
         seed=body.seed,
+        fit_context=not max_tokens,
         logprobs=logprobs,
     )
 

@@ -66,10 +66,13 @@ class KeywordScorer:
     def score(self, headlines: Sequence[Headline]) -> list[ScoredHeadline]:
         out = []
         for h in headlines:
-            label = "negative" if "crash" in h.text else "positive" if "boom" in h.text else "neutral"
+            label = (
+                "negative" if "crash" in h.text else "positive" if "boom" in h.text else "neutral"
+            )
             scores = {name: 0.8 if name == label else 0.1 for name in LABELS}
             out.append(
-                ScoredHeadline(h.id, h.time, h.text, label, 0.8, scores, "kw", 1,
-                               load_gazetteer().find(h.text))  # fmt: skip
+                ScoredHeadline(
+                    h.id, h.time, h.text, label, 0.8, scores, "kw", 1, load_gazetteer().find(h.text)
+                )
             )
         return out

@@ -8,8 +8,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import KeywordScorer, register  # type: ignore[import-not-found]
 
+from conftest import KeywordScorer, register  # type: ignore[import-not-found]
 from lmforge.errors import DataError, LmforgeError
 from lmforge.finance import (
     FinanceMonitor,
@@ -93,7 +93,9 @@ def test_a_replayed_stream_is_stored_once(home: Settings) -> None:
 
 def test_speed_waits_out_each_simulated_day(home: Settings) -> None:
     waits: list[float] = []
-    run_stream(monitor(home), KeywordScorer(), stream([0.3] * 3), "t", speed=5.0, sleep=waits.append)
+    run_stream(
+        monitor(home), KeywordScorer(), stream([0.3] * 3), "t", speed=5.0, sleep=waits.append
+    )
     assert len(waits) == 3 and all(0 < w <= 5.0 for w in waits)
 
 
@@ -116,7 +118,7 @@ def test_reads_jsonl_and_csv_files(tmp_path: Path) -> None:
     jsonl.write_text('{"id": 7, "text": "BP cuts jobs", "time": "2020-03-02T09:30:00Z"}\n\n'
                      '{"text": "Oil falls", "time": "2020-03-02"}\n')  # fmt: skip
     rows = read_headlines(jsonl)
-    assert [r.id for r in rows][0] == "7" and rows[1].id.startswith("h")
+    assert rows[0].id == "7" and rows[1].id.startswith("h")
     assert rows[0].time == datetime(2020, 3, 2, 9, 30, tzinfo=UTC)
     csv = tmp_path / "h.csv"
     csv.write_text("text,date\nBP cuts jobs,2020-03-02\n")

@@ -35,6 +35,14 @@ def serve(
             "/v1/assistant/ask, in place of the config's FAQ.",
         ),
     ] = None,
+    finance: Annotated[
+        str | None,
+        typer.Option(
+            "--finance",
+            help="Run the finance monitor with this registered negative/neutral/positive "
+            "model: /v1/finance/headlines, /timeline, /alerts and the surge alert.",
+        ),
+    ] = None,
 ) -> None:
     """Serve registered models over HTTP until Ctrl-C / SIGTERM (then finish queued requests)."""
     import logging
@@ -48,6 +56,7 @@ def serve(
         no_auth=no_auth,
         decoders=decoder or (),
         assistant=assistant,
+        finance=finance,
     )
     check_bind(settings)  # before the banner: a refused start prints only its error
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")

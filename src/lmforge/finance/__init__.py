@@ -9,7 +9,13 @@ explains its alerts), ``timeline`` (JSON, PNG, HTML) and ``monitor`` (all of it,
 """
 
 from lmforge.finance.ingest import Headline, parse_speed, read_headlines, replay_days
-from lmforge.finance.monitor import FinanceMonitor, StreamResult, by_day, run_stream
+from lmforge.finance.monitor import (
+    FinanceMonitor,
+    StreamResult,
+    by_day,
+    monitor_headlines,
+    run_stream,
+)
 from lmforge.finance.scoring import SENTIMENT_LABELS, Scorer, check_sentiment_model
 from lmforge.finance.store import HeadlineStore, ScoredHeadline
 from lmforge.finance.surge import SURGE_RULE, SurgeConfig, surge_rule
@@ -28,6 +34,7 @@ __all__ = [
     "Timeline",
     "by_day",
     "check_sentiment_model",
+    "monitor_headlines",
     "parse_speed",
     "read_headlines",
     "render_html",

@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, TextIO
 
 from sqlalchemy.engine import Engine
 
+from lmforge.errors import LmforgeError
 from lmforge.finance.aggregate import by_entity, daily, hourly
-from lmforge.finance.ingest import Headline, day_end
+from lmforge.finance.ingest import Headline, day_end, parse_speed, read_headlines, replay_days
+from lmforge.finance.scoring import Scorer
 from lmforge.finance.store import HeadlineStore, ScoredHeadline
 from lmforge.finance.surge import SURGE_RULE, SurgeConfig, SurgeEngine, figures_provider, surge_rule
 from lmforge.finance.timeline import Timeline
@@ -28,8 +31,17 @@ from lmforge.monitor.alert_loop import Transitions
 from lmforge.monitor.alert_store import Alert, AlertStore
 from lmforge.monitor.alerts import Cache, evaluate_rules
 from lmforge.progress import ProgressReporter, SilentProgress
+from lmforge.registry import Registry
+from lmforge.settings import Settings, get_settings
 
-__all__ = ["FinanceMonitor", "HeadlineScorer", "StreamResult", "by_day", "run_stream"]
+__all__ = [
+    "FinanceMonitor",
+    "HeadlineScorer",
+    "StreamResult",
+    "by_day",
+    "monitor_headlines",
+    "run_stream",
+]
 
 
 class HeadlineScorer(Protocol):
@@ -181,3 +193,33 @@ def run_stream(
         timeline=found,
         rows=kept,
     )
+
+
+def monitor_headlines(
+    model: str,
+    *,
+    replay: str | None = None,
+    file: Path | None = None,
+    stdin: TextIO | None = None,
+    speed: str = "max",
+    settings: Settings | None = None,
+    backend: str | None = None,
+    config: SurgeConfig | None = None,
+    progress: ProgressReporter | None = None,
+) -> StreamResult:
+    """``lmforge app finance-monitor``: one source — a ``replay`` of a built-in source, a
+    ``file``, or ``stdin`` — read and checked whole before the model loads, then scored, stored
+    and judged day by day into the registry's database."""
+    if (replay is not None) + (file is not None) + (stdin is not None) != 1:
+        raise LmforgeError(
+            "give exactly one source of headlines", "use --replay SOURCE, --file FILE or -"
+        )
+    wait = parse_speed(speed)
+    if replay is not None:
+        days, source = replay_days(replay), f"replay:{replay}"
+    else:
+        days, source = by_day(read_headlines(file, stdin)), str(file) if file else "stdin"
+    settings = settings or get_settings()
+    scorer = Scorer(model, settings, backend=backend)
+    monitor = FinanceMonitor(scorer.model, Registry(settings).engine, config)
+    return run_stream(monitor, scorer, days, source, speed=wait, progress=progress)

@@ -15,6 +15,7 @@ from lmforge.serve.routes import (
     assistant,
     explain,
     feedback,
+    finance,
     generation,
     inference,
     models,
@@ -28,6 +29,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     assistant.router,
     feedback.router,
     alerts.router,
+    finance.router,
     models.router,
     operations.router,
 )

@@ -8,8 +8,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from fin_helpers import LABELS, KeywordScorer, build_sentiment_dir, register
 
-from conftest import KeywordScorer, register  # type: ignore[import-not-found]
 from lmforge.errors import DataError, LmforgeError
 from lmforge.finance import (
     FinanceMonitor,
@@ -28,6 +28,11 @@ from lmforge.registry import Registry
 from lmforge.settings import Settings
 
 START = date(2020, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def sentiment_dir(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_sentiment_dir(tiny_base, tmp_path_factory.mktemp("tiny-sentiment"))
 
 
 def stream(shares: list[float], per_day: int = 20) -> list[tuple[date, list[Headline]]]:
@@ -190,9 +195,9 @@ def test_a_model_of_other_labels_or_task_is_refused_by_name(
         check_sentiment_model("no-such", home)
 
 
-def test_a_real_slice_through_the_tiny_model(home: Settings, sentiment_ref: str) -> None:
+def test_a_real_slice_through_the_tiny_model(home: Settings, sentiment_dir: Path) -> None:
     days = replay_days("guardian_headlines")[:6]
-    scorer = Scorer(sentiment_ref, home)
+    scorer = Scorer(register(home, sentiment_dir, "fin", LABELS), home)
     result = run_stream(FinanceMonitor(scorer.model, Registry(home).engine), scorer, days, "g")
     assert result.stored == result.headlines == sum(len(r) for _, r in days) == 120
     assert {r.label for r in result.rows} <= {"negative", "neutral", "positive"}

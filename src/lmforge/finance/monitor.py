@@ -32,6 +32,7 @@ from lmforge.monitor.alert_store import Alert, AlertStore
 from lmforge.monitor.alerts import Cache, evaluate_rules
 from lmforge.progress import ProgressReporter, SilentProgress
 from lmforge.registry import Registry
+from lmforge.registry.db import as_utc
 from lmforge.settings import Settings, get_settings
 
 __all__ = [
@@ -91,6 +92,7 @@ class FinanceMonitor:
         self, since: datetime | None = None, until: datetime | None = None, limit: int | None = None
     ) -> list[Alert]:
         """The surge alerts of this model fired in ``[since, until)``, oldest first."""
+        until = as_utc(until) if until is not None else None  # a naive time is UTC
         found = self.alerts.list(rule=SURGE_RULE, model=self.model, since=since, limit=limit)
         return sorted((a for a in found if until is None or a.fired_at < until),
                       key=lambda a: a.fired_at)  # fmt: skip

@@ -206,10 +206,10 @@ class HeadlineStore:
 
 def _between(model: str, start: datetime | None, end: datetime | None) -> list[Any]:
     where: list[Any] = [HeadlineRow.model == model]
-    if start is not None:
-        where.append(HeadlineRow.time >= start)
+    if start is not None:  # a naive time is UTC, as the stored ones are
+        where.append(HeadlineRow.time >= as_utc(start).astimezone(UTC))
     if end is not None:
-        where.append(HeadlineRow.time < end)
+        where.append(HeadlineRow.time < as_utc(end).astimezone(UTC))
     return where
 
 

@@ -1,5 +1,6 @@
-"""The finance monitor's fixtures: a tiny random three-class sentiment model, registered, and
-a scorer whose labels a test controls (the monitor's logic is tested without a model's noise)."""
+"""The finance monitor tests' helpers (a module, not a second conftest.py beside the shared
+one): a tiny random three-class sentiment model, registered, and a scorer whose labels a test
+controls (the monitor's logic is tested without a model's noise)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytest
 import torch
 from transformers import AutoTokenizer
 
@@ -21,12 +21,10 @@ from lmforge.settings import Settings
 LABELS = ["negative", "neutral", "positive"]
 
 
-@pytest.fixture(scope="session")
-def tiny_sentiment_dir(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build_sentiment_dir(tiny_base: Path, folder: Path) -> Path:
     """A tiny random negative/neutral/positive classifier laid out as a registered version."""
     from lmforge.models.classifier import build_classifier
 
-    folder = tmp_path_factory.mktemp("tiny-sentiment")
     torch.manual_seed(0)
     build_classifier(tiny_base, LABELS).save_pretrained(str(folder))
     AutoTokenizer.from_pretrained(str(tiny_base)).save_pretrained(str(folder))
@@ -53,15 +51,12 @@ def register(settings: Settings, folder: Path, name: str, labels: Sequence[str])
     return version.ref
 
 
-@pytest.fixture
-def sentiment_ref(home: Settings, tiny_sentiment_dir: Path) -> str:
-    return register(home, tiny_sentiment_dir, "fin", LABELS)
-
-
 class KeywordScorer:
     """Negative when a headline has 'crash', positive with 'boom', else neutral."""
 
-    ref = "kw:v1"
+    def __init__(self, model: str = "kw") -> None:
+        self.model = model
+        self.ref = f"{model}:v1"
 
     def score(self, headlines: Sequence[Headline]) -> list[ScoredHeadline]:
         out = []
@@ -72,7 +67,15 @@ class KeywordScorer:
             scores = {name: 0.8 if name == label else 0.1 for name in LABELS}
             out.append(
                 ScoredHeadline(
-                    h.id, h.time, h.text, label, 0.8, scores, "kw", 1, load_gazetteer().find(h.text)
+                    h.id,
+                    h.time,
+                    h.text,
+                    label,
+                    0.8,
+                    scores,
+                    self.model,
+                    1,
+                    load_gazetteer().find(h.text),
                 )
             )
         return out

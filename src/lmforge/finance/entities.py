@@ -62,18 +62,21 @@ class Gazetteer:
 
     def find(self, text: str) -> list[dict[str, str]]:
         """The entities ``text`` names, each once, in order of first mention."""
-        hits: list[tuple[int, str]] = []
-        for pattern, table, fold in (
-            (self._exact_re, self._exact, False),
-            (self._folded_re, self._folded, True),
-        ):
+        hits: list[tuple[int, int, str]] = []  # (start, end, name)
+        modes = ((self._exact_re, self._exact, False), (self._folded_re, self._folded, True))
+        for pattern, table, fold in modes:
             if pattern is None:
                 continue
             for found in pattern.finditer(text):
                 alias = found.group(0).lower() if fold else found.group(0)
-                hits.append((found.start(), table[alias]))
+                hits.append((found.start(), found.end(), table[alias]))
+        # the longest alias wins where two overlap ("Bank of England" is not also "banks")
+        kept: list[tuple[int, int, str]] = []
+        for start, end, name in sorted(hits, key=lambda h: (h[0] - h[1], h[0])):
+            if all(end <= a or start >= b for a, b, _ in kept):
+                kept.append((start, end, name))
         seen: dict[str, None] = {}
-        for _, name in sorted(hits):
+        for _, _, name in sorted(kept):
             seen.setdefault(name, None)
         return [{"name": name, "kind": self.kind[name]} for name in seen]
 

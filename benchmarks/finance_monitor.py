@@ -14,8 +14,13 @@
 
 The replay goes into a fresh SQLite database in a temporary folder, so every run starts empty.
 
+``--scorer weak`` replays with the lexicons' weak labels (``lmforge.data.finance.weak_labels``:
+the Loughran–McDonald and VADER vote) in the model's place: the same rule on a tone signal that
+needs no trained model (no throughput figure then: there is no runtime to compare with).
+
     PYTHONPATH=src LMFORGE_HOME=/work/h-finmon/home .venv/bin/python \
         benchmarks/finance_monitor.py --model finance-sentiment --json /tmp/finance_monitor.json
+    PYTHONPATH=src .venv/bin/python benchmarks/finance_monitor.py --scorer weak
 """
 
 from __future__ import annotations
@@ -27,13 +32,44 @@ import platform
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lmforge.data.finance import load_labelled
-from lmforge.finance import FinanceMonitor, Scorer, SurgeConfig, replay_days, run_stream
+from lmforge.data.finance import load_labelled, weak_labels
+from lmforge.finance import (
+    FinanceMonitor,
+    Headline,
+    ScoredHeadline,
+    Scorer,
+    SurgeConfig,
+    replay_days,
+    run_stream,
+)
 from lmforge.finance.entities import entity_accuracy, load_entity_labels, load_gazetteer
 from lmforge.registry.db import make_engine
+
+
+class WeakScorer:
+    """The lexicons' vote as the scorer: probability 1 for the voted label."""
+
+    ref = "weak-labels"
+
+    def __init__(self) -> None:
+        self.gazetteer = load_gazetteer()
+
+    def score(self, headlines: Sequence[Headline]) -> list[ScoredHeadline]:
+        labels = weak_labels([h.text for h in headlines])
+        return [
+            ScoredHeadline(
+                *(h.id, h.time, h.text, label, 1.0),
+                {name: float(name == label) for name in ("negative", "neutral", "positive")},
+                "weak-labels",
+                None,
+                self.gazetteer.find(h.text),
+            )
+            for h, label in zip(headlines, labels, strict=True)
+        ]
 
 
 def raw_seconds(scorer: Scorer, days: list[Any]) -> float:
@@ -77,19 +113,23 @@ def main() -> None:
     parser.add_argument("--model", default="finance-sentiment", help="registered model ref")
     parser.add_argument("--backend", default=None, help="runtime backend (default: its own)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--scorer", choices=["model", "weak"], default="model")
     args = parser.parse_args()
 
-    scorer = Scorer(args.model, backend=args.backend)
     days = replay_days("guardian_headlines")
-    scorer.predictor.predict([h.text for h in days[0][1]])  # warm-up: first-call costs
-    raw_before = raw_seconds(scorer, days)
+    scorer: Scorer | WeakScorer
+    if args.scorer == "weak":
+        scorer, name = WeakScorer(), "weak-labels"
+    else:
+        scorer = Scorer(args.model, backend=args.backend)
+        name = scorer.model
+        scorer.predictor.predict([h.text for h in days[0][1]])  # warm-up: first-call costs
+        raw_before = raw_seconds(scorer, days)
     with tempfile.TemporaryDirectory() as folder:
         engine = make_engine(f"sqlite:///{Path(folder) / 'replay.db'}")
-        monitor = FinanceMonitor(scorer.model, engine, SurgeConfig())
+        monitor = FinanceMonitor(name, engine, SurgeConfig())
         result = run_stream(monitor, scorer, days, "replay:guardian_headlines")
         engine.dispose()
-    raw_after = raw_seconds(scorer, days)
-    raw = (raw_before + raw_after) / 2
     n = result.headlines
     alerts = [
         {
@@ -106,9 +146,8 @@ def main() -> None:
         for a in result.timeline.alerts
     ]
     accuracy = entity_accuracy(load_gazetteer(), load_entity_labels())
-    figures = {
+    figures: dict[str, Any] = {
         "model": result.model,
-        "backend": scorer.predictor.backend.name,
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "rule": SurgeConfig().model_dump(mode="json"),
@@ -121,11 +160,15 @@ def main() -> None:
         and "2020-02-24" <= alerts[0]["fired"] <= "2020-03-13",
         "monthly": monthly(result.rows),
         "monitor_headlines_per_s": n / result.seconds,
-        "raw_headlines_per_s": n / raw,
-        "raw_headlines_per_s_before_after": [n / raw_before, n / raw_after],
-        "monitor_share_of_raw": raw / result.seconds,
         "entities": accuracy.to_json(),
     }
+    if isinstance(scorer, Scorer):
+        raw_after = raw_seconds(scorer, days)
+        raw = (raw_before + raw_after) / 2
+        figures["backend"] = scorer.predictor.backend.name
+        figures["raw_headlines_per_s"] = n / raw
+        figures["raw_headlines_per_s_before_after"] = [n / raw_before, n / raw_after]
+        figures["monitor_share_of_raw"] = raw / result.seconds
     text = json.dumps(figures, indent=1)
     print(text)
     if args.json is not None:

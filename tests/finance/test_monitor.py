@@ -218,3 +218,16 @@ def test_chart_files_open(home: Settings, tmp_path: Path) -> None:
     parser = HTMLParser()
     parser.feed(page)
     parser.close()
+
+
+def test_postgresql_holds_the_same_monitor(postgres_url: str) -> None:
+    from lmforge.registry.db import make_engine
+
+    engine = make_engine(postgres_url)
+    days = stream([0.3] * 30 + [0.8] * 6)
+    first = run_stream(FinanceMonitor("kw", engine), KeywordScorer(), days, "pg")
+    again = run_stream(FinanceMonitor("kw", engine), KeywordScorer(), days, "pg")
+    assert first.stored == 36 * 20 and again.stored == 0
+    assert len(first.fired) == 1 and again.fired == []
+    assert first.fired[0].details["top_headlines"][0]["text"].startswith("Shares crash")
+    engine.dispose()

@@ -150,3 +150,15 @@ def test_finance_routes_are_off_without_finance(tmp_path: Path) -> None:
     with LiveServer(serve_config(), settings) as live:
         r = httpx.get(live.url + "/v1/finance/alerts", headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "finance_off"
+
+
+def test_finance_on_the_command_line_keeps_the_sections_settings() -> None:
+    from lmforge.serve import ServeConfig
+    from lmforge.serve.config import with_command_line
+
+    config = ServeConfig.model_validate({"finance": {"model": "a", "max_headlines": 5}})
+    switched = with_command_line(config, finance="b")
+    assert switched.finance is not None
+    assert switched.finance.model == "b" and switched.finance.max_headlines == 5
+    fresh = with_command_line(ServeConfig(), finance="c").finance
+    assert fresh is not None and fresh.surge.z == 3.0 and fresh.surge.window.days == 3

@@ -4,6 +4,7 @@ field, limits, stored once, corrections through /v1/feedback), GET /v1/finance/t
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -59,6 +60,7 @@ def server(tmp_path: Path, sentiment_dir: Path) -> Iterator[Any]:
 
 def call(server: Any, method: str, path: str, scope: str | None, **kw: Any) -> httpx.Response:
     headers = {"Authorization": f"Bearer {server.keys[scope]}"} if scope else {}
+    headers.update(kw.pop("headers", {}))
     return httpx.request(method, server.url + path, headers=headers, timeout=60, **kw)
 
 
@@ -103,13 +105,17 @@ def test_headlines_are_scored_stored_once_and_correctable(server: Any) -> None:
         ({"headlines": [{"time": "2020-01-01"}]}, "headlines.0.text", "missing_field"),
         ({"headlines": [{"text": " ", "time": "2020-01-01"}]}, "headlines.0.text", "invalid_field"),
         ({"headlines": [{"text": "a", "time": "2020-01-01", "x": 1}]}, "headlines.0.x", None),
+        # a lone surrogate: refused by the JSON parser, before any tokenizer sees it
+        ({"headlines": [{"text": "a\ud800", "time": "2020-01-01"}]}, "headlines.0.text", None),
         ({"headlines": [{"text": "a", "time": "2020-01-01"}] * 4}, "headlines", "too_many_inputs"),
     ],
 )
 def test_bad_batches_are_422_naming_the_field(
     server: Any, body: dict[str, Any], param: str, code: str | None
 ) -> None:
-    r = call(server, "POST", "/v1/finance/headlines", "predict", json=body)
+    # the body as JSON text: ASCII escapes carry a lone surrogate, which httpx would not encode
+    raw = {"content": json.dumps(body), "headers": {"Content-Type": "application/json"}}
+    r = call(server, "POST", "/v1/finance/headlines", "predict", **raw)
     assert r.status_code == 422, r.text
     error = r.json()["error"]
     assert error["param"] == param and (code is None or error["code"] == code)

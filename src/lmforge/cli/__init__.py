@@ -15,18 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
-from lmforge.cli import (
-    bench,
-    explain,
-    feedback,
-    finance,
-    generate,
-    keys,
-    models,
-    retrain,
-    run,
-    serve,
-)
+from lmforge.cli import bench, explain, feedback, generate, keys, models, retrain, run, serve
+from lmforge.cli import finance as finance_cli
 from lmforge.cli import monitor as monitor_cli
 from lmforge.cli.output import err
 from lmforge.errors import LmforgeError
@@ -78,7 +68,7 @@ feedback_app.command("import")(feedback.feedback_import)
 feedback_app.command("list")(feedback.feedback_list)
 feedback_app.command("export")(feedback.feedback_export)
 apps_app.command("assistant")(generate.app_assistant)
-apps_app.command("finance-monitor")(finance.finance_monitor)
+apps_app.command("finance-monitor")(finance_cli.finance_monitor)
 
 _state = {"debug": False}
 

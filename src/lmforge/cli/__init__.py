@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from lmforge.cli import bench, explain, feedback, generate, keys, models, retrain, run, serve
+from lmforge.cli import finance as finance_cli
 from lmforge.cli import monitor as monitor_cli
 from lmforge.cli import recommend as recommend_cli
 from lmforge.cli.output import err
@@ -69,6 +70,7 @@ feedback_app.command("list")(feedback.feedback_list)
 feedback_app.command("export")(feedback.feedback_export)
 apps_app.command("assistant")(generate.app_assistant)
 apps_app.command("recommend")(recommend_cli.app_recommend)
+apps_app.command("finance-monitor")(finance_cli.finance_monitor)
 
 _state = {"debug": False}
 

@@ -38,6 +38,14 @@ def serve(
     no_ui: Annotated[
         bool, typer.Option("--no-ui", help="Do not serve the web console at /ui.")
     ] = False,
+    finance: Annotated[
+        str | None,
+        typer.Option(
+            "--finance",
+            help="Run the finance monitor with this registered negative/neutral/positive "
+            "model: /v1/finance/headlines, /timeline, /alerts and the surge alert.",
+        ),
+    ] = None,
 ) -> None:
     """Serve registered models over HTTP until Ctrl-C / SIGTERM (then finish queued requests)."""
     import logging
@@ -52,6 +60,7 @@ def serve(
         decoders=decoder or (),
         assistant=assistant,
         no_ui=no_ui,
+        finance=finance,
     )
     check_bind(settings)  # before the banner: a refused start prints only its error
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")

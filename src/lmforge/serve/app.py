@@ -33,7 +33,7 @@ from lmforge.serve.keys import KeyStore
 from lmforge.serve.limits import ApiError, BodyLimitMiddleware, RateLimiter, error_body
 from lmforge.serve.metrics import MetricsMiddleware, ServeMetrics
 from lmforge.serve.models import ModelPool, background_priority
-from lmforge.serve.monitoring import build_monitor
+from lmforge.serve.monitoring import build_finance_monitor, build_monitor
 from lmforge.serve.routes import ROUTERS, ui
 from lmforge.serve.routes.explain import ExplainService
 from lmforge.serve.schemas import ERROR_RESPONSES
@@ -76,6 +76,9 @@ def create_app(
     state.monitor = build_monitor(
         config.monitor, figures, state.alerts, state.pool, metrics, settings
     )
+    finance = build_finance_monitor(
+        config.finance, config.monitor, state.alerts, metrics, settings, registry.engine
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -90,9 +93,13 @@ def create_app(
         await state.pool.start()
         if state.monitor is not None:
             state.monitor.start()
+        if finance is not None:
+            finance[1].start()
         try:
             yield
         finally:
+            if finance is not None:
+                await finance[1].close()
             if state.monitor is not None:
                 await state.monitor.close()
             await state.pool.close()  # queued requests finish first
@@ -111,6 +118,7 @@ def create_app(
     )
     app.state.lmforge = state
     app.state.explain = explainer
+    app.state.finance = finance[0] if finance is not None else None  # routes/finance.py
     _document_auth(app)
     add_docs(app)
     _add_error_handlers(app, metrics)

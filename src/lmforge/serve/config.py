@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lmforge.finance.surge import SurgeConfig
 from lmforge.monitor.alerts import AlertRule, Duration
 from lmforge.recipe.loader import read_yaml, validate_config
 
@@ -251,6 +252,16 @@ class ExplainConfig(_Section):
     timeout_s: float = Field(60.0, gt=0, description="per-request deadline; past it, 504")
 
 
+class FinanceConfig(_Section):
+    """The finance monitor (``--finance MODEL``): /v1/finance/..., and the surge rule judged
+    every ``interval`` (see docs/finance.md)."""
+
+    model: str = Field(description="a registered negative/neutral/positive classifier")
+    interval: Duration = Field(timedelta(minutes=1), description="how often the rule is judged")
+    max_headlines: int = Field(256, ge=1, le=4096, description="headlines per request; more, 422")
+    surge: SurgeConfig = SurgeConfig()
+
+
 class ServeConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -279,6 +290,9 @@ class ServeConfig(_Section):
     )
     monitor: MonitorConfig | None = Field(
         None, description="figures as gauges and alert rules on a schedule (off when absent)"
+    )
+    finance: FinanceConfig | None = Field(
+        None, description="the finance monitor's routes and surge alerts (off when absent)"
     )
     graceful_timeout_s: float = Field(
         30.0, gt=0, description="on SIGTERM, how long in-flight requests may take to finish"
@@ -315,11 +329,13 @@ def with_command_line(
     decoders: Sequence[str] = (),
     assistant: str | None = None,
     no_ui: bool = False,
+    finance: str | None = None,
 ) -> ServeConfig:
     """``settings`` with ``lmforge serve``'s switches on top: ``no_auth`` turns keys off,
     ``decoders`` add to ``generation.models``, and ``assistant`` (a registered assistant) takes
     the config's assistant section's place — keeping its generation settings, dropping its FAQ;
-    ``no_ui`` turns the web console off."""
+    ``no_ui`` turns the web console off, and ``finance`` (a registered sentiment model) turns
+    the finance monitor on, with the config's ``finance:`` settings where it has them."""
     if no_ui:
         settings = settings.model_copy(update={"ui": False})
     if no_auth:
@@ -337,4 +353,12 @@ def with_command_line(
             generate_max_tokens=kept.generate_max_tokens if kept else 160,
         )
         settings = settings.model_copy(update={"assistant": section})
+    if finance is not None:  # the config's finance settings, with this model
+        monitor = settings.finance
+        watched = (
+            monitor.model_copy(update={"model": finance})
+            if monitor
+            else FinanceConfig(model=finance)
+        )
+        settings = settings.model_copy(update={"finance": watched})
     return settings

@@ -8,16 +8,22 @@ resolved alerts are counted and POSTed to ``monitor.webhook_url``. The figures c
 :data:`~lmforge.monitor.alerts.FiguresProvider` handed to :func:`~lmforge.serve.create_app`,
 by default the monitor report's (``summarize_window(...).figures()``, with drift only when a rule
 reads a ``drift.`` figure).
+
+:func:`build_finance_monitor` is the finance monitor's loop (``--finance MODEL``): the surge
+rule on the same :class:`MonitorLoop`, over the stored headlines' figures.
 """
 
 from __future__ import annotations
 
+from sqlalchemy.engine import Engine
+
+from lmforge.finance import FinanceMonitor, check_sentiment_model
 from lmforge.monitor.alert_loop import MonitorLoop
 from lmforge.monitor.alert_store import Alert, AlertStore
 from lmforge.monitor.alerts import FiguresProvider
 from lmforge.monitor.report import figures_provider
 from lmforge.monitor.webhook import WebhookSender
-from lmforge.serve.config import MonitorConfig
+from lmforge.serve.config import FinanceConfig, MonitorConfig
 from lmforge.serve.metrics import ServeMetrics
 from lmforge.serve.models import ModelPool
 from lmforge.settings import Settings
@@ -63,3 +69,47 @@ def build_monitor(
         on_alert=counted,
         on_round=lambda ok: metrics.monitor_rounds.labels("ok" if ok else "failed").inc(),
     )
+
+
+def build_finance_monitor(
+    config: FinanceConfig | None,
+    monitor_config: MonitorConfig | None,
+    store: AlertStore,
+    metrics: ServeMetrics,
+    settings: Settings,
+    engine: Engine,
+) -> tuple[FinanceMonitor, MonitorLoop] | None:
+    """The finance monitor ``--finance MODEL`` asks for (None without it): its stores, and a
+    :class:`MonitorLoop` judging the surge rule every ``finance.interval`` with the monitor's
+    engine swapped for the one that explains surge alerts. Alerts are counted, logged and sent
+    to the ``monitor:`` section's webhook where there is one. The model is checked at start:
+    anything but a negative/neutral/positive classifier is refused by name."""
+    if config is None:
+        return None
+    version = check_sentiment_model(config.model, settings)
+    finance = FinanceMonitor(version.name, engine, config.surge)
+    webhook = None
+    if monitor_config is not None and monitor_config.webhook_url is not None:
+        webhook = WebhookSender(
+            monitor_config.webhook_url,
+            timeout_s=monitor_config.webhook_timeout,
+            retries=monitor_config.webhook_retries,
+            on_outcome=lambda outcome: metrics.alert_webhook.labels(outcome).inc(),
+        )
+
+    def counted(event: str, alert: Alert) -> None:
+        counter = metrics.alerts_fired if event == "firing" else metrics.alerts_resolved
+        counter.labels(alert.rule).inc()
+
+    loop = MonitorLoop(
+        rules=[finance.rule],
+        figures=finance.figures,
+        models=lambda: [finance.model],
+        store=store,
+        interval=config.interval,
+        window=config.surge.window,
+        webhook=webhook,
+        on_alert=counted,
+    )
+    loop.engine = finance.engine  # surge alerts carry their window, figures and headlines
+    return finance, loop

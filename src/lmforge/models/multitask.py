@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ class MultitaskModel(torch.nn.Module):
         self, encoder: PreTrainedModel, heads: Mapping[str, int], dropout: float = 0.1
     ) -> None:
         super().__init__()
-        self.encoder = encoder
+        self.encoder: Any = encoder  # a transformers model, or its peft wrapper while training
         hidden = int(encoder.config.hidden_size)
         self.dropout = torch.nn.Dropout(dropout)
         self.heads = torch.nn.ModuleDict({n: torch.nn.Linear(hidden, k) for n, k in heads.items()})
@@ -46,7 +47,8 @@ class MultitaskModel(torch.nn.Module):
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The mean of the last hidden states over the text's tokens (how MiniLM and e5 were
         trained to embed a sentence)."""
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        hidden: torch.Tensor = out.last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
@@ -63,7 +65,11 @@ def build_multitask(
     """The base encoder with a freshly initialised head per sub-task (name → labels)."""
     with quiet_transformers():  # a folder with an MLM or classifier head: those are dropped
         encoder = from_pretrained(AutoModel, str(base_path))
-    rate = dropout if dropout is not None else float(getattr(encoder.config, "hidden_dropout_prob", 0.1))
+    rate = (
+        dropout
+        if dropout is not None
+        else float(getattr(encoder.config, "hidden_dropout_prob", 0.1))
+    )
     return MultitaskModel(encoder, {n: len(labels) for n, labels in heads.items()}, rate)
 
 
@@ -90,8 +96,10 @@ def load_multitask(folder: Path, heads: Mapping[str, int]) -> MultitaskModel:
         )
     for key, value in state.items():
         if value.shape != expected[key].shape:
-            raise ValueError(f"{HEADS_FILE}: {key} has shape {tuple(value.shape)}, expected "
-                             f"{tuple(expected[key].shape)} (one output per label)")
+            raise ValueError(
+                f"{HEADS_FILE}: {key} has shape {tuple(value.shape)}, expected "
+                f"{tuple(expected[key].shape)} (one output per label)"
+            )
     model.heads.load_state_dict(state)
     model.eval()
     return model

@@ -9,12 +9,12 @@ exported with the JSON Schema (``lmforge schema``).
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 from lmforge.recipe.multitask import MultitaskSection
+
 # Section and SourceConfig live in source.py (multitask.py builds on them); imported from here.
 from lmforge.recipe.source import Section as Section
 from lmforge.recipe.source import SourceConfig as SourceConfig

@@ -75,8 +75,8 @@ class MultitaskTask:
         recipe, progress = ctx.recipe, ctx.progress
         data: dict[str, PreparedData] = {}
         weights: dict[str, float] = {}
-        for name, (cfg, weight) in subtask_data(recipe).items():
-            data[name] = prepare_data(cfg)
+        for name, (data_cfg, weight) in subtask_data(recipe).items():
+            data[name] = prepare_data(data_cfg)
             weights[name] = weight
             try:
                 check_baselines(recipe.evaluation.baselines, data[name].labels)
@@ -128,7 +128,8 @@ class MultitaskTask:
             )
             baselines.update({f"{name}/{b}": m for b, m in scored.items()})
         metrics: dict[str, Any] = {
-            k: sum(m[k] for m in per_task.values()) / len(per_task) for k in ("accuracy", "macro_f1")
+            k: sum(m[k] for m in per_task.values()) / len(per_task)
+            for k in ("accuracy", "macro_f1")
         }
         metrics["tasks"] = per_task
         # The registration gate: every head must beat its majority class; the closest one speaks.

@@ -21,12 +21,14 @@ from lmforge.errors import LmforgeError, ModelUnavailableError, describe_excepti
 from lmforge.models.meta import (
     ClassificationMeta,
     GenerationMeta,
+    MultitaskMeta,
     SimilarityMeta,
     read_model_meta,
 )
 from lmforge.registry import ModelVersion, Registry, StageChange
 from lmforge.runtime.decoder import load_decoder
 from lmforge.runtime.embedder import Embedder
+from lmforge.runtime.multitask import MultitaskPredictor
 from lmforge.runtime.predictor import PROBE_TEXT, Predictor
 from lmforge.settings import Settings, get_settings
 
@@ -53,6 +55,8 @@ def check_version(
             Embedder(version.path, max_length=meta.max_length, text_prefix=meta.text_prefix)
         elif isinstance(meta, GenerationMeta):
             load_decoder(version.path)
+        elif isinstance(meta, MultitaskMeta):
+            MultitaskPredictor(version.path, batch_size=1).predict_tasks([PROBE_TEXT])
         else:
             opened = open_assistant(version.path, settings.cache_dir)
             opened.assistant.ask([PROBE_TEXT], opened.top_k)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812 — the usual name
+import torch.nn.functional as F
 
 from lmforge.evaluate.metrics import classification_metrics
 from lmforge.hardware import resolve_precision
@@ -105,7 +105,9 @@ class MultitaskBatches:
         for t in order:
             k, i = divmod(used[t], len(passes[t][0]))
             while k >= len(passes[t]):  # a further pass: another seed, same epoch
-                more = epoch_batches(self.lengths[t], self.batch_size, self.seed + t, epoch + 1000 * len(passes[t]))
+                more = epoch_batches(
+                    self.lengths[t], self.batch_size, self.seed + t, epoch + 1000 * len(passes[t])
+                )
                 passes[t].append(more)
             out.append([self.offsets[t] + r for r in passes[t][k][i]])
             used[t] += 1
@@ -220,8 +222,10 @@ def train_multitask(
             watch=es.metric,
             higher_is_better=es.metric != "loss",
             patience=es.patience if es.enabled else None,
-            describe=lambda r: f"step {int(r['step'])}: val "
-            + ", ".join(f"{n} macro-F1 {r[f'val_{n}_macro_f1']:.4f}" for n in names),
+            describe=lambda r: (
+                f"step {int(r['step'])}: val "
+                + ", ".join(f"{n} macro-F1 {r[f'val_{n}_macro_f1']:.4f}" for n in names)
+            ),
         ),
         run_dir=run_dir,
         resume=resume,

@@ -36,6 +36,11 @@ class MultitaskModel(torch.nn.Module):
     ) -> None:
         super().__init__()
         self.encoder: Any = encoder  # a transformers model, or its peft wrapper while training
+        pooler = getattr(encoder, "pooler", None)
+        if isinstance(pooler, torch.nn.Module):
+            # BERT's pooler (CLS → dense → tanh) is computed but unused by mean pooling: frozen,
+            # so that it is not a parameter without a gradient (which DDP refuses).
+            pooler.requires_grad_(False)
         hidden = int(encoder.config.hidden_size)
         self.dropout = torch.nn.Dropout(dropout)
         self.heads = torch.nn.ModuleDict({n: torch.nn.Linear(hidden, k) for n, k in heads.items()})

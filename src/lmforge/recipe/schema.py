@@ -469,7 +469,7 @@ class Recipe(Section):
             )
         if self.task not in ("classification", "multitask") and self.registry.allow_below_baseline:
             raise ValueError(
-                "registry.allow_below_baseline applies to tasks classification and multitask "
+                "registry.allow_below_baseline applies to task classification or multitask "
                 "only (their majority-baseline gate): remove it"
             )
         if self.task == "assistant":

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 import lmforge
+from lmforge.data import prepare_data
 from lmforge.progress import LoggingProgress
 from lmforge.runtime import Predictor
 from lmforge.runtime.multitask import MultitaskPredictor
@@ -76,6 +77,47 @@ def folder_bytes(folder: Path) -> int:
     )
 
 
+def serving(
+    paths: dict[str, Path],
+    names: list[str],
+    plan: dict[str, dict[str, Any]],
+    count: int,
+    rounds: int,
+) -> dict[str, Any]:
+    """Median seconds to answer every sub-task for ``count`` test texts (an equal share of each
+    sub-task's test split): the multi-task version in one pass, the single-task ones each."""
+    texts = []
+    for name in names:
+        test = prepare_data(lmforge.parse_recipe(plan[name]).data).test
+        texts += test["text"].tolist()[: count // len(names)]
+    predictor = MultitaskPredictor(paths["multitask"])
+    singles = [Predictor(paths[n], backend="torch-fp32") for n in names]
+    timings: dict[str, list[float]] = {"multitask": [], "single": []}
+    for _ in range(rounds):  # alternated, so that a change in the machine's load hits both
+        tick = time.perf_counter()
+        predictor.predict_tasks(texts, names)
+        timings["multitask"].append(time.perf_counter() - tick)
+        tick = time.perf_counter()
+        for single in singles:
+            single.predict(texts)
+        timings["single"].append(time.perf_counter() - tick)
+    medians = {k: statistics.median(v) for k, v in timings.items()}
+    return {
+        "texts": len(texts),
+        "tasks": names,
+        "rounds": rounds,
+        "median_seconds": {k: round(v, 3) for k, v in medians.items()},
+        "single_over_multi": round(medians["single"] / medians["multitask"], 2),
+        "parameters": {
+            "multitask": sum(p.numel() for p in predictor.model.parameters()),
+            "single_total": sum(
+                sum(p.numel() for p in s.backend.model.parameters())  # type: ignore[attr-defined]
+                for s in singles
+            ),
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=None, help="rows kept of each source")
@@ -85,6 +127,11 @@ def main() -> None:
     parser.add_argument("--serve-texts", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--serve-only",
+        action="store_true",
+        help="only the serving cost, of the last run's versions",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -97,12 +144,15 @@ def main() -> None:
         "runs": {},
     }
     results = {}
-    for key, raw in recipes(
+    plan = recipes(
         args.limit,
         epochs=args.epochs,
         learning_rate=args.learning_rate,
         max_length=args.max_length,
-    ).items():
+    )
+    for key, raw in plan.items():
+        if args.serve_only:
+            break
         recipe = lmforge.parse_recipe(raw)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         result = lmforge.run_recipe(recipe, settings=settings, progress=progress)
@@ -122,34 +172,14 @@ def main() -> None:
         }
         print(json.dumps({key: report["runs"][key]}), flush=True)
 
-    multi = results.pop("multitask")
-    assert multi.version is not None
-    names = list(results)
-    half = args.serve_texts // 2
-    texts = []
-    for name in names:
-        output: Any = results[name].output
-        texts += output.data.test["text"].tolist()[:half]
-    predictor = MultitaskPredictor(multi.version.path)
-    singles = [
-        Predictor(r.version.path, backend="torch-fp32") for r in results.values() if r.version
-    ]
-    timings: dict[str, list[float]] = {"multitask": [], "single": []}
-    for _ in range(args.rounds):
-        tick = time.perf_counter()
-        predictor.predict_tasks(texts, names)
-        timings["multitask"].append(time.perf_counter() - tick)
-        tick = time.perf_counter()
-        for single in singles:
-            single.predict(texts)
-        timings["single"].append(time.perf_counter() - tick)
-    medians = {k: statistics.median(v) for k, v in timings.items()}
-    report["serving"] = {
-        "texts": len(texts),
-        "tasks": names,
-        "median_seconds": {k: round(v, 3) for k, v in medians.items()},
-        "single_over_multi": round(medians["single"] / medians["multitask"], 2),
-    }
+    if args.serve_only:  # the versions an earlier run of this script registered
+        registry = lmforge.Registry(settings)
+        paths = {k: registry.get(raw["name"]).path for k, raw in plan.items()}
+        report["runs"] = {k: {"bytes": folder_bytes(p)} for k, p in paths.items()}
+    else:
+        paths = {k: r.version.path for k, r in results.items() if r.version is not None}
+    names = [k for k in plan if k != "multitask"]
+    report["serving"] = serving(paths, names, plan, args.serve_texts, args.rounds)
     report["bytes"] = {
         "multitask": report["runs"]["multitask"]["bytes"],
         "single_total": sum(report["runs"][n]["bytes"] for n in names),

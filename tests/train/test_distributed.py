@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -234,3 +235,31 @@ def test_torchrun_pretraining_matches_one_process(tiny_base: Path, tmp_path: Pat
     assert runs[2]["steps"] == runs[1]["steps"]
     two, one = runs[2]["val_loss"], runs[1]["val_loss"]
     assert abs(two - one) <= LOSS_TOLERANCE * one, (two, one)
+
+
+def test_lmforge_run_under_torchrun_registers_one_version(
+    toy_csv: Path, tiny_base: Path, tmp_path: Path
+) -> None:
+    """`torchrun -m lmforge.cli run`: both processes train into one run folder, the main one
+    registers the version once."""
+    recipe = toy_recipe(toy_csv, tiny_base, epochs=2, early_stopping={"enabled": False})
+    recipe["registry"] = {"allow_below_baseline": True}  # the gate is not what is tested here
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    home = tmp_path / "home"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    command += ["--master_port=29537", "-m", "lmforge.cli", "run", str(path), "--json"]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "LMFORGE_HOME": str(home)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    from lmforge.registry import Registry
+    from lmforge.settings import Settings
+
+    versions = Registry(Settings(home=home, database_url=None)).list("toy")
+    assert [v.version for v in versions] == [1]
+    assert len(list((home / "runs").iterdir())) == 1  # one run folder for both processes

@@ -110,12 +110,14 @@ def serving(
         "single_over_multi": round(medians["single"] / medians["multitask"], 2),
         "parameters": {
             "multitask": sum(p.numel() for p in predictor.model.parameters()),
-            "single_total": sum(
-                sum(p.numel() for p in s.backend.model.parameters())  # type: ignore[attr-defined]
-                for s in singles
-            ),
+            "single_total": sum(_parameters(s) for s in singles),
         },
     }
+
+
+def _parameters(predictor: Predictor) -> int:
+    model: Any = getattr(predictor.backend, "model", None)  # the torch backend's module
+    return sum(int(p.numel()) for p in model.parameters()) if model is not None else 0
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 import lmforge
+from conftest import lmforge as cli
 from conftest import toy_recipe
 from lmforge.errors import RecipeError
 from lmforge.models.meta import MultitaskMeta, read_model_meta
@@ -124,3 +125,34 @@ def test_compress_is_refused_with_the_reason(
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(RecipeError, match="served by torch only"):
         TASKS["multitask"].check(load_recipe(path))
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"multitask": {"name": "sentiment"}}, "task multitask needs multitask.tasks"),
+        (
+            {"multitask": {"name": "topic", "tasks": [{"name": "topic", "builtin": "x"}]}},
+            "sub-task name(s) topic used twice",
+        ),
+        ({"compress": {"enabled": True}}, "served by torch only"),
+        ({"model": {"base": "smollm2-135m-instruct"}}, "multitask needs an encoder"),
+    ],
+)
+def test_the_cli_answers_recipe_mistakes_in_one_line(
+    home: Settings,
+    tmp_path: Path,
+    toy_csv: Path,
+    tiny_base: Path,
+    changes: dict[str, Any],
+    needle: str,
+) -> None:
+    path = multitask_recipe(tmp_path, toy_csv, tiny_base)
+    data = yaml.safe_load(path.read_text())
+    data.update(changes)
+    path.write_text(yaml.safe_dump(data))
+    result = cli("run", str(path))
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+    assert "Traceback" not in result.stderr

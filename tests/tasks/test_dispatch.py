@@ -88,7 +88,8 @@ def test_lmforge_run_recipe_runs_a_generation_recipe(
 def test_resume_is_refused_where_the_task_cannot_resume(home: Settings, tmp_path: Path) -> None:
     recipe = load_recipe(EXAMPLES / "faq-assistant.yaml")
     with pytest.raises(
-        LmforgeError, match="--resume is for classification, similarity, generation, pretrain runs"
+        LmforgeError,
+        match="--resume is for classification, similarity, generation, pretrain, multitask runs",
     ):
         lmforge.run_recipe(recipe, resume=tmp_path)
     with pytest.raises(LmforgeError, match="not found"):

@@ -20,6 +20,7 @@ from lmforge.recipe import load_recipe
 from lmforge.settings import Settings
 from lmforge.tasks import TASKS
 from lmforge.tasks.pretrain import PretrainOutput
+from lmforge.tasks.promote import promote_version
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -65,6 +66,8 @@ def test_mlm_pretraining_lowers_the_held_out_loss_and_registers_a_base(
     summary = result.summary()
     assert summary["training"]["objective"] == "mlm"
     assert json.loads((version.path / "metrics.json").read_text())["test"] == result.metrics
+    # promotion loads the version as what it is, an encoder (it once took it for an assistant)
+    assert promote_version(version.ref, home).version.stage == "production"
 
     # the pretrained version is a base for classification, named NAME:vN
     csv = tmp_path / "reviews.csv"
@@ -96,6 +99,7 @@ def test_clm_pretraining_on_packed_blocks_lowers_perplexity(
     assert result.version is not None
     meta = read_model_meta(result.version.path)
     assert isinstance(meta, PretrainMeta) and meta.kind == "decoder"
+    assert promote_version(result.version.ref, home).version.stage == "production"
 
 
 @pytest.mark.parametrize(

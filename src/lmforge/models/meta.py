@@ -162,17 +162,68 @@ class RecommendationMeta(_Meta):
     users: Annotated[int, Field(ge=0)]
 
 
+class HeadMeta(BaseModel):
+    """One sub-task of a multi-task model: its name and its head's labels, in output order."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: Annotated[StrictStr, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+    labels: Labels
+
+
+def _distinct_heads(heads: list[HeadMeta]) -> list[HeadMeta]:
+    if len({h.name for h in heads}) != len(heads):
+        raise ValueError("sub-task names must be distinct")
+    return heads
+
+
+class MultitaskMeta(_Meta):
+    """One shared encoder (mean-pooled) with a classification head per sub-task; the heads'
+    weights are in ``heads.safetensors`` beside the encoder's. Served by torch only: the ONNX
+    export and the compress stage carry one classifier head."""
+
+    served_by: ClassVar[str] = (
+        "lmforge.runtime.multitask.MultitaskPredictor and POST /v1/predict with task or tasks"
+    )
+
+    task: Literal["multitask"]
+    tasks: Annotated[list[HeadMeta], Field(min_length=1), AfterValidator(_distinct_heads)]
+    text_prefix: str = ""
+    max_length: MaxLength
+    cleaning: CleaningConfig = CleaningConfig()
+    precision: str | None = None
+
+    @property
+    def task_names(self) -> list[str]:
+        return [h.name for h in self.tasks]
+
+    def head(self, name: str) -> HeadMeta:
+        """The sub-task called ``name`` (KeyError when there is none)."""
+        for h in self.tasks:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+
 ModelMeta = Annotated[
     ClassificationMeta
     | SimilarityMeta
     | GenerationMeta
     | AssistantMeta
     | PretrainMeta
-    | RecommendationMeta,
+    | RecommendationMeta
+    | MultitaskMeta,
     Field(discriminator="task"),
 ]
 _ADAPTER: TypeAdapter[ModelMeta] = TypeAdapter(ModelMeta)
-TASKS = ("classification", "similarity", "generation", "assistant", "pretrain", "recommendation")
+TASKS = (
+    "classification",
+    "similarity",
+    "generation",
+    "assistant",
+    "pretrain",
+    "recommendation",
+    "multitask",
+)
 
 
 def parse_model_meta(data: Any, where: str = META_FILE) -> ModelMeta:

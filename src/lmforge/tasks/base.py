@@ -25,6 +25,7 @@ from lmforge.models.meta import ModelMeta
 from lmforge.progress import ProgressReporter
 from lmforge.recipe import Recipe, dump_recipe
 from lmforge.settings import Settings
+from lmforge.train.distributed import agree, is_main_process
 
 
 @dataclass(frozen=True)
@@ -148,9 +149,14 @@ class RunContext:
         markdown: Callable[[dict[str, Any]], str] = data_card_markdown,
     ) -> Path:
         """A new run folder (or the one resumed) with the recipe and the data card in it."""
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
+        # under torchrun every process uses the main one's folder; only the main one writes
+        stamp = agree(datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f"))
         run_dir = self.resume or self.settings.runs_dir / f"{self.recipe.name}-{stamp}"
-        run_dir.mkdir(parents=True, exist_ok=self.resume is not None)
+        main = is_main_process()
+        run_dir.mkdir(parents=True, exist_ok=self.resume is not None or not main)
+        self._run_dir = run_dir
+        if not main:
+            return run_dir
         (run_dir / "recipe.yaml").write_text(dump_recipe(self.recipe), encoding="utf-8")
         (run_dir / "data_card.json").write_text(json.dumps(card, indent=1, ensure_ascii=False))
         (run_dir / "data_card.md").write_text(markdown(card), encoding="utf-8")

@@ -21,6 +21,8 @@ from lmforge.errors import LmforgeError, ModelUnavailableError, describe_excepti
 from lmforge.models.meta import (
     ClassificationMeta,
     GenerationMeta,
+    MultitaskMeta,
+    PretrainMeta,
     RecommendationMeta,
     SimilarityMeta,
     read_model_meta,
@@ -28,6 +30,7 @@ from lmforge.models.meta import (
 from lmforge.registry import ModelVersion, Registry, StageChange
 from lmforge.runtime.decoder import load_decoder
 from lmforge.runtime.embedder import Embedder
+from lmforge.runtime.multitask import MultitaskPredictor
 from lmforge.runtime.predictor import PROBE_TEXT, Predictor
 from lmforge.runtime.recommender import Recommender
 from lmforge.settings import Settings, get_settings
@@ -57,6 +60,13 @@ def check_version(
             load_decoder(version.path)
         elif isinstance(meta, RecommendationMeta):
             Recommender.load(version.path)
+        elif isinstance(meta, MultitaskMeta):
+            MultitaskPredictor(version.path, batch_size=1).predict_tasks([PROBE_TEXT])
+        elif isinstance(meta, PretrainMeta):  # a base for later recipes: load it as one
+            if meta.kind == "decoder":
+                load_decoder(version.path)
+            else:
+                Embedder(version.path, max_length=meta.max_length, text_prefix=meta.text_prefix)
         else:
             opened = open_assistant(version.path, settings.cache_dir)
             opened.assistant.ask([PROBE_TEXT], opened.top_k)

@@ -31,9 +31,11 @@ from lmforge.tasks.base import (
 )
 from lmforge.tasks.classification import ClassificationTask
 from lmforge.tasks.generation import GenerationTask
+from lmforge.tasks.multitask import MultitaskTask
 from lmforge.tasks.pretrain import PretrainTask
 from lmforge.tasks.recommendation import RecommendationTask
 from lmforge.tasks.similarity import SimilarityTask
+from lmforge.train.distributed import is_main_process, wait_for_everyone
 
 #: Every task a recipe can name, by its ``task`` value.
 TASKS: dict[str, Task] = {
@@ -45,6 +47,7 @@ TASKS: dict[str, Task] = {
         AssistantTask(),
         PretrainTask(),
         RecommendationTask(),
+        MultitaskTask(),
     )
 }
 
@@ -152,6 +155,11 @@ def run_recipe(
     task.check(recipe)
     ctx = RunContext(recipe, settings, progress, resume)
     output = task.run(ctx)
+    # Under torchrun every process has run the task into one run folder (the same files,
+    # identical); once all are done, only the main one writes the rest and registers.
+    wait_for_everyone()
+    if not is_main_process():
+        return RunResult(recipe, task, ctx.run_dir, output, None)
 
     write_model_meta(output.model_dir, output.meta)
     if output.model_card is not None:

@@ -258,17 +258,7 @@ class PretrainTask:
 
 
 def _schedule(recipe: Recipe) -> Schedule:
-    t = recipe.training
-    return Schedule(
-        epochs=t.epochs,
-        learning_rate=t.learning_rate,
-        max_steps=t.max_steps,
-        weight_decay=t.weight_decay,
-        warmup_ratio=t.warmup_ratio,
-        gradient_accumulation=t.gradient_accumulation,
-        precision=resolve_precision(t.precision),
-        eval_every_steps=t.eval_every_steps,
-    )
+    return Schedule.of(recipe.training, resolve_precision(recipe.training.precision))
 
 
 def _check_folder(folder: Path, objective: str) -> None:

@@ -44,7 +44,7 @@ from lmforge.models.classifier import (
     tokenize,
 )
 from lmforge.progress import ProgressReporter, SilentProgress
-from lmforge.recipe.schema import Recipe
+from lmforge.recipe.schema import Recipe, TrainingConfig
 
 # epoch_batches, read_checkpoint_state and recipe_fingerprint are re-exported (``as``): code
 # imports them from here.
@@ -78,6 +78,20 @@ class Schedule:
     gradient_accumulation: int = 1
     precision: str = "fp32"  # "fp32" or "bf16" (autocast), already resolved for this machine
     eval_every_steps: int | None = None  # evaluate (and checkpoint) every N steps; default: epoch
+
+    @classmethod
+    def of(cls, training: TrainingConfig, precision: str) -> Schedule:
+        """A recipe's ``training`` section as a schedule (``precision`` already resolved)."""
+        return cls(
+            epochs=training.epochs,
+            learning_rate=training.learning_rate,
+            max_steps=training.max_steps,
+            weight_decay=training.weight_decay,
+            warmup_ratio=training.warmup_ratio,
+            gradient_accumulation=training.gradient_accumulation,
+            precision=precision,
+            eval_every_steps=training.eval_every_steps,
+        )
 
 
 @dataclass(frozen=True)
@@ -375,16 +389,7 @@ def fine_tune(
         lambda epoch: epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch),
         rows,
         classification_loss(cfg.class_weights, train_y, len(data.labels)),
-        Schedule(
-            epochs=cfg.epochs,
-            learning_rate=cfg.learning_rate,
-            max_steps=cfg.max_steps,
-            weight_decay=cfg.weight_decay,
-            warmup_ratio=cfg.warmup_ratio,
-            gradient_accumulation=cfg.gradient_accumulation,
-            precision=precision,
-            eval_every_steps=cfg.eval_every_steps,
-        ),
+        Schedule.of(cfg, precision),
         validation=Validation(
             validate,
             watch=es.metric,

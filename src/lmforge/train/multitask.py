@@ -207,16 +207,7 @@ def train_multitask(
         batches,
         rows,
         loss,
-        Schedule(
-            epochs=cfg.epochs,
-            learning_rate=cfg.learning_rate,
-            max_steps=cfg.max_steps,
-            weight_decay=cfg.weight_decay,
-            warmup_ratio=cfg.warmup_ratio,
-            gradient_accumulation=cfg.gradient_accumulation,
-            precision=precision,
-            eval_every_steps=cfg.eval_every_steps,
-        ),
+        Schedule.of(cfg, precision),
         validation=Validation(
             validate,
             watch=es.metric,

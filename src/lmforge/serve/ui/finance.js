@@ -148,7 +148,7 @@ function headlineTable(rows, pLabel, pOf) {
   return el("div", { class: "scroll" }, el("table", { class: "fin-headlines" },
     el("thead", {}, el("tr", {}, ["time", "headline", "label", pLabel, "entities"].map((h) => el("th", {}, h)))),
     el("tbody", {}, rows.map((h) => el("tr", {},
-      el("td", {}, String(h.time).slice(0, 16).replace("T", " ")), el("td", { class: "fin-text" }, h.text),
+      el("td", {}, String(h.time).slice(0, 16).replace("T", " ").replace(" 00:00", "")), el("td", { class: "fin-text" }, h.text),
       el("td", {}, el("span", { class: `label label-${h.label}` }, h.label)), el("td", {}, fmt(pOf(h), 2)),
       el("td", {}, (h.entities || []).map((e) => e.name).join(", ")))))));
 }

@@ -115,6 +115,7 @@ def test_loads_with_the_key_and_lists_the_registry(page: Any, site: Any) -> None
     assert page.is_hidden("#gate-nokey")  # keys exist: only the key is asked for
     open_console(page, site)
     assert page.inner_text("#key-name") == "me (predict, feedback, admin)"
+    assert page.is_hidden('#nav button[data-view="finance"]')  # no --finance on this server
     page.wait_for_selector("article.model")
     shown = {
         card.get_attribute("data-model"): sorted(

@@ -116,7 +116,7 @@ def call(site: Any, path: str, scope: str | None = "predict", **params: Any) -> 
 
 
 def test_the_page_has_a_strict_content_security_policy(site: Any) -> None:
-    for path in ("/ui", "/ui/", "/ui/app.js", "/ui/app.css", "/ui/views.js"):
+    for path in ("/ui", "/ui/", "/ui/app.js", "/ui/app.css", "/ui/views.js", "/ui/finance.js"):
         r = httpx.get(site.url + path)
         assert r.status_code == 200, path
         policy = r.headers["content-security-policy"]
@@ -155,6 +155,9 @@ def test_the_session_says_who_the_key_is(site: Any) -> None:
     reader = call(site, "/v1/console/session").json()
     assert reader["key"] == {"name": "reader", "scopes": ["predict"]}
     assert reader["served"] == {"tiny": "tiny:v1"} and reader["explain"] is True
+    assert reader["finance"] is False  # no --finance: the console shows no Finance view
+    off = call(site, "/v1/finance/headlines")
+    assert off.status_code == 404 and off.json()["error"]["code"] == "finance_off"
     wrong = httpx.get(
         site.url + "/v1/console/session", headers={"Authorization": "Bearer lmf_nope"}
     )

@@ -39,7 +39,7 @@ async def session(request: Request) -> dict[str, Any]:
     """Whether keys are needed, whether any exists (so the console can say how to make one),
     the caller's key name and scopes when a valid one is sent (401 for an invalid one), and
     what this server offers to that key: the assistant, decoders, explanations, the models it
-    serves (none of it without a key while auth is on)."""
+    serves, the finance monitor (none of it without a key while auth is on)."""
     state = serve_state(request)
     auth = state.config.auth.enabled
     key_json = None
@@ -72,6 +72,8 @@ async def session(request: Request) -> dict[str, Any]:
         "decoders": sorted(state.pool.decoders) if known else [],
         "explain": known and state.config.explain.enabled,
         "served": dict(state.pool.aliases) if known else {},
+        # the finance view is shown only where the /v1/finance/ routes answer
+        "finance": known and getattr(request.app.state, "finance", None) is not None,
     }
 
 

@@ -6,7 +6,9 @@
   label}``; answered once the rows are committed;
 - ``GET /v1/finance/timeline`` the days (with the surge rule's window share, baseline and
   threshold), hours where there is the volume, entities and alerts, as the console draws them;
-- ``GET /v1/finance/alerts`` the surge alerts, with their window, figures and headlines.
+- ``GET /v1/finance/alerts`` the surge alerts, with their window, figures and headlines;
+- ``GET /v1/finance/headlines`` the stored headlines of a span (a day the console clicks), in
+  time order or most negative first.
 
 The shapes are in docs/finance.md and docs/serving.md. Without ``--finance`` the routes answer
 404 ``finance_off``.
@@ -204,3 +206,33 @@ async def alerts(
         limit=limit,
     )
     return AlertsResponse(data=[a.to_json() for a in found])
+
+
+class StoredHeadlinesResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]] = Field(
+        description="stored headlines: id, time, text, label, score, scores, tone, model, "
+        "version, entities"
+    )
+
+
+@router.get("/v1/finance/headlines", response_model=StoredHeadlinesResponse)
+async def stored_headlines(
+    request: Request,
+    key: PredictKey,
+    since: Since = None,
+    until: Until = None,
+    order: Annotated[Literal["time", "most_negative"], Query()] = "time",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> StoredHeadlinesResponse:
+    """The stored headlines of ``[since, until)``: by time, or the most negative first."""
+    monitor = finance_monitor(request)
+    found = await asyncio.to_thread(
+        monitor.headlines.headlines,
+        monitor.model,
+        since,
+        until,
+        most_negative=order == "most_negative",
+        limit=limit,
+    )
+    return StoredHeadlinesResponse(data=[h.to_json() for h in found])

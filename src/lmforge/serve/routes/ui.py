@@ -35,6 +35,7 @@ MEDIA_TYPES = {
     "views.js": "text/javascript; charset=utf-8",
     "charts.js": "text/javascript; charset=utf-8",
     "api.js": "text/javascript; charset=utf-8",
+    "finance.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
 }
 

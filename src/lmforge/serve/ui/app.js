@@ -2,9 +2,11 @@
 // once per tab, then show one view at a time (the address's #hash names it).
 
 import { ApiError, clear, el, get, getKey, setKey } from "/ui/api.js";
+import * as finance from "/ui/finance.js";
 import * as views from "/ui/views.js";
 
-const VIEWS = ["models", "monitor", "playground", "assistant"];
+const VIEWS = ["models", "monitor", "playground", "assistant", "finance"];
+const RENDER = { ...views, finance: finance.finance };
 const $ = (id) => document.getElementById(id);
 let session = null;
 
@@ -27,6 +29,8 @@ async function start() {
   session = info;
   $("gate").hidden = true;
   $("nav").hidden = false;
+  // the Finance view only where the server runs the finance monitor (--finance MODEL)
+  document.querySelector('#nav button[data-view="finance"]').hidden = !info.finance;
   const who = clear($("who"));
   if (info.key) {
     who.append(el("span", { id: "key-name" }, `${info.key.name} (${info.scopes.join(", ")})`), " ",
@@ -47,14 +51,16 @@ function showGate(info) {
 
 async function show() {
   if (!session) return;
-  const name = VIEWS.includes(location.hash.slice(1)) ? location.hash.slice(1) : "models";
+  const asked = location.hash.slice(1);
+  const name = VIEWS.includes(asked) && (asked !== "finance" || session.finance) ? asked : "models";
   views.stopTimers();
+  finance.stopTimers();
   for (const view of VIEWS) $(`view-${view}`).hidden = view !== name;
   for (const button of document.querySelectorAll("#nav button")) {
     button.classList.toggle("active", button.dataset.view === name);
   }
   $("status").textContent = "";
-  await views[name]($(`view-${name}`), session);
+  await RENDER[name]($(`view-${name}`), session);
 }
 
 document.addEventListener("DOMContentLoaded", () => {

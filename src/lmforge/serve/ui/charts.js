@@ -4,7 +4,7 @@
 const NS = "http://www.w3.org/2000/svg";
 export const COLOURS = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563"];
 
-function svg(tag, attrs, text) {
+export function svg(tag, attrs, text) {
   const node = document.createElementNS(NS, tag);
   for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
   if (text !== undefined) node.textContent = text;

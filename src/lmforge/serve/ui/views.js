@@ -1,7 +1,7 @@
 // The console's four views. Each is render(root, session) and builds its DOM with el() (text
 // nodes only). What the key's scopes do not allow is disabled here; the server refuses it anyway.
 // One file of ~450 lines on purpose: four views of ~100 lines each share the helpers below;
-// it should become one module per view when a fifth (the finance timeline) arrives.
+// the fifth, Finance, is its own module (finance.js).
 
 import { ApiError, append, clear, el, fmt, get, post, stream } from "/ui/api.js";
 import { COLOURS, lineChart, scatter, stackedBars } from "/ui/charts.js";

@@ -85,6 +85,7 @@ def site(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     with LiveServer(config, settings) as server:
         server.keys = keys
         server.settings = settings
+        server.tiny_dir = tiny_model_dir
         yield server
 
 
@@ -172,12 +173,37 @@ def test_a_promote_click_changes_the_stage(page: Any, site: Any) -> None:
     assert page.errors == []
 
 
+def test_a_delete_click_removes_the_version_and_a_refusal_is_shown(page: Any, site: Any) -> None:
+    doomed = register(site.settings, site.tiny_dir, "spare")
+    parent = register(site.settings, site.tiny_dir, "spare", parent=doomed)
+    open_console(page, site)
+    # a parent cannot go: the server's 409 is shown, the version stays
+    page.click(f"article[data-model=spare] tr[data-ref='{doomed}'] button.link")
+    page.click("article[data-model=spare] button[data-action=delete]")
+    page.click("article[data-model=spare] button[data-confirm=yes]")
+    assert (
+        "cannot be deleted"
+        in page.wait_for_selector(
+            "article[data-model=spare] .confirm .error:not(:empty)"
+        ).inner_text()
+    )
+    # its child can
+    page.click(f"article[data-model=spare] tr[data-ref='{parent}'] button.link")
+    page.click("article[data-model=spare] button[data-action=delete]")
+    page.click("article[data-model=spare] button[data-confirm=yes]")
+    page.wait_for_selector(f"tr[data-ref='{parent}']", state="detached")
+    assert [v.ref for v in Registry(site.settings).list() if v.name == "spare"] == [doomed]
+    # the browser itself logs the refused request; nothing else went wrong
+    assert [e for e in page.errors if "409 (Conflict)" not in e] == []
+
+
 def test_without_admin_promote_is_disabled_and_refused(page: Any, site: Any) -> None:
     open_console(page, site, scope="predict")
     page.click("article[data-model=hostile] tr[data-ref='hostile:v1'] button.link")
     page.wait_for_selector("article[data-model=hostile] button[data-action=promote]")
     assert page.is_disabled("article[data-model=hostile] button[data-action=promote]")
     assert page.is_disabled("article[data-model=hostile] button[data-action=archive]")
+    assert page.is_disabled("article[data-model=hostile] button[data-action=delete]")
     r = httpx.post(
         site.url + "/v1/models/tiny/versions/1/promote",
         headers={"Authorization": f"Bearer {site.keys['predict']}"},

@@ -50,6 +50,10 @@ export async function post(path, body) {
   return answer(await fetch(path, init));
 }
 
+export async function del(path) {
+  return answer(await fetch(path, { method: "DELETE", headers: headers(false) }));
+}
+
 // POST with stream: true; calls onEvent(object) for each server-sent event's JSON.
 export async function stream(path, body, onEvent) {
   const response = await fetch(path, {

@@ -3,7 +3,7 @@
 // One file of ~450 lines on purpose: four views of ~100 lines each share the helpers below;
 // the fifth, Finance, is its own module (finance.js).
 
-import { ApiError, append, clear, el, fmt, get, post, stream } from "/ui/api.js";
+import { ApiError, append, clear, del, el, fmt, get, post, stream } from "/ui/api.js";
 import { COLOURS, lineChart, scatter, stackedBars } from "/ui/charts.js";
 
 const can = (session, scope) => session.scopes.includes(scope) || session.scopes.includes("admin");
@@ -114,16 +114,23 @@ function actions(info, session, reload) {
   const admin = can(session, "admin");
   const bar = el("div", { class: "actions" });
   const note = el("span", { class: "muted" });
-  const act = (verb, label, enabled) => el("button", {
+  const path = `/v1/models/${enc(info.name)}/versions/${info.version}`;
+  const act = (verb, label, enabled, run) => el("button", {
     type: "button", class: verb, disabled: !admin || !enabled, "data-action": verb,
     title: admin ? null : "needs a key with the admin scope",
     onclick: () => confirmAction(bar, `${label} ${info.ref}?`, async () => {
-      await post(`/v1/models/${enc(info.name)}/versions/${info.version}/${verb}`, {});
+      await run();
       await reload();
     }),
   }, label);
-  append(bar, [act("promote", "Promote", info.stage !== "production"), act("archive", "Archive", info.stage === "candidate"), admin ? null : note]);
-  if (!admin) note.textContent = "promote and archive need a key with the admin scope";
+  // the server refuses deleting the production version or a parent (409), shown in the bar
+  append(bar, [
+    act("promote", "Promote", info.stage !== "production", () => post(`${path}/promote`, {})),
+    act("archive", "Archive", info.stage === "candidate", () => post(`${path}/archive`, {})),
+    act("delete", "Delete (folder and row)", info.stage !== "production", () => del(path)),
+    admin ? null : note,
+  ]);
+  if (!admin) note.textContent = "promote, archive and delete need a key with the admin scope";
   return bar;
 }
 

@@ -15,6 +15,8 @@ rule on the same :class:`MonitorLoop`, over the stored headlines' figures.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy.engine import Engine
 
 from lmforge.finance import FinanceMonitor, check_sentiment_model
@@ -44,19 +46,6 @@ def build_monitor(
         # Drift needs the version's reference (built once, then cached): only when a rule reads it.
         drift = any(rule.metric.startswith("drift.") for rule in config.rules)
         figures = figures_provider(settings, with_drift=drift)
-    webhook = None
-    if config.webhook_url is not None:
-        webhook = WebhookSender(
-            config.webhook_url,
-            timeout_s=config.webhook_timeout,
-            retries=config.webhook_retries,
-            on_outcome=lambda outcome: metrics.alert_webhook.labels(outcome).inc(),
-        )
-
-    def counted(event: str, alert: Alert) -> None:
-        counter = metrics.alerts_fired if event == "firing" else metrics.alerts_resolved
-        counter.labels(alert.rule).inc()
-
     return MonitorLoop(
         rules=config.rules,
         figures=figures,
@@ -64,9 +53,9 @@ def build_monitor(
         store=store,
         interval=config.interval,
         window=config.window,
-        webhook=webhook,
+        webhook=_webhook(config, metrics),
         on_figures=metrics.set_figures,
-        on_alert=counted,
+        on_alert=_alert_counter(metrics),
         on_round=lambda ok: metrics.monitor_rounds.labels("ok" if ok else "failed").inc(),
     )
 
@@ -88,19 +77,6 @@ def build_finance_monitor(
         return None
     version = check_sentiment_model(config.model, settings)
     finance = FinanceMonitor(version.name, engine, config.surge)
-    webhook = None
-    if monitor_config is not None and monitor_config.webhook_url is not None:
-        webhook = WebhookSender(
-            monitor_config.webhook_url,
-            timeout_s=monitor_config.webhook_timeout,
-            retries=monitor_config.webhook_retries,
-            on_outcome=lambda outcome: metrics.alert_webhook.labels(outcome).inc(),
-        )
-
-    def counted(event: str, alert: Alert) -> None:
-        counter = metrics.alerts_fired if event == "firing" else metrics.alerts_resolved
-        counter.labels(alert.rule).inc()
-
     loop = MonitorLoop(
         rules=[finance.rule],
         figures=finance.figures,
@@ -108,8 +84,30 @@ def build_finance_monitor(
         store=store,
         interval=config.interval,
         window=config.surge.window,
-        webhook=webhook,
-        on_alert=counted,
+        webhook=_webhook(monitor_config, metrics),
+        on_alert=_alert_counter(metrics),
     )
     loop.engine = finance.engine  # surge alerts carry their window, figures and headlines
     return finance, loop
+
+
+def _webhook(config: MonitorConfig | None, metrics: ServeMetrics) -> WebhookSender | None:
+    """The ``monitor:`` section's webhook, its deliveries counted (None without a URL)."""
+    if config is None or config.webhook_url is None:
+        return None
+    return WebhookSender(
+        config.webhook_url,
+        timeout_s=config.webhook_timeout,
+        retries=config.webhook_retries,
+        on_outcome=lambda outcome: metrics.alert_webhook.labels(outcome).inc(),
+    )
+
+
+def _alert_counter(metrics: ServeMetrics) -> Callable[[str, Alert], None]:
+    """Counts each firing or resolved alert by its rule."""
+
+    def counted(event: str, alert: Alert) -> None:
+        counter = metrics.alerts_fired if event == "firing" else metrics.alerts_resolved
+        counter.labels(alert.rule).inc()
+
+    return counted

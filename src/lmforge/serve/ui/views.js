@@ -13,6 +13,16 @@ function failure(error) {
   return el("p", { class: "error", role: "alert" }, error instanceof ApiError ? error.message : String(error));
 }
 
+// GET /v1/models, or null with the failure shown in root.
+async function modelList(root) {
+  try {
+    return await get("/v1/models");
+  } catch (error) {
+    root.append(failure(error));
+    return null;
+  }
+}
+
 function metricsText(metrics) {
   const entries = Object.entries(metrics || {}).filter(([, v]) => typeof v === "number");
   return entries.map(([k, v]) => `${k} ${fmt(v)}`).join(" · ") || "—";
@@ -22,13 +32,8 @@ function metricsText(metrics) {
 
 export async function models(root, session) {
   clear(root).append(el("h2", {}, "Models"));
-  let list;
-  try {
-    list = await get("/v1/models");
-  } catch (error) {
-    root.append(failure(error));
-    return;
-  }
+  const list = await modelList(root);
+  if (!list) return;
   const registered = list.data.filter((m) => m.kind === "registered");
   const decoders = list.data.filter((m) => m.kind === "decoder");
   if (!registered.length) root.append(el("p", {}, "No registered model yet: train one with `lmforge run RECIPE`."));
@@ -161,13 +166,8 @@ export function stopTimers() {
 
 export async function monitor(root, session) {
   clear(root).append(el("h2", {}, "Monitor"));
-  let list;
-  try {
-    list = await get("/v1/models");
-  } catch (error) {
-    root.append(failure(error));
-    return;
-  }
+  const list = await modelList(root);
+  if (!list) return;
   const names = [...new Set([...Object.keys(session.served), ...list.data.filter((m) => m.kind === "registered").map((m) => m.name)])];
   if (!names.length) {
     root.append(el("p", {}, "No model to monitor yet."));
@@ -270,13 +270,8 @@ async function drawDrift(name, box) {
 
 export async function playground(root, session) {
   clear(root).append(el("h2", {}, "Playground"));
-  let list;
-  try {
-    list = await get("/v1/models");
-  } catch (error) {
-    root.append(failure(error));
-    return;
-  }
+  const list = await modelList(root);
+  if (!list) return;
   const classifiers = list.data.filter((m) => m.kind === "registered" && m.versions.some((v) => v.task === "classification"));
   if (!classifiers.length) {
     root.append(el("p", {}, "No classifier is registered."));

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -329,7 +329,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def register_copy(settings: Settings, folder: Path, name: str, stage: str = "candidate") -> str:
+def register_copy(
+    settings: Settings,
+    folder: Path,
+    name: str,
+    stage: str = "candidate",
+    labels: Sequence[str] = ("negative", "positive"),
+) -> str:
     """Register a copy of a model folder as a new version of ``name``; its reference."""
     import shutil
 
@@ -343,7 +349,7 @@ def register_copy(settings: Settings, folder: Path, name: str, stage: str = "can
         staging,
         task="classification",
         base_model="tiny",
-        labels=["negative", "positive"],
+        labels=list(labels),
         metrics={"accuracy": 0.5},
         baselines={},
         stage=stage,

@@ -5,17 +5,16 @@ controls (the monitor's logic is tested without a model's noise)."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer
 
+from conftest import register_copy
 from lmforge.finance.entities import load_gazetteer
 from lmforge.finance.ingest import Headline
 from lmforge.finance.store import ScoredHeadline
-from lmforge.registry import Registry
 from lmforge.settings import Settings
 
 LABELS = ["negative", "neutral", "positive"]
@@ -34,21 +33,8 @@ def build_sentiment_dir(tiny_base: Path, folder: Path) -> Path:
 
 
 def register(settings: Settings, folder: Path, name: str, labels: Sequence[str]) -> str:
-    """Register a copy of ``folder`` as ``name`` with ``labels``; its reference."""
-    registry = Registry(settings)
-    staging = registry.new_staging_dir()
-    shutil.copytree(folder, staging, dirs_exist_ok=True)
-    version = registry.register(
-        name,
-        staging,
-        task="classification",
-        base_model="tiny",
-        labels=list(labels),
-        metrics={"accuracy": 0.5},
-        baselines={},
-        stage="production",
-    )
-    return version.ref
+    """Register a copy of ``folder`` as the production ``name`` with ``labels``; its reference."""
+    return register_copy(settings, folder, name, stage="production", labels=labels)
 
 
 class KeywordScorer:

@@ -376,3 +376,56 @@ def test_waiting_goes_on_where_large_batches_are_cheaper_per_row(
         return rows
 
     assert _busy_then_alone(per_call).waiting_pays
+
+
+def test_the_batch_cap_stays_below_sizes_that_cost_more_per_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A model whose rows cost twice as much in batches above 8 rows (as where a batch's
+    activations outgrow the cache): after a few batches of each size, the cap keeps batches
+    at 8 rows or fewer, except the probes that re-measure the larger sizes."""
+    clock = ModelClock()
+    monkeypatch.setattr(batcher_module, "time", clock)
+
+    def dearer_above_eight(rows: list[str]) -> list[str]:
+        time.sleep(0.001)
+        clock.now += (0.001 if len(rows) <= 8 else 0.002) * len(rows)
+        return rows
+
+    async def main() -> DynamicBatcher[str]:
+        with ThreadPoolExecutor(1) as pool:
+            batcher: DynamicBatcher[str] = DynamicBatcher(
+                dearer_above_eight, pool, max_batch=32, max_wait_ms=20, max_queue=64
+            )
+
+            async def client(i: int) -> None:
+                for j in range(20):
+                    await batcher.submit([f"{i}-{j}"], 5)
+
+            await asyncio.gather(*(client(i) for i in range(32)))
+            await batcher.close()
+            return batcher
+
+    batcher = run_coro(main())
+    assert batcher.batch_cap <= 8
+    sizes = list(batcher.stats.last_sizes)
+    later = sizes[len(sizes) // 2 :]
+    over = [s for s in later if s > 8]
+    assert len(over) <= len(later) // batcher_module._PROBE_EVERY + 1, later
+    assert max(sizes) > 8  # larger batches were tried (and measured) before the cap fell
+
+
+def test_the_batch_cap_is_max_batch_where_larger_batches_are_as_cheap_per_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = ModelClock()
+    monkeypatch.setattr(batcher_module, "time", clock)
+
+    def per_call_and_row(rows: list[str]) -> list[str]:
+        time.sleep(0.001)
+        clock.now += 0.004 + 0.001 * len(rows)
+        return rows
+
+    batcher = _busy_then_alone(per_call_and_row)
+    assert batcher.batch_cap == batcher.max_batch
+    assert batcher.waiting_pays

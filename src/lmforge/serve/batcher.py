@@ -5,9 +5,15 @@ takes up to ``max_batch`` rows at a time and runs them in the inference thread. 
 batch to fill only while the model is busy: the expected batch size is a moving average of the
 recent ones, so a lone request on an idle model runs at once (batch-1 latency stays the
 backend's own), while under load the worker waits at most ``max_wait_ms`` for the rows the
-clients in flight will send next. And it waits only where waiting pays: it keeps the measured
-cost per row of small and of large batches, and once large ones are known not to be cheaper
-per row (as on a CPU whose int8 kernels gain nothing from batch size), it runs what is queued
+clients in flight will send next.
+
+Both the wait and the batch size follow the measured cost per row, kept per size class (1, 2,
+4, … rows). The batch cap is the largest class whose cost per row is within 10 % of the
+cheapest class's, so the worker never builds batches slower per row than smaller ones (on a
+CPU whose caches or kernels favour mid-sized batches); one batch in ``_PROBE_EVERY`` may use
+the full ``max_batch`` so that the classes above the cap stay measured. And the worker waits
+only where waiting pays: once batches of the cap's size are known not to be cheaper per row
+than small ones (as where int8 kernels gain nothing from batch size), it runs what is queued
 at once instead.
 
 A full queue refuses at once (:class:`QueueFull`, with how long to wait). Admission is fair to
@@ -41,6 +47,8 @@ _Outcome: TypeAlias = "list[R] | Exception"  # one request's results, or why it 
 _EMA = 0.5  # weight of the newest batch in the expected batch size: adapts within a few batches
 _COST_EMA = 0.2  # weight of the newest batch in the per-row costs (noisier, so slower)
 _WORTH_WAITING = 0.8  # wait only if a large batch costs under 80 % per row of a small one
+_CAP_TOLERANCE = 1.1  # a size class within 10 % of the cheapest per row stays under the cap
+_PROBE_EVERY = 32  # batches between two allowed at the full max_batch, to re-measure above the cap
 
 
 class QueueFull(Exception):
@@ -102,8 +110,7 @@ class DynamicBatcher(Generic[R]):
         self._reserved: _Job[R] | None = None  # the request waiting for room (see submit)
         self._arrived = asyncio.Event()
         self._expected = 1.0
-        self._cost_small: float | None = None  # seconds per row, batches ≤ max_batch / 4
-        self._cost_large: float | None = None  # seconds per row, batches ≥ max_batch / 2
+        self._costs: dict[int, float] = {}  # seconds per row, by size class (see _size_class)
         self._closing = False
         self.stats = BatchStats()
         self._worker = asyncio.get_running_loop().create_task(self._work())
@@ -223,17 +230,48 @@ class DynamicBatcher(Generic[R]):
         return outcomes, False
 
     @property
+    def batch_cap(self) -> int:
+        """The most rows one batch may take: ``max_batch``, lowered to the largest size class
+        whose measured cost per row is within ``_CAP_TOLERANCE`` of the cheapest class's (a
+        class not yet measured does not lower it)."""
+        if not self._costs:
+            return self.max_batch
+        cheapest = min(self._costs.values())
+        cap = self.max_batch
+        for size in sorted(self._costs, reverse=True):
+            if self._costs[size] <= _CAP_TOLERANCE * cheapest:
+                break
+            cap = size - 1  # this class is dearer per row than a smaller one: stay below it
+        return max(1, cap)
+
+    def _next_cap(self) -> int:
+        """The cap for the next batch. Probes keep every size class measured: max_batch, its
+        half, its quarter, … down to 1 are each tried once before the cap relies on the costs,
+        then one of them in turn every ``_PROBE_EVERY`` batches, as the load changes."""
+        probes = [self.max_batch >> i for i in range(self.max_batch.bit_length())]
+        for size in probes:
+            if _size_class(size) not in self._costs:
+                return size
+        if self.stats.batches % _PROBE_EVERY == _PROBE_EVERY - 1:
+            return probes[(self.stats.batches // _PROBE_EVERY) % len(probes)]
+        return self.batch_cap
+
+    @property
     def waiting_pays(self) -> bool:
-        """Unknown until both sizes were measured; then whether large batches are cheaper."""
-        if self._cost_small is None or self._cost_large is None:
+        """Unknown until a small batch (≤ max_batch / 4 rows) and one of at least half the cap
+        were measured; then whether the larger batches are cheaper per row."""
+        cap = self.batch_cap
+        small = [c for size, c in self._costs.items() if size * 4 <= self.max_batch]
+        large = [c for size, c in self._costs.items() if size * 2 >= cap and size <= cap]
+        if not small or not large:
             return True
-        return self._cost_large < _WORTH_WAITING * self._cost_small
+        return min(large) < _WORTH_WAITING * max(small)
 
     async def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
         """While busy, give the batch up to ``max_wait`` to reach the size recent load suggests."""
         if not self.waiting_pays:
             return
-        target = min(self.max_batch, math.floor(self._expected))
+        target = min(self._next_cap(), math.floor(self._expected))
         deadline = loop.time() + self.max_wait
         while self.queued_rows < target and not self._closing:
             remaining = deadline - loop.time()
@@ -249,9 +287,10 @@ class DynamicBatcher(Generic[R]):
         jobs: list[_Job[R]] = []
         rows = 0
         now = loop.time()
+        cap = self._next_cap()
         while self._queue:
             job = self._queue[0]
-            if jobs and rows + len(job.rows) > self.max_batch:
+            if jobs and rows + len(job.rows) > cap:
                 break
             self._queue.popleft()
             self.queued_rows -= len(job.rows)
@@ -266,17 +305,19 @@ class DynamicBatcher(Generic[R]):
 
     def _record(self, rows: int, seconds: float) -> None:
         self._expected = (1 - _EMA) * self._expected + _EMA * rows
-        per_row = seconds / rows
-        if rows * 4 <= self.max_batch:
-            self._cost_small = _ema(self._cost_small, per_row)
-        elif rows * 2 >= self.max_batch:
-            self._cost_large = _ema(self._cost_large, per_row)
+        size = _size_class(rows)
+        self._costs[size] = _ema(self._costs.get(size), seconds / rows)
         self.stats.batches += 1
         self.stats.rows += rows
         self.stats.seconds += seconds
         self.stats.last_sizes.append(rows)
         if self._on_batch is not None:
             self._on_batch(rows, seconds)
+
+
+def _size_class(rows: int) -> int:
+    """The power of two at or below ``rows``: batches of 5 to 7 rows cost about the same."""
+    return 1 << (max(rows, 1).bit_length() - 1)
 
 
 def _ema(old: float | None, new: float) -> float:

@@ -13,6 +13,12 @@ per-step bookkeeping; model loading, tokenisation, evaluation and saving are out
 Each framework's own figure (``TrainOutcome.samples_per_second``: all N steps, loop body only;
 ``train_samples_per_second``: the whole ``trainer.train()``) is kept in the JSON for reference.
 
+The Trainer runs twice per variant: with its defaults (random batches) and with its own answer
+to padding waste, ``train_sampling_strategy="group_by_length"`` (``group_by_length=True`` before
+transformers 5); ours is compared with the faster of the two. Last, ours runs full fine-tuning
+with ``precision: auto``, to check that ``auto`` is as fast as the faster of fp32 and bf16
+measured in the same run.
+
     .venv/bin/python benchmarks/train_throughput.py --markdown --json /tmp/train_throughput.json
 
 One file over 400 lines on purpose: both sides of the comparison sit in one place, so a reader
@@ -72,12 +78,33 @@ class Row:
     steps: int
     ours: Side
     trainer: Side
+    trainer_grouped: Side
     bf16_over_fp32_ours: float | None = None
     bf16_over_fp32_trainer: float | None = None
 
     @property
     def ratio(self) -> float:
         return self.ours.samples_per_second / self.trainer.samples_per_second
+
+    @property
+    def ratio_best(self) -> float:
+        """Ours over the Trainer's faster setting (defaults or grouped by length)."""
+        best = max(self.trainer.samples_per_second, self.trainer_grouped.samples_per_second)
+        return self.ours.samples_per_second / best
+
+
+@dataclass
+class AutoRow:
+    """Ours with ``precision: auto`` against the faster of ours fp32 and bf16 (full)."""
+
+    resolved: str
+    ours: Side
+    best_precision: str
+    best_samples_per_second: float
+
+    @property
+    def ratio(self) -> float:
+        return self.ours.samples_per_second / self.best_samples_per_second
 
 
 @dataclass
@@ -213,7 +240,8 @@ def run_ours(
     validation: pd.DataFrame,
     labels: list[str],
     model_path: Path,
-) -> Side:
+) -> tuple[Side, str]:
+    """Our side, and the precision it really ran in (``auto`` resolves to fp32 or bf16)."""
     from lmforge.data import PreparedData
     from lmforge.models.catalogue import CATALOGUE, ResolvedBase
     from lmforge.models.classifier import load_tokenizer, tokenize
@@ -250,7 +278,7 @@ def run_ours(
     with tempfile.TemporaryDirectory(prefix="lmforge-bench-") as tmp:
         began = time.perf_counter()
         outcome = fine_tune(recipe, data, base, Path(tmp) / "run", progress=progress)
-    if outcome.precision != precision:
+    if precision != "auto" and outcome.precision != precision:
         raise SystemExit(f"ours ran in {outcome.precision}, not {precision}")
     n, seconds = clock.timed()
 
@@ -263,7 +291,7 @@ def run_ours(
         for batch in epoch_batches(lengths, BATCH_SIZE, SEED, epoch):
             widths.append(-(-int(lengths[batch].max()) // PAD_MULTIPLE) * PAD_MULTIPLE)
         epoch += 1
-    return Side(
+    side = Side(
         samples_per_second=n * BATCH_SIZE / seconds,
         steps_timed=n,
         seconds_timed=seconds,
@@ -271,6 +299,7 @@ def run_ours(
         mean_padded_width=float(np.mean(widths[:steps])),
         setup_seconds=progress.started - began,
     )
+    return side, outcome.precision
 
 
 # --- the Hugging Face Trainer ----------------------------------------------------------------
@@ -284,6 +313,7 @@ def run_trainer(
     train: pd.DataFrame,
     labels: list[str],
     model_path: Path,
+    sampling: str = "random",
 ) -> Side:
     from transformers import (
         AutoConfig,
@@ -368,6 +398,7 @@ def run_trainer(
             disable_tqdm=True,
             dataloader_num_workers=0,
             dataloader_pin_memory=False,
+            train_sampling_strategy=sampling,
         )
         trainer = Trainer(
             model=model,
@@ -404,6 +435,8 @@ def print_table(rows: list[Row], markdown: bool) -> None:
         "ours samples/s",
         "Trainer samples/s",
         "ours / Trainer",
+        "Trainer grouped samples/s",
+        "ours / Trainer best",
         "bf16 / fp32 (ours)",
         "bf16 / fp32 (Trainer)",
     ]
@@ -414,6 +447,8 @@ def print_table(rows: list[Row], markdown: bool) -> None:
             _fmt(r.ours.samples_per_second),
             _fmt(r.trainer.samples_per_second),
             f"{r.ratio:.2f}×",
+            _fmt(r.trainer_grouped.samples_per_second),
+            f"{r.ratio_best:.2f}×",
             _fmt(r.bf16_over_fp32_ours, 3) + ("×" if r.bf16_over_fp32_ours else ""),
             _fmt(r.bf16_over_fp32_trainer, 3) + ("×" if r.bf16_over_fp32_trainer else ""),
         ]
@@ -425,6 +460,7 @@ def print_table(rows: list[Row], markdown: bool) -> None:
         "Trainer: train_samples_per_second",
         "ours mean padded width",
         "Trainer mean padded width",
+        "Trainer grouped mean padded width",
     ]
     detail = [
         [
@@ -433,6 +469,7 @@ def print_table(rows: list[Row], markdown: bool) -> None:
             _fmt(r.trainer.own_samples_per_second),
             _fmt(r.ours.mean_padded_width),
             _fmt(r.trainer.mean_padded_width),
+            _fmt(r.trainer_grouped.mean_padded_width),
         ]
         for r in rows
     ]
@@ -504,11 +541,26 @@ def main(argv: list[str] | None = None) -> int:
         steps = bf16_steps if precision == "bf16" else args.steps
         variant = f"{'full' if method == 'full' else 'LoRA'} {precision}"
         print(f"[{variant}] ours ...", end=" ", flush=True)
-        ours = run_ours(method, precision, steps, args.lr, train, validation, labels, model_path)
+        ours, _ = run_ours(method, precision, steps, args.lr, train, validation, labels, model_path)
         print(f"{ours.samples_per_second:.1f}/s; Trainer ...", end=" ", flush=True)
         trainer = run_trainer(method, precision, steps, args.lr, train, labels, model_path)
-        print(f"{trainer.samples_per_second:.1f}/s", flush=True)
-        rows.append(Row(variant, method, precision, steps, ours, trainer))
+        print(f"{trainer.samples_per_second:.1f}/s; grouped ...", end=" ", flush=True)
+        grouped = run_trainer(
+            method, precision, steps, args.lr, train, labels, model_path, "group_by_length"
+        )
+        print(f"{grouped.samples_per_second:.1f}/s", flush=True)
+        rows.append(Row(variant, method, precision, steps, ours, trainer, grouped))
+    auto = None
+    full = {r.precision: r.ours.samples_per_second for r in rows if r.method == "full"}
+    if full.keys() == {"fp32", "bf16"}:
+        print("[full auto] ours ...", end=" ", flush=True)
+        steps = bf16_steps if native else args.steps
+        side, resolved = run_ours(
+            "full", "auto", steps, args.lr, train, validation, labels, model_path
+        )
+        best = max(full, key=lambda k: full[k])
+        auto = AutoRow(resolved, side, best, full[best])
+        print(f"{side.samples_per_second:.1f}/s ({resolved})", flush=True)
     print()
 
     fp32 = {r.method: r for r in rows if r.precision == "fp32"}
@@ -519,6 +571,12 @@ def main(argv: list[str] | None = None) -> int:
             r.bf16_over_fp32_trainer = r.trainer.samples_per_second / ref.trainer.samples_per_second
 
     print_table(rows, args.markdown)
+    if auto is not None:
+        print(
+            f"precision auto → {auto.resolved}: {auto.ours.samples_per_second:.1f} samples/s = "
+            f"{auto.ratio:.2f}× the faster of fp32 and bf16 ({auto.best_precision}, "
+            f"{auto.best_samples_per_second:.1f})\n"
+        )
     print(
         "samples/s: wall-clock from the end of step 1 to the end of the last step (same hook "
         "on both sides); ours pads to a multiple of 8 within length-grouped batches, the "
@@ -537,7 +595,11 @@ def main(argv: list[str] | None = None) -> int:
                 "seed": SEED,
                 "argv": sys.argv,
             },
-            "results": [{**asdict(r), "ours_over_trainer": r.ratio} for r in rows],
+            "results": [
+                {**asdict(r), "ours_over_trainer": r.ratio, "ours_over_trainer_best": r.ratio_best}
+                for r in rows
+            ],
+            "auto": None if auto is None else {**asdict(auto), "over_best": auto.ratio},
         }
         args.json.write_text(json.dumps(payload, indent=1))
         print(f"wrote {args.json}")

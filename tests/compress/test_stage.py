@@ -3,10 +3,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
-from conftest import toy_recipe
+from conftest import LiveServer, serve_config, toy_recipe
 from lmforge.compress.stage import compress_version
 from lmforge.compress.tradeoff import choose_variant
 from lmforge.compress.variants import REFERENCE, Variant
@@ -15,6 +16,7 @@ from lmforge.recipe import parse_recipe
 from lmforge.recipe.schema import CompressConfig
 from lmforge.registry import Registry
 from lmforge.runtime import Predictor
+from lmforge.serve import KeyStore
 from lmforge.settings import Settings
 from lmforge.tasks import run_recipe
 
@@ -53,6 +55,37 @@ def test_gate_picks_the_fastest_within_budget_and_rejects_a_too_lossy_one() -> N
     assert ok.speedup == 3.0
     assert choose_variant([reference, ok, too_lossy], reference, max_drop=2.0) is too_lossy
     assert choose_variant([reference, too_lossy, slower], reference, max_drop=0.5) is None
+
+
+def test_the_fastest_backend_wins_whatever_its_format_and_ties_go_to_latency() -> None:
+    reference = _variant("original", "torch-fp32", 0.850, 100)
+    onnx = _variant("pruned", "onnx-int8-per-channel", 0.848, 300)
+    torch_int8 = _variant("pruned", "torch-int8", 0.846, 310)
+    assert choose_variant([reference, onnx, torch_int8], reference, max_drop=1.0) is torch_int8
+    torch_int8.sequences_per_second = 300.0
+    onnx.p50_ms, torch_int8.p50_ms = 3.0, 6.0
+    assert choose_variant([reference, torch_int8, onnx], reference, max_drop=1.0) is onnx
+
+
+def test_the_server_runs_the_backend_compress_chose(home: Settings, toy_version: str) -> None:
+    """torch int8 chosen (as where it is the fastest) is registered and served as torch int8,
+    not swapped for an ONNX file or the fp32 weights."""
+    config = CompressConfig(max_accuracy_drop=100, **FAST)
+    result = compress_version(
+        toy_version, config, settings=home, variant_name="original/torch-int8"
+    )
+    assert result.chosen is not None and result.version is not None
+    assert result.chosen.runtime_backend == "torch-int8"
+    with LiveServer(serve_config(), home) as server:
+        key = KeyStore(Registry(home).engine).create("p", ["predict"])[1]
+        r = httpx.post(
+            server.url + "/v1/predict",
+            json={"model": result.version.ref, "inputs": ["a wonderful film"]},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+    assert r.status_code == 200, r.text
+    assert r.json()["backend"] == "torch-int8"
 
 
 def test_compress_registers_the_chosen_variant_with_its_parent(

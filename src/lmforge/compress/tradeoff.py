@@ -98,7 +98,13 @@ def choose_variant(variants: list[Variant], reference: Variant, max_drop: float)
     candidates = [
         v for v in variants if v.within_budget and v is not reference and (v.speedup or 0) > 1.0
     ]
-    return max(candidates, key=lambda v: v.sequences_per_second or 0.0, default=None)
+    # Measured speed alone decides, whatever the backend or format (torch int8 beats ONNX
+    # Runtime's where it is faster); equal throughput goes to the lower batch-1 latency.
+    return max(
+        candidates,
+        key=lambda v: (v.sequences_per_second or 0.0, -(v.p50_ms or float("inf"))),
+        default=None,
+    )
 
 
 def tradeoff_markdown(

@@ -44,7 +44,7 @@ MACHINE_KEYS = {
     "peaks",
 }
 PEAK_KEYS = {"fp32_gflops", "int8_gops", "matrix_size"}
-SETTINGS_KEYS = {"lengths", "batch_size", "latency_runs", "min_seconds", "baselines"}
+SETTINGS_KEYS = {"lengths", "batch_size", "latency_runs", "min_seconds", "baselines", "rounds"}
 RESULT_KEYS = {
     "backend",
     "kind",
@@ -62,6 +62,8 @@ THROUGHPUT_KEYS = {
     "gops",
     "share_of_peak",
     "speedup_vs_torch_eager",
+    "batch1_sequences_per_second",
+    "row_cost_vs_batch1",
 }
 BASELINES = ["torch-eager", "transformers-pipeline"]
 
@@ -81,6 +83,11 @@ def test_every_backend_and_both_baselines_report_positive_numbers(report: BenchR
         assert r.size_mb is not None and r.size_mb > 0
         run = r.throughput[16]
         assert run.sequences_per_second > 0 and run.batch_size == 4 and run.batches >= 3
+        single = r.single[16]
+        assert single.sequences_per_second > 0 and single.batch_size == 1
+        assert report.row_cost_vs_batch1(r, 16) == pytest.approx(
+            single.sequences_per_second / run.sequences_per_second
+        )
         assert (report.gops(r, 16) or 0) > 0 and (report.share_of_peak(r, 16) or 0) > 0
         assert report.speedup(r, 16) is not None and report.latency_speedup(r) is not None
     eager = report.result("torch-eager")
@@ -197,3 +204,16 @@ def test_cli_bench_prints_the_json_document(home: Settings, tiny_model_dir: Path
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert bad.returncode == 2 and len(lines) == 1, bad.stderr
     assert "unknown backend 'onnx-fp16'" in lines[0]
+
+
+def test_rounds_measure_every_subject_in_turn_and_report_medians(tiny_model_dir: Path) -> None:
+    report = bench_model(
+        tiny_model_dir, backends=["onnx-int8", "torch-fp32"], baselines=False, rounds=3, **SMALL
+    )
+    assert report.rounds == 3 and report.to_json()["settings"]["rounds"] == 3
+    for r in report.results:
+        assert r.error is None, r.error
+        assert r.throughput[16].batches >= 9  # three rounds of at least three batches
+        assert r.single[16].batches >= 9
+    with pytest.raises(LmforgeError, match="rounds 0"):
+        bench_model(tiny_model_dir, rounds=0, **SMALL)

@@ -54,6 +54,9 @@ def bench(
     baselines: Annotated[
         bool, typer.Option(help="Also measure torch fp32 eager and transformers' pipeline.")
     ] = True,
+    rounds: Annotated[
+        int, typer.Option(help="Measure everything this many times in turn; report medians.")
+    ] = 1,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Measure every backend of a version side by side, beside torch eager, transformers'
@@ -68,6 +71,7 @@ def bench(
         latency_runs=runs,
         min_seconds=min_seconds,
         baselines=baselines,
+        rounds=rounds,
         progress=RichProgress(),
     )
     if json_output:
@@ -83,10 +87,13 @@ def _num(value: float | None, spec: str, suffix: str = "") -> str:
 def _print_bench(report: BenchReport) -> None:
     """One row per backend: size, latency, and per length throughput, speed-up and share of the
     machine's peak; then the machine and every backend's error."""
-    table = Table(title=f"{report.model}: batch 1 latency, batch {report.batch_size} throughput")
+    rounds = f", median of {report.rounds} rounds" if report.rounds > 1 else ""
+    table = Table(
+        title=f"{report.model}: batch 1 latency, batch {report.batch_size} throughput{rounds}"
+    )
     columns = ["backend", "MB", "p50 ms", "p99 ms", "p50 ×eager"]
     for n in report.lengths:
-        columns += [f"seq/s @{n}", f"×eager @{n}", f"% peak @{n}"]
+        columns += [f"seq/s @{n}", f"×eager @{n}", f"% peak @{n}", f"row cost ÷b1 @{n}"]
     for column in columns:
         table.add_column(column, justify="left" if column == "backend" else "right")
     for r in report.results:
@@ -105,6 +112,7 @@ def _print_bench(report: BenchReport) -> None:
                 _num(run.sequences_per_second if run else None, ".1f"),
                 _num(report.speedup(r, n), ".1f", "×"),
                 _num(None if share is None else 100 * share, ".1f", f"% {r.peak}"),
+                _num(report.row_cost_vs_batch1(r, n), ".2f"),
             ]
         table.add_row(*cells)
     out.print(table)

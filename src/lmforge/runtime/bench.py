@@ -5,6 +5,9 @@ each backend's batch-1 latency and fixed-shape batch throughput, two baselines (
 transformers fp32 eager, and transformers' text-classification pipeline), and the machine's own
 fp32 and int8 matmul peaks, against which each backend's achieved GOP/s is reported. Inputs are
 real texts (the version's test split where it still loads), packed to exact token lengths.
+Throughput is measured at the batch size and at batch 1 on the same lengths, so a batch that
+costs more per row than single rows shows. With several rounds every subject stays loaded and
+they are measured in turn, round after round, and each figure is the median over the rounds.
 
 This module runs the comparison; what is timed is in :mod:`lmforge.runtime.bench_subjects`,
 the machine's peaks in :mod:`lmforge.runtime.peaks`, and the report and its ``--json`` document
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import json
+import statistics
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -42,7 +46,7 @@ from lmforge.runtime.bench_subjects import (
     Subject,
     TorchEagerBaseline,
 )
-from lmforge.runtime.measure import packed_rows
+from lmforge.runtime.measure import Latency, Throughput, packed_rows
 from lmforge.runtime.peaks import machine_info, measure_peaks
 
 PIPELINE = "transformers-pipeline"
@@ -106,6 +110,7 @@ def _check_settings(
     batch_size: int,
     latency_runs: int,
     min_seconds: float,
+    rounds: int,
 ) -> tuple[int, ...]:
     if not lengths:
         raise LmforgeError("no lengths to measure", "give at least one --length")
@@ -116,11 +121,11 @@ def _check_settings(
                 f"length {length} is out of range for this model",
                 f"use lengths from {MIN_LENGTH} to {limit or 'the model maximum'}",
             )
-    if batch_size < 1 or latency_runs < 1 or min_seconds < 0:
+    if batch_size < 1 or latency_runs < 1 or min_seconds < 0 or rounds < 1:
         raise LmforgeError(
             f"bad bench settings (batch size {batch_size}, runs {latency_runs}, "
-            f"min seconds {min_seconds})",
-            "use a batch size and runs of at least 1, and min seconds of at least 0",
+            f"min seconds {min_seconds}, rounds {rounds})",
+            "use a batch size, runs and rounds of at least 1, and min seconds of at least 0",
         )
     return tuple(dict.fromkeys(lengths))
 
@@ -143,6 +148,7 @@ def bench_model(
     min_seconds: float = 1.0,
     baselines: bool = True,
     baseline_folder: Path | None = None,
+    rounds: int = 1,
     progress: ProgressReporter | None = None,
 ) -> BenchReport:
     """Measure every backend of the version in ``folder`` (or those named), its baselines and the
@@ -152,6 +158,9 @@ def bench_model(
     default ``folder``: for a compressed version, pass its uncompressed parent, so speed-ups
     are against what the user had before compressing.
 
+    ``rounds`` > 1 keeps every subject loaded and measures them in turn that many times (the
+    medians are reported), so a noisy neighbour on a shared machine slows them all alike.
+
     A backend or baseline that fails to load or run is reported with its error; wrong settings
     and unknown backend names raise :class:`LmforgeError` before anything is measured.
     """
@@ -159,7 +168,7 @@ def bench_model(
     meta = require_classifier(read_model_meta(folder), folder)
     names = _choose_backends(folder, backends)
     config = _read_config(folder)
-    lengths = _check_settings(lengths, config, batch_size, latency_runs, min_seconds)
+    lengths = _check_settings(lengths, config, batch_size, latency_runs, min_seconds, rounds)
     threads = cpu_threads()
 
     texts, source = bench_texts(folder, progress)
@@ -193,14 +202,12 @@ def bench_model(
         n: f for n in lengths if (f := flops_per_sequence(reference_config, n)) is not None
     }
 
-    progress.start("bench", total=1 + len(subjects) * (1 + len(lengths)))
+    progress.start("bench", total=1 + rounds * len(subjects) * (1 + 2 * len(lengths)))
     try:
         peaks = measure_peaks(threads, min_seconds=max(min_seconds / 2, 0.05))
         progress.advance()
-        results = [
-            _measure(name, kind, make, lengths, latency_runs, min_seconds, progress)
-            for name, kind, make in subjects
-        ]
+        timing = _Timing(lengths, batch_size, latency_runs, min_seconds, progress)
+        results = timing.run(subjects, rounds)
     finally:
         progress.stop()
     return BenchReport(
@@ -212,6 +219,7 @@ def bench_model(
         latency_runs=latency_runs,
         min_seconds=min_seconds,
         baselines=baselines,
+        rounds=rounds,
         texts_source=source,
         texts_count=len(cleaned),
         flops=flops or None,
@@ -221,35 +229,98 @@ def bench_model(
     )
 
 
-def _measure(
-    name: str,
-    kind: str,
-    make: Callable[[], Subject],
-    lengths: Sequence[int],
-    latency_runs: int,
-    min_seconds: float,
-    progress: ProgressReporter,
-) -> BenchResult:
-    """Load, time batch-1 latency, then throughput per length; any failure is recorded on the
-    result (a corrupt file, a kernel the CPU lacks) so the other backends still report."""
-    result = BenchResult(name, kind, peak="int8" if name in INT8_BACKENDS else "fp32")
-    steps = 1 + len(lengths)
-    subject: Subject | None = None
-    try:
-        subject = make()
-        result.size_mb = subject.size_mb
-        result.latency = subject.latency(latency_runs)
-        progress.advance()
-        steps -= 1
-        for length in lengths:
-            result.throughput[length] = subject.throughput(length, min_seconds)
-            progress.advance()
-            steps -= 1
-    except Exception as exc:  # reported per backend, by design: one bad file must not end the run
-        result.error = _describe(exc)
-        progress.note(f"{name}: {result.error}")
-        progress.advance(steps)
-    finally:
-        del subject
-        gc.collect()  # free one model (and its thread pool) before the next is timed
-    return result
+class _Timing:
+    """Measures subjects: batch-1 latency, then per length the batch throughput and batch-1
+    throughput. Any failure is recorded on the subject's result (a corrupt file, a kernel the
+    CPU lacks) so the others still report."""
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        latency_runs: int,
+        min_seconds: float,
+        progress: ProgressReporter,
+    ) -> None:
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.latency_runs = latency_runs
+        self.min_seconds = min_seconds
+        self.progress = progress
+
+    def run(
+        self, subjects: Sequence[tuple[str, str, Callable[[], Subject]]], rounds: int
+    ) -> list[BenchResult]:
+        results = [
+            BenchResult(name, kind, peak="int8" if name in INT8_BACKENDS else "fp32")
+            for name, kind, _ in subjects
+        ]
+        latencies: dict[str, list[Latency]] = {name: [] for name, _, _ in subjects}
+        batched: dict[tuple[str, int], list[Throughput]] = {}
+        singles: dict[tuple[str, int], list[Throughput]] = {}
+        loaded: dict[str, Subject] = {}
+        steps = 1 + 2 * len(self.lengths)
+        for _ in range(rounds):
+            for (name, _, make), result in zip(subjects, results, strict=True):
+                if result.error is not None:
+                    self.progress.advance(steps)
+                    continue
+                subject: Subject | None = loaded.get(name)
+                done = 0
+                try:
+                    if subject is None:
+                        subject = make()
+                        result.size_mb = subject.size_mb
+                    latencies[name].append(subject.latency(self.latency_runs))
+                    done += self._advance()
+                    for n in self.lengths:
+                        batch = subject.throughput(n, self.min_seconds, self.batch_size)
+                        batched.setdefault((name, n), []).append(batch)
+                        done += self._advance()
+                        single = subject.throughput(n, self.min_seconds, 1)
+                        singles.setdefault((name, n), []).append(single)
+                        done += self._advance()
+                    if rounds > 1:
+                        loaded[name] = subject
+                except Exception as exc:  # reported per subject: one bad file must not end it
+                    result.error = _describe(exc)
+                    self.progress.note(f"{name}: {result.error}")
+                    self.progress.advance(steps - done)
+                    loaded.pop(name, None)
+                finally:
+                    del subject
+                    if name not in loaded:
+                        gc.collect()  # free one model (and its thread pool) before the next
+        loaded.clear()
+        gc.collect()
+        for result in results:
+            if latencies[result.backend]:
+                result.latency = _median_latency(latencies[result.backend])
+            for n in self.lengths:
+                if (result.backend, n) in batched:
+                    result.throughput[n] = _median_throughput(batched[result.backend, n])
+                if (result.backend, n) in singles:
+                    result.single[n] = _median_throughput(singles[result.backend, n])
+        return results
+
+    def _advance(self) -> int:
+        self.progress.advance()
+        return 1
+
+
+def _median_latency(runs: Sequence[Latency]) -> Latency:
+    return Latency(
+        p50_ms=statistics.median(r.p50_ms for r in runs),
+        p99_ms=statistics.median(r.p99_ms for r in runs),
+        runs=runs[0].runs,
+    )
+
+
+def _median_throughput(runs: Sequence[Throughput]) -> Throughput:
+    """The median run's rate; batches counted over every run."""
+    return Throughput(
+        sequences_per_second=statistics.median(r.sequences_per_second for r in runs),
+        batch_size=runs[0].batch_size,
+        length=runs[0].length,
+        batches=sum(r.batches for r in runs),
+    )

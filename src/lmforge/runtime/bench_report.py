@@ -25,6 +25,7 @@ class BenchResult:
     size_mb: float | None = None
     latency: Latency | None = None
     throughput: dict[int, Throughput] = field(default_factory=dict)
+    single: dict[int, Throughput] = field(default_factory=dict)  # batch 1 at the same lengths
     error: str | None = None
 
 
@@ -38,6 +39,7 @@ class BenchReport:
     latency_runs: int
     min_seconds: float
     baselines: bool
+    rounds: int
     texts_source: str
     texts_count: int
     flops: dict[int, float] | None  # per sequence at each length; None for unknown configs
@@ -71,6 +73,14 @@ class BenchReport:
             return None
         return ours.sequences_per_second / theirs.sequences_per_second
 
+    def row_cost_vs_batch1(self, result: BenchResult, length: int) -> float | None:
+        """Seconds per row at the batch size over seconds per row at batch 1, same length: above
+        1 means batching makes each row dearer (the issue's "≤ 1 for every backend")."""
+        batch, single = result.throughput.get(length), result.single.get(length)
+        if batch is None or single is None:
+            return None
+        return single.sequences_per_second / batch.sequences_per_second
+
     def latency_speedup(self, result: BenchResult) -> float | None:
         """torch-eager's batch-1 p50 over this one's: how many times faster one request is."""
         eager = self.result(TORCH_EAGER)
@@ -103,6 +113,7 @@ class BenchReport:
                 "latency_runs": self.latency_runs,
                 "min_seconds": self.min_seconds,
                 "baselines": self.baselines,
+                "rounds": self.rounds,
             },
             "texts": {"source": self.texts_source, "count": self.texts_count},
             "gflop_per_sequence": None
@@ -137,6 +148,10 @@ class BenchReport:
                     "gops": _round(self.gops(r, n)),
                     "share_of_peak": _round(self.share_of_peak(r, n)),
                     "speedup_vs_torch_eager": _round(self.speedup(r, n)),
+                    "batch1_sequences_per_second": _round(
+                        r.single[n].sequences_per_second if n in r.single else None
+                    ),
+                    "row_cost_vs_batch1": _round(self.row_cost_vs_batch1(r, n)),
                 }
                 for n, t in r.throughput.items()
             },

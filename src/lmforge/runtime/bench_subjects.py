@@ -47,12 +47,13 @@ class BenchInputs:
 
 
 class Subject(Protocol):
-    """One thing bench times: its size on disk, batch-1 latency and throughput per length."""
+    """One thing bench times: its size on disk, batch-1 latency and throughput per length and
+    batch size."""
 
     size_mb: float | None
 
     def latency(self, runs: int) -> Latency: ...
-    def throughput(self, length: int, min_seconds: float) -> Throughput: ...
+    def throughput(self, length: int, min_seconds: float, batch_size: int) -> Throughput: ...
 
 
 class BackendSubject:
@@ -66,12 +67,9 @@ class BackendSubject:
     def latency(self, runs: int) -> Latency:
         return measure_latency(self.backend, self.inputs.rows, runs=runs)
 
-    def throughput(self, length: int, min_seconds: float) -> Throughput:
+    def throughput(self, length: int, min_seconds: float, batch_size: int) -> Throughput:
         return measure_throughput(
-            self.backend,
-            self.inputs.packed[length],
-            batch_size=self.inputs.batch_size,
-            min_seconds=min_seconds,
+            self.backend, self.inputs.packed[length], batch_size=batch_size, min_seconds=min_seconds
         )
 
 
@@ -109,15 +107,13 @@ class TorchEagerBaseline:
     def latency(self, runs: int) -> Latency:
         return measure_latency(self.forward, self.inputs.rows, runs=runs)
 
-    def throughput(self, length: int, min_seconds: float) -> Throughput:
+    def throughput(self, length: int, min_seconds: float, batch_size: int) -> Throughput:
         texts = self.inputs.long_texts(length, _decoder(self.tokenizer))
         encoded = self.tokenizer(
             texts, padding="max_length", truncation=True, max_length=length, return_tensors="np"
         )
         ids = np.asarray(encoded["input_ids"], dtype=np.int64)
-        return measure_throughput(
-            self.forward, ids, batch_size=self.inputs.batch_size, min_seconds=min_seconds
-        )
+        return measure_throughput(self.forward, ids, batch_size=batch_size, min_seconds=min_seconds)
 
 
 class PipelineBaseline:
@@ -145,8 +141,8 @@ class PipelineBaseline:
             runs=runs,
         )
 
-    def throughput(self, length: int, min_seconds: float) -> Throughput:
-        size = self.inputs.batch_size
+    def throughput(self, length: int, min_seconds: float, batch_size: int) -> Throughput:
+        size = batch_size
         texts = self.inputs.long_texts(length, _decoder(self.pipe.tokenizer))
         batches = [texts[i : i + size] for i in range(0, len(texts) - size + 1, size)]
         return time_throughput(

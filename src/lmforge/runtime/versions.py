@@ -110,6 +110,7 @@ def bench_version(
     latency_runs: int = 50,
     min_seconds: float = 1.0,
     baselines: bool = True,
+    rounds: int = 1,
     progress: ProgressReporter | None = None,
     settings: Settings | None = None,
 ) -> BenchReport:
@@ -127,5 +128,6 @@ def bench_version(
         latency_runs=latency_runs,
         min_seconds=min_seconds,
         baselines=baselines,
+        rounds=rounds,
         progress=progress,
     )

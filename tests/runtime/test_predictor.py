@@ -78,6 +78,20 @@ def test_length_buckets_sort_and_pad_per_batch() -> None:
     assert ids[0, 2] == 0
 
 
+def test_length_buckets_keep_padding_under_a_quarter_of_the_real_tokens() -> None:
+    rows = [[1] * n for n in (10, 2, 11, 12, 10, 40)]
+    batches = list(length_buckets(rows, batch_size=8, pad_id=0))
+    # 2 alone (10 beside it would be 8 pads for 12 tokens); 10, 10, 11, 12 together (5 pads for
+    # 43 tokens); 40 alone (28 × 4 pads otherwise)
+    assert [sorted(b[0].tolist()) for b in batches] == [[1], [0, 2, 3, 4], [5]]
+    for _, ids, mask in batches:
+        assert (mask.size - mask.sum()) <= 0.25 * mask.sum()
+    assert sorted(i for b in batches for i in b[0].tolist()) == list(range(len(rows)))
+    # without the padding rule (max_padding large), the batch size alone cuts
+    loose = list(length_buckets(rows, batch_size=8, pad_id=0, max_padding=100))
+    assert len(loose) == 1 and loose[0][1].shape == (6, 40)
+
+
 def test_bucketing_does_not_change_results(tiny_model_dir: Path) -> None:
     predictor = Predictor(tiny_model_dir, backend="onnx-fp32", batch_size=2)
     together = predictor.predict_proba(TEXTS)

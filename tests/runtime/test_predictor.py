@@ -86,6 +86,7 @@ def test_length_buckets_keep_padding_under_a_quarter_of_the_real_tokens() -> Non
     assert [sorted(b[0].tolist()) for b in batches] == [[1], [0, 2, 3, 4], [5]]
     for _, ids, mask in batches:
         assert (mask.size - mask.sum()) <= 0.25 * mask.sum()
+        assert (ids[mask == 0] == 0).all()  # the padding is pad_id
     assert sorted(i for b in batches for i in b[0].tolist()) == list(range(len(rows)))
     # without the padding rule (max_padding large), the batch size alone cuts
     loose = list(length_buckets(rows, batch_size=8, pad_id=0, max_padding=100))

@@ -234,6 +234,8 @@ def test_health_readiness_and_metrics(site: Any) -> None:
     assert "lmforge_http_request_duration_seconds" in families
     assert any(s.value >= 1 for s in families["lmforge_batch_size"].samples)
     assert "lmforge_queue_depth" in families
+    caps = [s.value for s in families["lmforge_batch_cap"].samples]
+    assert caps and all(1 <= cap <= 32 for cap in caps)  # the default max_batch is 32
     info = families["lmforge_model_info"].samples
     assert any(
         s.labels

@@ -50,6 +50,13 @@ class ServeMetrics:
         self.queue_depth = Gauge(
             "lmforge_queue_depth", "Rows waiting for inference", ["model"], registry=r
         )
+        self.batch_cap = Gauge(
+            "lmforge_batch_cap",
+            "Most rows the batcher puts in one call now (max_batch, or lower where larger "
+            "batches cost more per row)",
+            ["model"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "lmforge_model_info",
             "Loaded model versions (1); alias is the name a bare request resolves through",

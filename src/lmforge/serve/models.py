@@ -622,8 +622,9 @@ class ModelPool:
             with contextlib.suppress(KeyError):
                 self.metrics.model_info.remove(*_info_labels(served), alias)
 
-    def queue_depths(self) -> dict[str, int]:
-        return {key: m.batcher.queued_rows for key, m in self.loaded.items()}
+    def batchers(self) -> dict[str, DynamicBatcher[Any]]:
+        """Each loaded model's batcher, by model key (what /metrics reads its gauges from)."""
+        return {key: m.batcher for key, m in self.loaded.items()}
 
     def publish_generation_load(self) -> None:
         for name, served in self.decoders.items():

@@ -28,7 +28,8 @@ async def readyz(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition."""
     state = serve_state(request)
-    for key, depth in state.pool.queue_depths().items():
-        state.metrics.queue_depth.labels(key).set(depth)
+    for key, batcher in state.pool.batchers().items():
+        state.metrics.queue_depth.labels(key).set(batcher.queued_rows)
+        state.metrics.batch_cap.labels(key).set(batcher.batch_cap)
     state.pool.publish_generation_load()
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -10,8 +10,9 @@ clients in flight will send next.
 Both the wait and the batch size follow the measured cost per row, kept per size class (1, 2,
 4, … rows). The batch cap is the largest class whose cost per row is within 10 % of the
 cheapest class's, so the worker never builds batches slower per row than smaller ones (on a
-CPU whose caches or kernels favour mid-sized batches); one batch in ``_PROBE_EVERY`` may use
-the full ``max_batch`` so that the classes above the cap stay measured. And the worker waits
+CPU whose caches or kernels favour mid-sized batches). Probe batches capped at ``max_batch``,
+its half, its quarter, … 1 row keep every class measured: each once at first, then one of them
+in turn every ``_PROBE_EVERY`` batches, so the cap follows the load. And the worker waits
 only where waiting pays: once batches of the cap's size are known not to be cheaper per row
 than small ones (as where int8 kernels gain nothing from batch size), it runs what is queued
 at once instead.
@@ -48,7 +49,7 @@ _EMA = 0.5  # weight of the newest batch in the expected batch size: adapts with
 _COST_EMA = 0.2  # weight of the newest batch in the per-row costs (noisier, so slower)
 _WORTH_WAITING = 0.8  # wait only if a large batch costs under 80 % per row of a small one
 _CAP_TOLERANCE = 1.1  # a size class within 10 % of the cheapest per row stays under the cap
-_PROBE_EVERY = 32  # batches between two allowed at the full max_batch, to re-measure above the cap
+_PROBE_EVERY = 32  # batches between two probes (see _next_cap)
 
 
 class QueueFull(Exception):

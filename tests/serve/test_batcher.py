@@ -429,3 +429,37 @@ def test_the_batch_cap_is_max_batch_where_larger_batches_are_as_cheap_per_row(
     batcher = _busy_then_alone(per_call_and_row)
     assert batcher.batch_cap == batcher.max_batch
     assert batcher.waiting_pays
+
+
+def test_a_load_that_never_fills_max_batch_still_gets_a_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """12 clients and max_batch 32: batches of 32 never form, yet the dearer sizes above 4 rows
+    are measured and capped."""
+    clock = ModelClock()
+    monkeypatch.setattr(batcher_module, "time", clock)
+
+    def dearer_above_four(rows: list[str]) -> list[str]:
+        time.sleep(0.001)
+        clock.now += (0.001 if len(rows) <= 4 else 0.002) * len(rows)
+        return rows
+
+    async def main() -> DynamicBatcher[str]:
+        with ThreadPoolExecutor(1) as pool:
+            batcher: DynamicBatcher[str] = DynamicBatcher(
+                dearer_above_four, pool, max_batch=32, max_wait_ms=20, max_queue=64
+            )
+
+            async def client(i: int) -> None:
+                for j in range(30):
+                    await batcher.submit([f"{i}-{j}"], 5)
+
+            await asyncio.gather(*(client(i) for i in range(12)))
+            await batcher.close()
+            return batcher
+
+    batcher = run_coro(main())
+    assert 32 not in batcher._costs  # never built
+    assert batcher.batch_cap <= 4
+    later = list(batcher.stats.last_sizes)[len(batcher.stats.last_sizes) // 2 :]
+    assert sum(size > 4 for size in later) <= len(later) // batcher_module._PROBE_EVERY + 1, later

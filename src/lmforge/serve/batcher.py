@@ -247,11 +247,12 @@ class DynamicBatcher(Generic[R]):
 
     def _next_cap(self) -> int:
         """The cap for the next batch. Probes keep every size class measured: max_batch, its
-        half, its quarter, … down to 1 are each tried once before the cap relies on the costs,
-        then one of them in turn every ``_PROBE_EVERY`` batches, as the load changes."""
+        half, its quarter, … down to 1 are each tried once, as soon as enough rows are queued
+        to fill one, then one of them in turn every ``_PROBE_EVERY`` batches, as the load
+        changes. (A size the load never reaches is not waited for: it cannot be built.)"""
         probes = [self.max_batch >> i for i in range(self.max_batch.bit_length())]
         for size in probes:
-            if _size_class(size) not in self._costs:
+            if _size_class(size) not in self._costs and self.queued_rows >= size:
                 return size
         if self.stats.batches % _PROBE_EVERY == _PROBE_EVERY - 1:
             return probes[(self.stats.batches // _PROBE_EVERY) % len(probes)]

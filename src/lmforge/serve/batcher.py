@@ -246,10 +246,13 @@ class DynamicBatcher(Generic[R]):
         return max(1, cap)
 
     def _next_cap(self) -> int:
-        """The cap for the next batch. Probes keep every size class measured: max_batch, its
-        half, its quarter, … down to 1 are each tried once, as soon as enough rows are queued
-        to fill one, then one of them in turn every ``_PROBE_EVERY`` batches, as the load
-        changes. (A size the load never reaches is not waited for: it cannot be built.)"""
+        """The cap for the next batch. A batch of what is queued measures its own size class,
+        so while that class is unmeasured nothing is held back. Then probes keep the smaller
+        classes measured: max_batch, its half, its quarter, … 1, each once as soon as enough
+        rows are queued to fill it, then one of them in turn every ``_PROBE_EVERY`` batches,
+        as the load changes (a size the load never reaches is not waited for)."""
+        if _size_class(min(self.queued_rows, self.max_batch)) not in self._costs:
+            return self.max_batch
         probes = [self.max_batch >> i for i in range(self.max_batch.bit_length())]
         for size in probes:
             if _size_class(size) not in self._costs and self.queued_rows >= size:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -378,41 +379,60 @@ def test_waiting_goes_on_where_large_batches_are_cheaper_per_row(
     assert _busy_then_alone(per_call).waiting_pays
 
 
-def test_the_batch_cap_stays_below_sizes_that_cost_more_per_row(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A model whose rows cost twice as much in batches above 8 rows (as where a batch's
-    activations outgrow the cache): after a few batches of each size, the cap keeps batches
-    at 8 rows or fewer, except the probes that re-measure the larger sizes."""
-    clock = ModelClock()
-    monkeypatch.setattr(batcher_module, "time", clock)
+def _dearer_above(limit: int, clock: ModelClock) -> Callable[[list[str]], list[str]]:
+    """A model whose rows cost twice as much in batches of more than ``limit`` rows (as where a
+    batch's activations outgrow the cache), on the model's clock."""
 
-    def dearer_above_eight(rows: list[str]) -> list[str]:
-        time.sleep(0.001)
-        clock.now += (0.001 if len(rows) <= 8 else 0.002) * len(rows)
+    def run(rows: list[str]) -> list[str]:
+        time.sleep(0.001)  # busy for real, so that requests queue behind it
+        clock.now += (0.001 if len(rows) <= limit else 0.002) * len(rows)
         return rows
+
+    return run
+
+
+def _closed_loop(
+    run: Callable[[list[str]], list[str]], clients: int, requests: int
+) -> DynamicBatcher[str]:
+    """``clients`` clients each sending ``requests`` one-row requests, one after the other, to a
+    batcher with max_batch 32; the batcher once they are done."""
 
     async def main() -> DynamicBatcher[str]:
         with ThreadPoolExecutor(1) as pool:
             batcher: DynamicBatcher[str] = DynamicBatcher(
-                dearer_above_eight, pool, max_batch=32, max_wait_ms=20, max_queue=64
+                run, pool, max_batch=32, max_wait_ms=20, max_queue=64
             )
 
             async def client(i: int) -> None:
-                for j in range(20):
+                for j in range(requests):
                     await batcher.submit([f"{i}-{j}"], 5)
 
-            await asyncio.gather(*(client(i) for i in range(32)))
+            await asyncio.gather(*(client(i) for i in range(clients)))
             await batcher.close()
             return batcher
 
-    batcher = run_coro(main())
-    assert batcher.batch_cap <= 8
+    return run_coro(main())
+
+
+def _assert_only_probes_above(batcher: DynamicBatcher[str], limit: int) -> None:
+    """In the later half of the batches, those over ``limit`` rows are at most the probes."""
     sizes = list(batcher.stats.last_sizes)
     later = sizes[len(sizes) // 2 :]
-    over = [s for s in later if s > 8]
+    over = [size for size in later if size > limit]
     assert len(over) <= len(later) // batcher_module._PROBE_EVERY + 1, later
-    assert max(sizes) > 8  # larger batches were tried (and measured) before the cap fell
+
+
+def test_the_batch_cap_stays_below_sizes_that_cost_more_per_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rows cost twice as much above 8 rows: after a few batches of each size, the cap keeps
+    batches at 8 rows or fewer, except the probes that re-measure the larger sizes."""
+    clock = ModelClock()
+    monkeypatch.setattr(batcher_module, "time", clock)
+    batcher = _closed_loop(_dearer_above(8, clock), clients=32, requests=20)
+    assert batcher.batch_cap <= 8
+    _assert_only_probes_above(batcher, 8)
+    assert max(batcher.stats.last_sizes) > 8  # larger batches were tried before the cap fell
 
 
 def test_the_batch_cap_is_max_batch_where_larger_batches_are_as_cheap_per_row(
@@ -438,28 +458,7 @@ def test_a_load_that_never_fills_max_batch_still_gets_a_cap(
     are measured and capped."""
     clock = ModelClock()
     monkeypatch.setattr(batcher_module, "time", clock)
-
-    def dearer_above_four(rows: list[str]) -> list[str]:
-        time.sleep(0.001)
-        clock.now += (0.001 if len(rows) <= 4 else 0.002) * len(rows)
-        return rows
-
-    async def main() -> DynamicBatcher[str]:
-        with ThreadPoolExecutor(1) as pool:
-            batcher: DynamicBatcher[str] = DynamicBatcher(
-                dearer_above_four, pool, max_batch=32, max_wait_ms=20, max_queue=64
-            )
-
-            async def client(i: int) -> None:
-                for j in range(30):
-                    await batcher.submit([f"{i}-{j}"], 5)
-
-            await asyncio.gather(*(client(i) for i in range(12)))
-            await batcher.close()
-            return batcher
-
-    batcher = run_coro(main())
+    batcher = _closed_loop(_dearer_above(4, clock), clients=12, requests=30)
     assert 32 not in batcher._costs  # never built
     assert batcher.batch_cap <= 4
-    later = list(batcher.stats.last_sizes)[len(batcher.stats.last_sizes) // 2 :]
-    assert sum(size > 4 for size in later) <= len(later) // batcher_module._PROBE_EVERY + 1, later
+    _assert_only_probes_above(batcher, 4)

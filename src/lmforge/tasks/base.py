@@ -25,7 +25,7 @@ from lmforge.models.meta import ModelMeta
 from lmforge.progress import ProgressReporter
 from lmforge.recipe import Recipe, dump_recipe
 from lmforge.settings import Settings
-from lmforge.train.distributed import agree, is_main_process
+from lmforge.train.distributed import agree, is_main_process, wait_for_everyone
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,9 @@ class RunContext:
         stamp = agree(datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f"))
         run_dir = self.resume or self.settings.runs_dir / f"{self.recipe.name}-{stamp}"
         main = is_main_process()
-        run_dir.mkdir(parents=True, exist_ok=self.resume is not None or not main)
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=self.resume is not None)
+        wait_for_everyone()  # the others use the folder only once the main one has made it
         self._run_dir = run_dir
         if not main:
             return run_dir

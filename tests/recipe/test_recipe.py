@@ -383,3 +383,15 @@ def test_assistant_recipe_mistakes_are_named(overrides: dict[str, Any], needle: 
 
 def test_the_assistant_section_is_refused_for_other_tasks() -> None:
     assert "assistant do not apply to task classification" in _error(_raw(assistant={"top_k": 5}))
+
+
+def test_a_key_the_task_does_not_read_is_refused() -> None:
+    movielens = {"source": {"builtin": "movielens"}}
+    message = _error(
+        _raw(
+            task="recommendation", data={**movielens, "split": {"seed": 3}}, feedback={"weight": 2}
+        )
+    )
+    assert "key(s) data.split, feedback.weight do not apply to task recommendation" in message
+    recipe = parse_recipe(_raw(task="recommendation", data=movielens, feedback={"seed": 7}))
+    assert recipe.feedback.seed == 7  # the keys a recommender reads are accepted

@@ -34,8 +34,9 @@ from lmforge.tasks import loop as loop_module
 from lmforge.tasks import run_recipe
 from lmforge.tasks.gate import judge, mcnemar_p
 from lmforge.tasks.loop import RoundResult, parse_interval, run_loop, run_round
-from lmforge.tasks.retrain import RetrainResult, retrain
+from lmforge.tasks.retrain import retrain
 from lmforge.tasks.retrain_data import placement
+from lmforge.tasks.retrain_record import RetrainResult
 
 GATE = {"min_eval_rows": 10}
 

@@ -55,7 +55,9 @@ def _gate(min_gain: float | None, max_test_drop: float | None, rows: int | None)
 
 
 def retrain(
-    model: Annotated[str, typer.Argument(help="The registered classifier's NAME.")],
+    model: Annotated[
+        str, typer.Argument(help="The registered classifier's or recommender's NAME.")
+    ],
     recipe: RecipeOption = None,
     warm_start: WarmStartOption = None,
     min_gain: MinGain = None,
@@ -81,37 +83,44 @@ def retrain(
 
 def print_record(record: dict[str, Any], ref: str) -> None:
     """A retraining record: both models on both slices, the feedback counts, the decision."""
-    scores = record["scores"]
+    scores, counts = record["scores"], record["feedback"]
+    recommender = "interactions" in counts  # a recommender's round (hit rates, interactions)
+    metrics = ("hr@10", "ndcg@10") if recommender else ("accuracy", "macro_f1")
     rows = [
         [
             f"{who} ({record['champion'] if who == 'production' else ref})",
-            *(
-                percent(scores[key][part][metric])
-                for part in ("test", "feedback")
-                for metric in ("accuracy", "macro_f1")
-            ),
+            *(percent(scores[key][part][m]) for part in ("test", "feedback") for m in metrics),
         ]
         for who, key in (("production", "champion"), ("challenger", "challenger"))
         if key in scores
     ]
-    columns = ["model", "test acc", "test macro-F1", "feedback acc", "feedback macro-F1"]
+    names = {"accuracy": "acc", "macro_f1": "macro-F1", "hr@10": "HR@10", "ndcg@10": "NDCG@10"}
+    columns = ["model", *(f"{part} {names[m]}" for part in ("test", "feedback") for m in metrics)]
     print_table("retraining on feedback", columns, rows)
-    counts = record["feedback"]
-    skipped = ", ".join(f"{n} {k}" for k, n in counts.get("skipped", {}).items()) or "none"
-    out.print(
-        f"feedback: {counts['usable']} usable of {counts['feedback_rows']} rows — "
-        f"{counts['train_rows']} trained on, {counts['validation_rows']} validation, "
-        f"{counts['holdout_rows']} held out; {counts['corrected']} corrections, "
-        f"{counts['leakage']} left out as original validation/test texts; skipped: {skipped}",
-        highlight=False,
-    )
+    if recommender:
+        out.print(
+            f"interactions: {counts['usable']} usable of {counts['interactions']} — "
+            f"{counts['train_rows']} trained on, {counts['holdout_rows']} held out",
+            highlight=False,
+        )
+    else:
+        skipped = ", ".join(f"{n} {k}" for k, n in counts.get("skipped", {}).items()) or "none"
+        out.print(
+            f"feedback: {counts['usable']} usable of {counts['feedback_rows']} rows — "
+            f"{counts['train_rows']} trained on, {counts['validation_rows']} validation, "
+            f"{counts['holdout_rows']} held out; {counts['corrected']} corrections, "
+            f"{counts['leakage']} left out as original validation/test texts; skipped: {skipped}",
+            highlight=False,
+        )
     gate = record["gate"]
     verdict = "promoted" if record["decision"] == "promoted" else "kept as a candidate"
     out.print(f"[bold]{ref} {verdict}[/bold]: {gate['reason']}", highlight=False)
 
 
 def loop(
-    model: Annotated[str, typer.Argument(help="The registered classifier's NAME.")],
+    model: Annotated[
+        str, typer.Argument(help="The registered classifier's or recommender's NAME.")
+    ],
     once: Annotated[bool, typer.Option("--once", help="Run one round and exit.")] = False,
     every: Annotated[
         str | None, typer.Option("--every", help="Run a round every interval, e.g. 30m or 1h.")

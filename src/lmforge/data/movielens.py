@@ -181,14 +181,12 @@ def check_split(split: RatingsSplit, *, in_time: bool = True) -> None:
             raise DataError("a test rating is older than its user's training", "a split bug")
 
 
-def with_feedback(
-    split: RatingsSplit, feedback: pd.DataFrame, data: RatingsData
-) -> tuple[RatingsSplit, int]:
-    """``split`` with the feedback ratings added to training — except on known items, pairs
-    already rated (the source's rating stands), pairs held out for validation or test, and
-    cold-start items (their evaluation stays blind) — and how many were added."""
+def usable_feedback(split: RatingsSplit, feedback: pd.DataFrame, data: RatingsData) -> pd.DataFrame:
+    """The feedback ratings a fit may train on (the newest per user and item): not those of
+    unknown items, pairs already rated (the source's rating stands), pairs held out for
+    validation or test, nor cold-start items (their evaluation stays blind)."""
     if feedback.empty:
-        return split, 0
+        return feedback
     known = set(data.items["item_id"])
     held = pd.concat([split.train, split.validation, split.test, split.cold_test])
     taken = set(zip(held["user_id"], held["item_id"], strict=True))
@@ -196,7 +194,16 @@ def with_feedback(
         int(i) in known and int(i) not in split.cold_items and (int(u), int(i)) not in taken
         for u, i in zip(feedback["user_id"], feedback["item_id"], strict=True)
     ]
-    extra = feedback[keep].drop_duplicates(["user_id", "item_id"], keep="last")
+    return feedback[keep].drop_duplicates(["user_id", "item_id"], keep="last")
+
+
+def with_feedback(
+    split: RatingsSplit, feedback: pd.DataFrame, data: RatingsData
+) -> tuple[RatingsSplit, int]:
+    """``split`` with the :func:`usable_feedback` ratings added to training, and how many."""
+    extra = usable_feedback(split, feedback, data)
+    if extra.empty:
+        return split, 0
     train = pd.concat([split.train, extra], ignore_index=True)
     updated = dataclasses.replace(split, train=train)
     # Feedback is newer than every source rating, the test ones included: the refit trains on

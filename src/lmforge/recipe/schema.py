@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from lmforge.recipe.multitask import MultitaskSection
 from lmforge.recipe.recommendation import RecommendationSection
@@ -326,9 +326,10 @@ class GateConfig(Section):
 
 
 class FeedbackConfig(Section):
-    """classification: retraining on feedback (`lmforge retrain`, `lmforge loop`). Feedback rows
-    are split by a seeded hash of their normalised text, so a row keeps its place (held out,
-    validation or training) in every round."""
+    """classification and recommendation: retraining on feedback (`lmforge retrain`, `lmforge
+    loop`). Feedback rows are split by a seeded hash of their normalised text (a recommender's
+    interactions: of their user and item), so a row keeps its place (held out, validation or
+    training) in every round."""
 
     holdout_share: Annotated[float, Field(gt=0, lt=1)] = Field(
         default=0.2, description="Share of feedback rows held out to evaluate the gate on."
@@ -452,7 +453,6 @@ UNUSED_SECTIONS = {
         "evaluation",
         "compress",
         "assistant",
-        "feedback",
         "pretrain",
         "multitask",
     ),
@@ -478,6 +478,13 @@ UNUSED_KEYS = {
         "data.cleaning",
         "data.split",
         "registry.allow_below_baseline",
+        # a recommender is refitted whole, on every usable interaction, and judged on HR@10
+        "feedback.validation_share",
+        "feedback.warm_start",
+        "feedback.weight",
+        "feedback.weight_grid",
+        "feedback.replay",
+        "feedback.gate.metric",
     ),
     "multitask": ("data.source.pair_column", "compress"),  # compress: refused by the task
     "pretrain": (
@@ -507,6 +514,15 @@ class Recipe(Section):
     pretrain: PretrainSection = PretrainSection()
     recommendation: RecommendationSection = RecommendationSection()
     multitask: MultitaskSection = MultitaskSection()
+
+    def _changed(self, dotted: str) -> bool:
+        """Whether the key ``dotted`` (``data.split``) differs from its default."""
+        *parents, last = dotted.split(".")
+        node: BaseModel = self
+        for name in parents:
+            node = getattr(node, name)
+        default = type(node).model_fields[last].get_default(call_default_factory=True)
+        return bool(getattr(node, last) != default)
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
@@ -551,6 +567,12 @@ class Recipe(Section):
             )
         if self.registry.name is not None and not MODEL_NAME.match(self.registry.name):
             raise ValueError(f"registry.name {self.registry.name!r} is not a valid model name")
+        # the keys above have messages of their own; the rest of the task's unused keys
+        keys = [k for k in UNUSED_KEYS[self.task] if "." in k and self._changed(k)]
+        if keys:
+            raise ValueError(
+                f"key(s) {', '.join(keys)} do not apply to task {self.task}: remove them"
+            )
         return self
 
     def _check_unlabelled(self) -> None:

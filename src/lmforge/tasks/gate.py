@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 from scipy.stats import binomtest
 
+from lmforge.errors import RecipeError
 from lmforge.evaluate.metrics import classification_metrics
 from lmforge.recipe.schema import GateConfig
 from lmforge.runtime.predictor import Predictor
@@ -63,14 +65,33 @@ def mcnemar_p(champion_right: np.ndarray, challenger_right: np.ndarray) -> float
     return float(binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue)
 
 
+def with_changes(config: GateConfig, changes: Mapping[str, Any] | None) -> GateConfig:
+    """``config`` with some of its keys changed (a command's options), validated."""
+    if not changes:
+        return config
+    try:
+        return GateConfig.model_validate({**config.model_dump(), **changes})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        at = ".".join(str(p) for p in first["loc"])
+        raise RecipeError(f"feedback.gate.{at}: {first['msg']}", "fix the gate setting") from exc
+
+
 def judge(
-    champion: Scores, challenger: Scores, gate: GateConfig, holdout_rows: int, p_value: float
+    champion: Scores,
+    challenger: Scores,
+    gate: GateConfig,
+    holdout_rows: int,
+    p_value: float,
+    *,
+    metric: str | None = None,
 ) -> GateDecision:
     """The promotion gate: at least ``gate.min_gain`` points better on the feedback slice and
     significantly so (``p_value`` at most ``gate.max_p_value``), at most ``gate.max_test_drop``
     points worse on the original test split, and a feedback slice of at least
-    ``gate.min_eval_rows`` rows. The first rule that fails is the reason."""
-    m = gate.metric
+    ``gate.min_eval_rows`` rows. The first rule that fails is the reason. ``metric`` (default
+    ``gate.metric``) is the score compared."""
+    m = metric or gate.metric
     gain = round(100 * (challenger["feedback"][m] - champion["feedback"][m]), 2)
     drop = round(100 * (champion["test"][m] - challenger["test"][m]), 2)
     p = round(p_value, 6)

@@ -2,8 +2,9 @@
 interval as a long-running job.
 
 A round (:func:`run_round`) retrains when at least ``min_new_feedback`` labelled feedback rows
-arrived since the last round (the newest feedback the last retraining used, from its registry
-record), or when the drift check fired over the traffic since then; otherwise it does nothing.
+(a recommender's: interactions) arrived since the last round (the newest feedback the last
+retraining used, from its registry record), or when the drift check fired over the traffic
+since then; otherwise it does nothing.
 Drift is a callable handed in (``drift_check(model, start, end) -> bool``; :func:`report_drift`
 is the monitor report's), so the loop runs with any detector, or with none (feedback trigger
 only). :func:`run_loop` repeats rounds on a
@@ -34,13 +35,8 @@ from lmforge.progress import ProgressArg, resolve_progress
 from lmforge.recipe import Recipe, load_recipe
 from lmforge.registry import ModelVersion, Registry
 from lmforge.settings import Settings, get_settings
-from lmforge.tasks.retrain import (
-    RECORD,
-    RetrainResult,
-    WarmStart,
-    production_recipe,
-    retrain,
-)
+from lmforge.tasks.retrain import production_recipe, retrain
+from lmforge.tasks.retrain_record import RECORD, RetrainResult, WarmStart
 
 log = logging.getLogger("lmforge.loop")
 
@@ -133,7 +129,8 @@ def run_round(
         )
     previous = last_round(registry, champion.name)
     since = _feedback_since(previous)
-    fresh = _labelled_since(FeedbackStore(registry), champion.name, since)
+    interactions = champion.task == "recommendation"
+    fresh = _labelled_since(FeedbackStore(registry), champion.name, since, interactions)
     result = RoundResult(champion.name, started, fresh, min_new_feedback, None)
     if fresh >= min_new_feedback:
         result.triggers.append("feedback")
@@ -170,14 +167,16 @@ def _window_start(previous: dict[str, Any] | None, champion: ModelVersion) -> da
     return champion.created_at
 
 
-def _labelled_since(store: FeedbackStore, name: str, since: datetime | None) -> int:
-    """Feedback rows of ``name`` carrying a label, changed after ``since`` (all when None)."""
+def _labelled_since(
+    store: FeedbackStore, name: str, since: datetime | None, interactions: bool
+) -> int:
+    """Feedback rows of ``name`` carrying a label (a recommender's: interactions), changed
+    after ``since`` (all when None)."""
     rows = store.list(name, since)
     return sum(
         1
         for r in rows
-        if r.kind != "interaction"
-        and r.label is not None
+        if (r.kind == "interaction" if interactions else r.label is not None)
         and (since is None or r.updated_at > since)
     )
 

@@ -39,6 +39,7 @@ from lmforge.data.movielens import (
     split_card,
     split_card_markdown,
     split_ratings,
+    usable_feedback,
     with_feedback,
 )
 from lmforge.evaluate.ranking import ranking_metrics, top_k
@@ -46,11 +47,13 @@ from lmforge.models.meta import RecommendationMeta
 from lmforge.monitor.feedback import INTERACTIONS, list_feedback
 from lmforge.recipe import Recipe
 from lmforge.recipe.recommendation import RecommendationSection
+from lmforge.recipe.schema import FeedbackConfig
 from lmforge.registry import Registry
 from lmforge.runtime.embedder import Embedder
 from lmforge.runtime.recommender import Recommender
 from lmforge.settings import Settings
 from lmforge.tasks.base import Report, ReportLine, ReportTable, RunContext, TaskOutput
+from lmforge.tasks.retrain_data import placement
 
 #: A user's scores over every item, from (their row in the model or None, their liked rows).
 Scorer = Callable[[int | None, np.ndarray], np.ndarray]
@@ -96,13 +99,19 @@ class RecommendationTask:
             time_quantile=section.time_quantile,
             seed=section.seed,
         )
-        split, taken = with_feedback(split, feedback_ratings(recipe.model_name, ctx.settings), data)
+        usable = usable_feedback(split, feedback_ratings(recipe.model_name, ctx.settings), data)
+        trained_on, held_out = place_interactions(usable, recipe.feedback, split.positive)
+        split, taken = with_feedback(split, trained_on, data)
         encoder = resolve_encoder(recipe.model.base, ctx.settings.cache_dir, Registry(ctx.settings))
         progress.note(
             f"{len(data.ratings)} ratings, {len(data.items)} items; {section.method} with "
             f"{len(split.cold_items)} cold-start items held out"
         )
-        card = {**split_card(data, split), "feedback_ratings": taken}
+        card = {
+            **split_card(data, split),
+            "feedback_ratings": taken,
+            "feedback_held_out": len(held_out),
+        }
         run_dir = ctx.open_run_dir(card, split_card_markdown)
         progress.note(f"embedding {len(data.items)} items with {encoder.ref}")
         vectors = embed_items(data.items, encoder, ctx.settings.cache_dir / "recommend-items")
@@ -162,6 +171,24 @@ def feedback_ratings(model_name: str, settings: Settings) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "when"])
     seconds = [int(w.timestamp()) for w in frame["when"]]
     return frame.drop(columns="when").assign(timestamp=np.array(seconds, dtype=np.int64))
+
+
+def place_interactions(
+    feedback: pd.DataFrame, config: FeedbackConfig, positive: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trained on, held out): a positive interaction is held out for the retraining gate
+    when the seeded hash of its user and item places it there (``feedback.holdout_share``,
+    as a classifier's feedback text is placed) — in every fit, so none ever trains on it."""
+    held = np.array(
+        [
+            rating >= positive and placement(f"{user}:{item}", config) == "holdout"
+            for user, item, rating in zip(
+                feedback["user_id"], feedback["item_id"], feedback["rating"], strict=True
+            )
+        ],
+        dtype=bool,
+    )
+    return feedback[~held], feedback[held]
 
 
 # --- embedding and fitting -------------------------------------------------------------------
@@ -359,6 +386,21 @@ def _ranked(
     light: bool,
     candidates: np.ndarray | None,
 ) -> dict[str, float]:
+    lists, wanted = ranked_lists(score, model, split, part, light=light, candidates=candidates)
+    n = model.n_items if candidates is None else len(candidates)
+    return ranking_metrics(lists, wanted, n)
+
+
+def ranked_lists(
+    score: Scorer,
+    model: Recommender,
+    split: RatingsSplit,
+    part: str,
+    *,
+    light: bool = False,
+    candidates: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[set[int]]]:
+    """Each scored user's top 20 (-1 where no score reaches an item) and relevant items."""
     relevant = _relevant(model, split.positives(part))
     known = set(int(u) for u in model.user_ids)
     validation = _relevant(model, split.validation) if part != "validation" else {}
@@ -376,12 +418,16 @@ def _ranked(
             keep = np.full(model.n_items, -np.inf)
             keep[candidates] = 0.0
             scores = scores + keep
-        ranked = top_k(scores[None, :], 20, [excluded])[0]
-        # an item no score reaches (a collaborative method's cold item) is not recommended
-        lists.append(np.where(np.isfinite(scores[ranked]), ranked, -1))
+        lists.append(top_listed(scores, excluded))
         wanted.append(rel)
-    n = model.n_items if candidates is None else len(candidates)
-    return ranking_metrics(np.array(lists).reshape(len(lists), -1), wanted, n)
+    return np.array(lists, dtype=np.int64).reshape(len(lists), -1), wanted
+
+
+def top_listed(scores: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+    """The top 20 of ``scores`` outside ``excluded``; an item no score reaches (a collaborative
+    method's cold item) is not recommended: -1 in its place."""
+    ranked = top_k(scores[None, :], 20, [excluded])[0]
+    return np.where(np.isfinite(scores[ranked]), ranked, -1)
 
 
 def evaluate_cold(score: Scorer, model: Recommender, split: RatingsSplit) -> dict[str, float]:

@@ -25,12 +25,10 @@ import json
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import ValidationError
+from typing import Any
 
 from lmforge.compress.stage import compress_version
 from lmforge.data import PreparedData, prepare_data
@@ -46,7 +44,7 @@ from lmforge.registry.refs import resolve_base
 from lmforge.settings import Settings, get_settings
 from lmforge.tasks.base import RunContext
 from lmforge.tasks.classification import ClassificationOutput, ClassificationTask
-from lmforge.tasks.gate import Evaluation, GateDecision, Scores
+from lmforge.tasks.gate import Evaluation, GateDecision, with_changes
 from lmforge.tasks.promote import promote_version
 from lmforge.tasks.retrain_data import (
     RetrainData,
@@ -55,52 +53,10 @@ from lmforge.tasks.retrain_data import (
     feedback_examples,
     weighted,
 )
+from lmforge.tasks.retrain_recommendation import retrain_recommender
+from lmforge.tasks.retrain_record import RECORD, RetrainResult, WarmStart, recipe_of
 from lmforge.tasks.retrain_weight import Choice, choose_folder
 from lmforge.tasks.run import _register_folder
-
-WarmStart = Literal["production", "base"]
-RECORD = "retrain"  # the key of the retraining record in a version's registry metrics
-
-
-@dataclass
-class RetrainResult:
-    """One retraining round: what was compared, the gate's decision, and where things went.
-    ``challenger`` is the version the gate judged (the compressed one where production is
-    compressed; ``trained`` is then its uncompressed parent)."""
-
-    model: str
-    champion: ModelVersion
-    trained: ModelVersion
-    challenger: ModelVersion
-    decision: GateDecision
-    promoted: bool
-    scores: dict[str, Scores]  # "champion" / "challenger" -> slice -> metric -> value
-    counts: dict[str, Any]
-    weighting: dict[str, Any]  # the feedback weight used and how it was chosen
-    warm_start: str
-    run_dir: Path
-    started_at: datetime
-    wall_seconds: float
-
-    def record(self) -> dict[str, Any]:
-        """What is stored with the challenger in the registry (``metrics["retrain"]``)."""
-        return {
-            "champion": self.champion.ref,
-            "trained": self.trained.ref,
-            "warm_start": self.warm_start,
-            "decision": "promoted" if self.promoted else "candidate",
-            "gate": self.decision.to_json(),
-            "scores": self.scores,
-            "feedback": self.counts,
-            "weight": self.weighting,
-            "run_dir": str(self.run_dir),
-            "started_at": self.started_at.isoformat(),
-            "wall_seconds": round(self.wall_seconds, 1),
-        }
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``lmforge retrain --json`` document (docs/cli.md)."""
-        return {"challenger": self.challenger.ref, "promoted": self.promoted, **self.record()}
 
 
 def retrain(
@@ -124,12 +80,21 @@ def retrain(
     progress = resolve_progress(progress)
     registry = Registry(settings)
     champion = _champion(registry, model)
+    if champion.task == "recommendation":
+        if warm_start is not None:
+            raise LmforgeError(
+                "a recommender is refitted whole on each round: there is no warm start to choose",
+                "leave out --warm-start",
+            )
+        return retrain_recommender(
+            champion, recipe=recipe, gate=gate, settings=settings, progress=progress
+        )
     root = _uncompressed(registry, champion)
-    original_recipe = _recipe_of(root)
+    original_recipe = recipe_of(root)
     recipe = _retrain_recipe(recipe, original_recipe, root, champion.name)
     config = recipe.feedback
     warm = warm_start or config.warm_start
-    gate_config = _gate(config.gate, gate)
+    gate_config = with_changes(config.gate, gate)
 
     original = _original_data(original_recipe, root)
     rows = FeedbackStore(registry).list(champion.name)
@@ -191,7 +156,7 @@ def retrain(
     if variant is not None:
         progress.note(f"compressing {trained.ref} as production was: {variant}")
         # the settings production was compressed with (its recipe.yaml records them)
-        compress = _recipe_of(champion).compress.model_copy(update={"stage": "candidate"})
+        compress = recipe_of(champion).compress.model_copy(update={"stage": "candidate"})
         try:
             compressed = compress_version(
                 trained.ref, compress, settings=settings, progress=progress, variant_name=variant
@@ -279,10 +244,10 @@ def _train(
 
 
 def production_recipe(registry: Registry, model: str) -> tuple[ModelVersion, Recipe]:
-    """The production version of ``model`` (a classifier) and the recipe of the run that
-    trained it (the uncompressed version's, where production is compressed)."""
+    """The production version of ``model`` (a classifier or recommender) and the recipe of the
+    run that trained it (the uncompressed version's, where production is compressed)."""
     champion = _champion(registry, model)
-    return champion, _recipe_of(_uncompressed(registry, champion))
+    return champion, recipe_of(_uncompressed(registry, champion))
 
 
 def _champion(registry: Registry, model: str) -> ModelVersion:
@@ -293,10 +258,11 @@ def _champion(registry: Registry, model: str) -> ModelVersion:
             f"give the model name, e.g. `lmforge retrain {name}`",
         )
     champion = registry.get(f"{name}:production")
-    if champion.task != "classification":
+    if champion.task not in ("classification", "recommendation"):
         raise LmforgeError(
-            f"{champion.ref} is a {champion.task} model; retraining on feedback is for classifiers",
-            "give a model registered by a classification recipe",
+            f"{champion.ref} is a {champion.task} model; retraining on feedback is for "
+            "classifiers and recommenders",
+            "give a model registered by a classification or recommendation recipe",
         )
     return champion
 
@@ -304,6 +270,8 @@ def _champion(registry: Registry, model: str) -> ModelVersion:
 def _uncompressed(registry: Registry, version: ModelVersion) -> ModelVersion:
     """The version a compressed one was made from (itself when not compressed): its weights
     are the ones to train on, and its recipe the original run's."""
+    if version.task != "classification":  # only a classifier is compressed
+        return version
     seen = {version.ref}
     while isinstance(meta := _meta(version), ClassificationMeta) and meta.compression:
         if version.parent is None or version.parent in seen:
@@ -333,22 +301,6 @@ def _variant(champion: ModelVersion) -> str | None:
     return compression.variant if compression is not None else None
 
 
-def _recipe_of(version: ModelVersion) -> Recipe:
-    path = version.path / "recipe.yaml"
-    if not path.is_file():
-        raise DataError(
-            f"{version.ref} has no recipe.yaml, so its original data cannot be rebuilt",
-            "retrain it with `lmforge run RECIPE`, then promote the new version",
-        )
-    try:
-        return load_recipe(path)
-    except RecipeError as exc:
-        raise DataError(
-            f"the recipe of {version.ref} is damaged ({exc.problem})",
-            "retrain it with `lmforge run RECIPE`, then promote the new version",
-        ) from exc
-
-
 def _retrain_recipe(
     given: Recipe | Path | None, original: Recipe, root: ModelVersion, name: str
 ) -> Recipe:
@@ -366,17 +318,6 @@ def _retrain_recipe(
         update={"name": name, "stage": "candidate", "enabled": True}
     )
     return recipe.model_copy(update={"registry": registry, "compress": CompressConfig()})
-
-
-def _gate(config: GateConfig, changes: Mapping[str, Any] | None) -> GateConfig:
-    if not changes:
-        return config
-    try:
-        return GateConfig.model_validate({**config.model_dump(), **changes})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        at = ".".join(str(p) for p in first["loc"])
-        raise RecipeError(f"feedback.gate.{at}: {first['msg']}", "fix the gate setting") from exc
 
 
 def _original_data(recipe: Recipe, version: ModelVersion) -> PreparedData:

@@ -134,6 +134,10 @@ def test_the_server_loop_fires_the_surge_alert(server: Any) -> None:
     assert alert["rule"] == "finance-surge" and alert["state"] == "firing"
     assert alert["value"] == pytest.approx(0.8) and alert["details"]["baseline_mean"] < 0.4
     assert len(alert["details"]["top_headlines"]) == 5
+    for kept in alert["details"]["top_headlines"]:  # each explained by the registered fin:v1
+        why = kept["why"]
+        assert why["method"] == "occlusion" and why["target"] == "negative"
+        assert all(w["word"] in kept["text"].split() and w["score"] > 0 for w in why["words"])
     metrics = httpx.get(server.url + "/metrics", timeout=30).text
     assert 'lmforge_alerts_fired_total{rule="finance-surge"} 1.0' in metrics
     timeline = call(server, "GET", "/v1/finance/timeline", "predict").json()

@@ -231,3 +231,35 @@ def test_postgresql_holds_the_same_monitor(postgres_url: str) -> None:
     assert len(first.fired) == 1 and again.fired == []
     assert first.fired[0].details["top_headlines"][0]["text"].startswith("Shares crash")
     engine.dispose()
+
+
+def test_an_alerts_headline_is_explained_by_the_version_that_scored_it(
+    tmp_path: Path, sentiment_dir: Path
+) -> None:
+    """The words kept are those whose removal lowers the negative probability most, by exactly
+    that drop (occlusion through the served backend), strongest first."""
+    from lmforge.finance import HeadlineExplainer, ScoredHeadline
+    from lmforge.runtime import Predictor
+
+    settings = Settings(home=tmp_path / "home", database_url=None)
+    register(settings, sentiment_dir, "fin", LABELS)
+    text = "Tesco shares crash as profits fall sharply"
+    when = datetime(2020, 3, 2, tzinfo=UTC)
+    headline = ScoredHeadline("h1", when, text, "negative", 0.5, {}, "fin", 1)
+    explain = HeadlineExplainer(settings, words=3)
+    why = explain(headline)
+    assert why is not None and why["method"] == "occlusion" and why["target"] == "negative"
+    predictor = Predictor(Registry(settings).get("fin:v1").path)
+    words = text.split()
+    variants = [text] + [" ".join(words[:i] + words[i + 1 :]) for i in range(len(words))]
+    negative = predictor.predict_proba(variants)[:, LABELS.index("negative")]
+    drops = sorted(
+        ((float(negative[0] - negative[i + 1]), w) for i, w in enumerate(words)), reverse=True
+    )
+    expected = [(w, d) for d, w in drops if d > 0][:3]
+    assert [w["word"] for w in why["words"]] == [w for w, _ in expected]
+    assert [w["score"] for w in why["words"]] == pytest.approx([d for _, d in expected], abs=1e-6)
+    # a lexicon's verdict has no version to explain; a version gone is an error, not a crash
+    assert explain(ScoredHeadline("h2", when, text, "negative", 0.5, {}, "weak", None)) is None
+    gone = explain(ScoredHeadline("h3", when, text, "negative", 0.5, {}, "fin", 9))
+    assert gone == {"error": "model 'fin' has no version 9"}

@@ -5,7 +5,8 @@ and entity, judged by a surge rule on the alert engine, and drawn as a timeline.
 Modules: ``ingest`` (sources and their checks), ``store`` (the ``finance_headlines`` table),
 ``scoring`` (the model, checked and batched), ``entities`` (the gazetteer and its measured
 accuracy), ``aggregate`` (per day, hour, entity), ``surge`` (the rule and the engine that
-explains its alerts), ``timeline`` (JSON, PNG, HTML) and ``monitor`` (all of it, end to end).
+records its alerts), ``why`` (what made an alert's headlines negative), ``timeline`` (JSON, PNG,
+HTML) and ``monitor`` (all of it, end to end).
 """
 
 from lmforge.finance.ingest import Headline, parse_speed, read_headlines, replay_days
@@ -20,12 +21,14 @@ from lmforge.finance.scoring import SENTIMENT_LABELS, Scorer, check_sentiment_mo
 from lmforge.finance.store import HeadlineStore, ScoredHeadline
 from lmforge.finance.surge import SURGE_RULE, SurgeConfig, surge_rule
 from lmforge.finance.timeline import Timeline, render_html, render_png
+from lmforge.finance.why import HeadlineExplainer
 
 __all__ = [
     "SENTIMENT_LABELS",
     "SURGE_RULE",
     "FinanceMonitor",
     "Headline",
+    "HeadlineExplainer",
     "HeadlineStore",
     "ScoredHeadline",
     "Scorer",

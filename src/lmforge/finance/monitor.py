@@ -25,8 +25,16 @@ from lmforge.finance.aggregate import by_entity, daily, hourly
 from lmforge.finance.ingest import Headline, day_end, parse_speed, read_headlines, replay_days
 from lmforge.finance.scoring import Scorer
 from lmforge.finance.store import HeadlineStore, ScoredHeadline
-from lmforge.finance.surge import SURGE_RULE, SurgeConfig, SurgeEngine, figures_provider, surge_rule
+from lmforge.finance.surge import (
+    SURGE_RULE,
+    ExplainHeadline,
+    SurgeConfig,
+    SurgeEngine,
+    figures_provider,
+    surge_rule,
+)
 from lmforge.finance.timeline import Timeline
+from lmforge.finance.why import HeadlineExplainer
 from lmforge.monitor.alert_loop import Transitions
 from lmforge.monitor.alert_store import Alert, AlertStore
 from lmforge.monitor.alerts import Cache, evaluate_rules
@@ -58,13 +66,24 @@ class HeadlineScorer(Protocol):
 class FinanceMonitor:
     """One model's headlines, surge rule and alerts, over one database."""
 
-    def __init__(self, model: str, engine: Engine, config: SurgeConfig | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        engine: Engine,
+        config: SurgeConfig | None = None,
+        explain: ExplainHeadline | None = None,
+    ) -> None:
         self.model = model
         self.config = config or SurgeConfig()
         self.headlines = HeadlineStore(engine)
         self.alerts = AlertStore(engine)
         self.rule = surge_rule(self.config, model=model)
-        self.engine = SurgeEngine(self.alerts, self.headlines, self.config.top_headlines)
+        self.engine = SurgeEngine(
+            self.alerts,
+            self.headlines,
+            self.config.top_headlines,
+            explain if self.config.explain else None,
+        )
         self.figures = figures_provider(self.headlines)
         self._cache: Cache = {}
         self._horizon: datetime | None = None  # the latest moment judged
@@ -223,5 +242,6 @@ def monitor_headlines(
         days, source = by_day(read_headlines(file, stdin)), str(file) if file else "stdin"
     settings = settings or get_settings()
     scorer = Scorer(model, settings, backend=backend)
-    monitor = FinanceMonitor(scorer.model, Registry(settings).engine, config)
+    explain = HeadlineExplainer(settings)
+    monitor = FinanceMonitor(scorer.model, Registry(settings).engine, config, explain)
     return run_stream(monitor, scorer, days, source, speed=wait, progress=progress)

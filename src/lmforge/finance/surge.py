@@ -11,18 +11,21 @@ surge that dips and returns within a week is the same episode.
 
 :class:`SurgeEngine` is the engine's :class:`~lmforge.monitor.alert_loop.AlertEngine` with one
 addition: a matching evaluation of the surge rule is given its window, its figures and the most
-negative headlines of the window before it is recorded, so an alert says what drove it.
+negative headlines of the window — each with the words that made it negative, where an
+explainer is given (:mod:`lmforge.finance.why`) — before it is recorded, so an alert says what
+drove it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lmforge.finance.store import HeadlineStore
+from lmforge.finance.store import HeadlineStore, ScoredHeadline
 from lmforge.monitor.alert_loop import AlertEngine, Transitions
 from lmforge.monitor.alert_store import AlertStore
 from lmforge.monitor.alerts import AlertRule, Duration, Evaluation, FiguresProvider
@@ -45,6 +48,9 @@ class SurgeConfig(BaseModel):
     min_volume: int = Field(30, ge=1, description="headlines a window needs for a verdict")
     cooldown: Duration = Field(timedelta(days=7), description="quiet time after a resolution")
     top_headlines: int = Field(5, ge=0, le=50, description="headlines kept with an alert")
+    explain: bool = Field(
+        True, description="explain each kept headline (the words that made it negative)"
+    )
 
 
 def surge_rule(config: SurgeConfig | None = None, model: str = "*") -> AlertRule:
@@ -75,13 +81,25 @@ def figures_provider(store: HeadlineStore) -> FiguresProvider:
     return lambda model, start, end: store.window(model, start, end).figures()
 
 
-class SurgeEngine(AlertEngine):
-    """An :class:`AlertEngine` whose surge alerts carry their window, figures and headlines."""
+#: Why a headline was scored negative (:class:`~lmforge.finance.why.HeadlineExplainer`).
+ExplainHeadline = Callable[[ScoredHeadline], dict[str, Any] | None]
 
-    def __init__(self, store: AlertStore, headlines: HeadlineStore, top: int = 5) -> None:
+
+class SurgeEngine(AlertEngine):
+    """An :class:`AlertEngine` whose surge alerts carry their window, figures and headlines
+    (each with ``why`` it was negative, when ``explain`` is given)."""
+
+    def __init__(
+        self,
+        store: AlertStore,
+        headlines: HeadlineStore,
+        top: int = 5,
+        explain: ExplainHeadline | None = None,
+    ) -> None:
         super().__init__(store)
         self.headlines = headlines
         self.top = top
+        self.explain = explain
 
     def step(self, evaluations: Sequence[Evaluation]) -> Transitions:
         return super().step([self._explained(ev) for ev in evaluations])
@@ -107,6 +125,7 @@ class SurgeEngine(AlertEngine):
                     "label": h.label,
                     "negative": h.scores["negative"],
                     "entities": [e["name"] for e in h.entities],
+                    **({"why": self.explain(h)} if self.explain is not None else {}),
                 }
                 for h in top
             ],

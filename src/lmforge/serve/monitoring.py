@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from sqlalchemy.engine import Engine
 
-from lmforge.finance import FinanceMonitor, check_sentiment_model
+from lmforge.finance import FinanceMonitor, HeadlineExplainer, check_sentiment_model
 from lmforge.monitor.alert_loop import MonitorLoop
 from lmforge.monitor.alert_store import Alert, AlertStore
 from lmforge.monitor.alerts import FiguresProvider
@@ -76,7 +76,7 @@ def build_finance_monitor(
     if config is None:
         return None
     version = check_sentiment_model(config.model, settings)
-    finance = FinanceMonitor(version.name, engine, config.surge)
+    finance = FinanceMonitor(version.name, engine, config.surge, HeadlineExplainer(settings))
     loop = MonitorLoop(
         rules=[finance.rule],
         figures=finance.figures,

@@ -133,3 +133,16 @@ def test_bad_retraining_requests_fail_in_one_line_and_register_nothing(
         retrain(NAME, warm_start="base", settings=settings, progress=False)
     assert [v.version for v in Registry(settings).list(NAME)] == [1]
     assert not list((settings.home / "runs").glob(f"{NAME}-*"))[1:]  # only the first fit's
+    # dislikes are trained on but never held out (a held-out row is a film the user liked):
+    # with nothing to judge on, the challenger stays a candidate
+    user = int(model.user_ids[0])
+    for item in unrated(model, user, rare_items(model, 5)):
+        record_feedback(
+            FeedbackEvent(
+                model=NAME, user_id=str(user), item_id=str(item), event="rating", value=1.0
+            ),
+            settings,
+        )
+    result = retrain(NAME, settings=settings, progress=False)
+    assert result.counts["holdout_rows"] == 0 and not result.promoted
+    assert "has 0 rows" in result.decision.reason

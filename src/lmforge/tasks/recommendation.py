@@ -420,7 +420,12 @@ def ranked_lists(
             scores = scores + keep
         lists.append(top_listed(scores, excluded))
         wanted.append(rel)
-    return np.array(lists, dtype=np.int64).reshape(len(lists), -1), wanted
+    return stacked(lists), wanted
+
+
+def stacked(lists: list[np.ndarray]) -> np.ndarray:
+    """Top-20 lists as one (users, 20) array (none: an empty one of that width)."""
+    return np.array(lists, dtype=np.int64) if lists else np.zeros((0, 20), dtype=np.int64)
 
 
 def top_listed(scores: np.ndarray, excluded: np.ndarray) -> np.ndarray:

@@ -15,8 +15,10 @@ decides; the record is the classifier's (:class:`~lmforge.tasks.retrain_record.R
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +44,7 @@ from lmforge.tasks.recommendation import (
     feedback_ratings,
     place_interactions,
     ranked_lists,
+    stacked,
     top_listed,
 )
 from lmforge.tasks.retrain_record import RECORD, RetrainResult, recipe_of
@@ -106,15 +109,20 @@ def retrain_recommender(
         f"{len(held_out)} held out"
     )
 
-    # Nothing is written before this point.
+    # Nothing is written before this point; an unfinished round leaves no run folder behind.
     ctx = RunContext(recipe, settings, progress)
-    output = RecommendationTask().run(ctx)
-    write_model_meta(output.model_dir, output.meta)
-    progress.note("scoring production and challenger on the test split and the feedback slice")
-    champion_model = Recommender.load(champion.path)
-    scores, hits = {}, {}
-    for who, model in (("champion", champion_model), ("challenger", output.recommender)):
-        scores[who], hits[who] = _scores(model, split, held_out, usable)
+    try:
+        output = RecommendationTask().run(ctx)
+        write_model_meta(output.model_dir, output.meta)
+        progress.note("scoring production and challenger on the test split and held-out slice")
+        champion_model = Recommender.load(champion.path)
+        scores, hits = {}, {}
+        for who, model in (("champion", champion_model), ("challenger", output.recommender)):
+            scores[who], hits[who] = _scores(model, split, held_out, usable)
+    except BaseException:
+        with suppress(RuntimeError):  # RuntimeError: the task failed before opening its folder
+            shutil.rmtree(ctx.run_dir, ignore_errors=True)
+        raise
     decision = judge(
         scores["champion"],
         scores["challenger"],
@@ -233,4 +241,4 @@ def _feedback_lists(
             excluded = np.concatenate([rated, np.array(others, dtype=np.int64)])
             lists.append(top_listed(np.asarray(scores, dtype=np.float64), excluded))
             wanted.append({model.item_index(target)})
-    return np.array(lists, dtype=np.int64).reshape(len(lists), -1), wanted
+    return stacked(lists), wanted

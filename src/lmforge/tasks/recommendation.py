@@ -90,15 +90,7 @@ class RecommendationTask:
 
     def run(self, ctx: RunContext) -> RecommendationOutput:
         recipe, progress, section = ctx.recipe, ctx.progress, ctx.recipe.recommendation
-        data = load_movielens(section.max_users)
-        split = split_ratings(
-            data.ratings,
-            protocol=section.protocol,
-            positive=section.positive_rating,
-            cold_fraction=section.cold_fraction,
-            time_quantile=section.time_quantile,
-            seed=section.seed,
-        )
+        data, split = load_split(section)
         usable = usable_feedback(split, feedback_ratings(recipe.model_name, ctx.settings), data)
         trained_on, held_out = place_interactions(usable, recipe.feedback, split.positive)
         split, taken = with_feedback(split, trained_on, data)
@@ -150,6 +142,20 @@ class RecommendationTask:
             recommender=model,
             split=split,
         )
+
+
+def load_split(section: RecommendationSection) -> tuple[RatingsData, RatingsSplit]:
+    """The ratings and the split ``section`` names (the same every time it is asked)."""
+    data = load_movielens(section.max_users)
+    split = split_ratings(
+        data.ratings,
+        protocol=section.protocol,
+        positive=section.positive_rating,
+        cold_fraction=section.cold_fraction,
+        time_quantile=section.time_quantile,
+        seed=section.seed,
+    )
+    return data, split
 
 
 # --- feedback --------------------------------------------------------------------------------
@@ -375,30 +381,18 @@ def _evaluate(
     """Full ranking for each user with a positive in ``part``: every item (or ``candidates``)
     the user has not rated in training (nor, for the test, in validation)."""
     with _one_blas_thread().limit(limits=1, user_api="blas"):
-        return _ranked(score, model, split, part, light, candidates)
+        lists, wanted = _ranked_lists(score, model, split, part, light, candidates)
+    n = model.n_items if candidates is None else len(candidates)
+    return ranking_metrics(lists, wanted, n)
 
 
-def _ranked(
+def _ranked_lists(
     score: Scorer,
     model: Recommender,
     split: RatingsSplit,
     part: str,
     light: bool,
     candidates: np.ndarray | None,
-) -> dict[str, float]:
-    lists, wanted = ranked_lists(score, model, split, part, light=light, candidates=candidates)
-    n = model.n_items if candidates is None else len(candidates)
-    return ranking_metrics(lists, wanted, n)
-
-
-def ranked_lists(
-    score: Scorer,
-    model: Recommender,
-    split: RatingsSplit,
-    part: str,
-    *,
-    light: bool = False,
-    candidates: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[set[int]]]:
     """Each scored user's top 20 (-1 where no score reaches an item) and relevant items."""
     relevant = _relevant(model, split.positives(part))
@@ -433,6 +427,11 @@ def top_listed(scores: np.ndarray, excluded: np.ndarray) -> np.ndarray:
     method's cold item) is not recommended: -1 in its place."""
     ranked = top_k(scores[None, :], 20, [excluded])[0]
     return np.where(np.isfinite(scores[ranked]), ranked, -1)
+
+
+def figures_on_test(model: Recommender, split: RatingsSplit) -> dict[str, float]:
+    """The model's figures on the test split alone (no cold-start or light-user slice)."""
+    return _evaluate(_scorer(model), model, split, "test")
 
 
 def evaluate_cold(score: Scorer, model: Recommender, split: RatingsSplit) -> dict[str, float]:

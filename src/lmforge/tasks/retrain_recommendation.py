@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lmforge.data.movielens import RatingsSplit, load_movielens, split_ratings, usable_feedback
+from lmforge.data.movielens import RatingsSplit, usable_feedback
 from lmforge.errors import DataError, LmforgeError, RecipeError
 from lmforge.evaluate.ranking import ranking_metrics
 from lmforge.models.meta import write_model_meta
@@ -42,8 +42,9 @@ from lmforge.tasks.promote import promote_version
 from lmforge.tasks.recommendation import (
     RecommendationTask,
     feedback_ratings,
+    figures_on_test,
+    load_split,
     place_interactions,
-    ranked_lists,
     stacked,
     top_listed,
 )
@@ -70,15 +71,7 @@ def retrain_recommender(
     recipe = _retrain_recipe(recipe, original, champion)
     gate_config = with_changes(recipe.feedback.gate, gate)
     section = recipe.recommendation
-    data = load_movielens(section.max_users)
-    split = split_ratings(
-        data.ratings,
-        protocol=section.protocol,
-        positive=section.positive_rating,
-        cold_fraction=section.cold_fraction,
-        time_quantile=section.time_quantile,
-        seed=section.seed,
-    )
+    data, split = load_split(section)
     interactions = feedback_ratings(champion.name, settings)
     if interactions.empty:
         raise DataError(
@@ -196,8 +189,7 @@ def _scores(
 ) -> tuple[Scores, np.ndarray]:
     """``model``'s figures on the test split and the held-out interactions, and its per-row
     hits on the latter (for the McNemar test)."""
-    lists, wanted = ranked_lists(lambda row, liked: model.scores(liked, row), model, split, "test")
-    test = ranking_metrics(lists, wanted, model.n_items)
+    test = figures_on_test(model, split)
     lists, wanted = _feedback_lists(model, held_out, usable, split.positive)
     feedback = ranking_metrics(lists, wanted, model.n_items)
     hits = np.array(

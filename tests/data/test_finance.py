@@ -154,3 +154,19 @@ def test_a_changed_source_row_is_refused(guardian: pd.DataFrame, hand: pd.DataFr
     changed.loc[first, "text"] = "something else"
     with pytest.raises(Exception, match=f"labelled headline {first} does not match"):
         finance.sentiment_source(changed, "hand")
+
+
+def test_the_corrections_are_the_drawn_ids_outside_the_labelled_set(
+    hand: pd.DataFrame, guardian: pd.DataFrame
+) -> None:
+    corrections = finance.load_corrections()
+    assert corrections["id"].tolist() == finance.correction_ids(guardian, hand)
+    assert not set(corrections["id"]) & set(hand["id"])
+    for row in corrections.itertuples():
+        assert (
+            guardian["text"].iloc[row.id] == row.text and guardian["date"].iloc[row.id] == row.date
+        )
+    counts = corrections["label"].value_counts().to_dict()
+    card = (finance.FINANCE_DIR / "DATA_CARD.md").read_text(encoding="utf-8")
+    summary = f"{counts['negative']} negative, {counts['neutral']} neutral, {counts['positive']}"
+    assert summary in card and len(corrections) == finance.CORRECTIONS_SIZE

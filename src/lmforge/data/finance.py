@@ -13,7 +13,12 @@ module holds the rules that chose them and split them, so a test can re-derive b
   ``test``, the next 13 ``validation``, the other 45 ``train``. The split depends on neither
   the labels nor the text, and the test part is fixed for good;
 - the second labelling pass: 100 ids drawn by ``default_rng(SECOND_PASS_SEED).choice`` from
-  the sorted ids, labelled in the drawn order.
+  the sorted ids, labelled in the drawn order;
+- the corrections: 200 more headlines, outside the labelled set and never equal (case- and
+  punctuation-insensitive) to a validation or test headline, drawn by
+  ``default_rng(CORRECTIONS_SEED).choice`` from the sorted remaining ids — what an analyst
+  sends back through the feedback route in the closed-loop measurement (benchmarks.md); no
+  source trains on them.
 
 Sources (``load_builtin``; every one has the columns ``id``, ``date``, ``text``, ``label``,
 ``split``, and its ``split`` column fixes the train/validation/test cut):
@@ -45,11 +50,14 @@ from lmforge.data.text import leakage_key
 from lmforge.errors import DataError
 
 __all__ = [
+    "CORRECTIONS_FILE",
     "FINANCE_DIR",
     "LABELLED_FILE",
     "SECOND_PASS_FILE",
     "WeakMode",
     "assign_splits",
+    "correction_ids",
+    "load_corrections",
     "load_labelled",
     "load_second_pass",
     "sample_ids",
@@ -61,9 +69,11 @@ __all__ = [
 FINANCE_DIR = Path(__file__).parent / "finance"
 LABELLED_FILE = FINANCE_DIR / "headlines_labelled.jsonl"
 SECOND_PASS_FILE = FINANCE_DIR / "headlines_second_pass.jsonl"
+CORRECTIONS_FILE = FINANCE_DIR / "headlines_corrections.jsonl"
 PER_MONTH, SAMPLE_SEED = 90, 2020
 TEST_PER_MONTH, VALIDATION_PER_MONTH, SPLIT_SEED = 32, 13, 7
 SECOND_PASS_SIZE, SECOND_PASS_SEED = 100, 20201203
+CORRECTIONS_SIZE, CORRECTIONS_SEED = 200, 20201204
 WeakMode = Literal["hand", "weak", "mixed"]
 
 
@@ -99,6 +109,19 @@ def second_pass_ids(ids: list[int]) -> list[int]:
     return [int(i) for i in drawn]
 
 
+def correction_ids(guardian: pd.DataFrame, labelled: pd.DataFrame) -> list[int]:
+    """The ids of the corrections set (see the module docstring), ascending."""
+    held = {leakage_key(t) for t in labelled.loc[labelled["split"] != "train", "text"]}
+    taken = set(labelled["id"].tolist())
+    remaining = [
+        i
+        for i, text in enumerate(guardian["text"])
+        if i not in taken and leakage_key(text) not in held
+    ]
+    drawn = np.random.default_rng(CORRECTIONS_SEED).choice(remaining, CORRECTIONS_SIZE, False)
+    return sorted(int(i) for i in drawn)
+
+
 @functools.lru_cache(maxsize=1)
 def _read_labelled() -> pd.DataFrame:
     if not LABELLED_FILE.is_file():
@@ -119,6 +142,14 @@ def load_labelled() -> pd.DataFrame:
 def load_second_pass() -> pd.DataFrame:
     """The second, independent labelling of 100 headlines: ``id``, ``text``, ``label``."""
     return pd.read_json(SECOND_PASS_FILE, lines=True, dtype={"id": int, "text": str})
+
+
+def load_corrections() -> pd.DataFrame:
+    """The corrections set: ``id``, ``date``, ``text``, ``label`` (hand labels, not trained on
+    by any built-in source)."""
+    frame = pd.read_json(CORRECTIONS_FILE, lines=True, dtype={"id": int, "text": str})
+    frame["date"] = pd.to_datetime(frame["date"], format="%Y-%m-%d")
+    return frame
 
 
 def weak_labels(texts: list[str]) -> list[str]:

@@ -16,7 +16,7 @@ from lmforge.recipe import parse_recipe
 from lmforge.registry import Registry
 from lmforge.runtime.recommender import Recommender
 from lmforge.settings import Settings
-from lmforge.tasks.loop import run_round
+from lmforge.tasks.loop import report_drift, run_round
 from lmforge.tasks.promote import promote_version
 from lmforge.tasks.retrain import retrain
 from lmforge.tasks.run import run_recipe
@@ -109,8 +109,12 @@ def test_the_gate_refuses_a_refit_on_interactions_it_cannot_learn_from(
         for item in unrated(model, int(user), films[12 * n : 12 * (n + 1)]):
             click(settings, int(user), item)
             posted += 1
-    round_ = run_round(NAME, min_new_feedback=50, gate=GATE, settings=settings, progress=False)
+    drift = report_drift(settings)  # what `lmforge loop` checks too: no traffic, no drift
+    round_ = run_round(
+        NAME, min_new_feedback=50, drift_check=drift, gate=GATE, settings=settings, progress=False
+    )
     assert round_.triggers == ["feedback"] and round_.new_feedback == posted
+    assert round_.drifted is False
     assert round_.retrain is not None and not round_.retrain.promoted
     assert "feedback slice" in round_.retrain.decision.reason
     assert Registry(settings).get(f"{NAME}:production").version == 1

@@ -125,7 +125,7 @@ def stream(
 
 
 def drift_alert_after(began: datetime, answered: list[datetime], step: int) -> int | None:
-    """How many Chinese requests in the drift alert fires: the server's rule (``drift.any`` of
+    """After how many Chinese texts the drift alert fires: the server's rule (``drift.any`` of
     the window since the stream began, at least 30 predictions) evaluated after every ``step``
     of them — the figure the server's monitor round computes, without its timing."""
     from lmforge.monitor.report import summarize_window
@@ -133,7 +133,7 @@ def drift_alert_after(began: datetime, answered: list[datetime], step: int) -> i
     for n in range(step, len(answered) + 1, step):
         window = summarize_window(MODEL, start=began, end=answered[n - 1] + timedelta(seconds=1))
         figures = window.figures()
-        print(f"after {n} Chinese requests: drift.any {figures.get('drift.any')}", file=sys.stderr)
+        print(f"after {n} Chinese texts: drift.any {figures.get('drift.any')}", file=sys.stderr)
         if window.volume >= 30 and figures.get("drift.any") == 1.0:
             return n
     return None
@@ -163,10 +163,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--train", action="store_true", help="register the served model first")
-    parser.add_argument("--english", type=int, default=200, help="English requests first")
+    parser.add_argument("--english", type=int, default=200, help="English texts first")
     parser.add_argument("--batch", type=int, default=10, help="texts per request")
     parser.add_argument(
-        "--drift-scan", type=int, default=200, help="Chinese requests the drift rule is read over"
+        "--drift-scan", type=int, default=200, help="Chinese texts the drift rule is read over"
     )
     parser.add_argument("--out", type=Path, default=Path("feedback_loop.json"))
     args = parser.parse_args()
@@ -198,14 +198,14 @@ def main() -> None:
     english = english_data.test["text"].tolist()[: args.english]
     ids, began, answered = stream(home, english, pool[:n], args.batch)
     fired_at = drift_alert_after(began, answered[: args.drift_scan], 10)
-    print(f"drift alert after {fired_at} Chinese requests", file=sys.stderr)
+    print(f"drift alert after {fired_at} Chinese texts", file=sys.stderr)
     before_zh = accuracy(champion.ref, held, held_labels, Settings())
 
     results: dict[str, Any] = {
         "served": champion.ref,
         "stream_size": len(pool),
         "held_out": len(held),
-        "drift_alert_after_requests": fired_at,
+        "drift_alert_after_texts": fired_at,
         "zh_accuracy_before": before_zh,
         "zh_trained_accuracy": ZH_TRAINED_ACCURACY,
         "rounds": [],

@@ -118,8 +118,8 @@ def test_the_gate_refuses_a_refit_on_interactions_it_cannot_learn_from(
     assert round_.retrain is not None and not round_.retrain.promoted
     assert "feedback slice" in round_.retrain.decision.reason
     assert Registry(settings).get(f"{NAME}:production").version == 1
-    # the next round sees no new interaction, so nothing fires
-    again = run_round(NAME, min_new_feedback=50, settings=settings, progress=False)
+    # the next round sees no new interaction (not even those of the round's last second)
+    again = run_round(NAME, min_new_feedback=1, settings=settings, progress=False)
     assert again.triggers == [] and again.retrain is None
 
 

@@ -31,6 +31,7 @@ from lmforge.data.movielens import RatingsSplit, usable_feedback
 from lmforge.errors import DataError, LmforgeError, RecipeError
 from lmforge.evaluate.ranking import ranking_metrics
 from lmforge.models.meta import write_model_meta
+from lmforge.monitor.feedback import INTERACTIONS, list_feedback
 from lmforge.progress import ProgressReporter
 from lmforge.recipe import Recipe, load_recipe
 from lmforge.registry import ModelVersion, Registry
@@ -93,8 +94,11 @@ def retrain_recommender(
         "usable": len(usable),
         "train_rows": len(trained_on),
         "holdout_rows": len(held_out),
-        "latest_feedback_at": datetime.fromtimestamp(
-            int(interactions["timestamp"].max()), UTC
+        # to the microsecond, as the loop compares it with each row's update time
+        "latest_feedback_at": max(
+            f.updated_at
+            for f in list_feedback(champion.name, settings=settings)
+            if f.event in INTERACTIONS
         ).isoformat(),
     }
     progress.note(
